@@ -1,0 +1,162 @@
+"""The in-memory dataset every source produces, and the prepared files stages read.
+
+A source (official archive, image folder, digits stand-in) yields a `Dataset`
+of uint8 (N, 32, 32, 3) arrays. `prepare` caps it (`data.limit`) and carves the
+validation split out of the training set; `save` writes one small .npz per
+split plus meta.json under data/<dataset>/. Training reads train and val only;
+the test split is read only by evaluate and embed.
+"""
+
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cifarbench import atomic
+from cifarbench.errors import BenchError
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class Split:
+    images: np.ndarray  # (N, H, W, 3) uint8, HWC like the official archives
+    labels: np.ndarray  # (N,) int64 fine labels
+    coarse: np.ndarray | None = None  # (N,) int64 CIFAR-100 superclass labels
+
+    def __post_init__(self):
+        self.images = np.ascontiguousarray(self.images, dtype=np.uint8)
+        self.labels = np.asarray(self.labels, dtype=np.int64)
+        if self.coarse is not None:
+            self.coarse = np.asarray(self.coarse, dtype=np.int64)
+        if self.images.ndim != 4 or self.images.shape[-1] != 3:
+            raise ValueError(f"images must be (N, H, W, 3), got {self.images.shape}")
+        if len(self.images) != len(self.labels):
+            raise ValueError(f"{len(self.images)} images but {len(self.labels)} labels")
+
+    def __len__(self):
+        return len(self.labels)
+
+    def subset(self, index):
+        coarse = None if self.coarse is None else self.coarse[index]
+        return Split(self.images[index], self.labels[index], coarse)
+
+
+@dataclass
+class Dataset:
+    name: str  # the pipeline slot: cifar10 or cifar100
+    source: str  # what filled it: "CIFAR-10 archive", "digits stand-in", ...
+    classes: list[str]
+    train: Split
+    test: Split
+    coarse_classes: list[str] | None = None
+    stand_in: bool = False  # True for the offline digits data: never presented as CIFAR
+
+
+def _stratified_take(split, n, seed):
+    """Indices of a class-balanced random subset of n items (plain random if a class is too small)."""
+    if n >= len(split):
+        return np.arange(len(split))
+    from sklearn.model_selection import train_test_split  # 2 s import: only the download stage needs it
+
+    index = np.arange(len(split))
+    counts = np.bincount(split.labels)
+    stratify = split.labels if counts[counts > 0].min() >= 2 and n >= len(np.unique(split.labels)) else None
+    taken, _ = train_test_split(index, train_size=n, random_state=seed, stratify=stratify)
+    return np.sort(taken)
+
+
+def resolve_val_count(val_size, n_train):
+    """data.val_size is a count (int >= 1) or a fraction of the training set (0 < x < 1)."""
+    count = round(val_size * n_train) if isinstance(val_size, float) and val_size < 1 else int(val_size)
+    if not 1 <= count < n_train:
+        raise BenchError(
+            f"data.val_size: {val_size} gives {count} validation images from {n_train} training images; "
+            f"use a count between 1 and {n_train - 1} or a fraction between 0 and 1"
+        )
+    return count
+
+
+def prepare(ds, limit, val_size, seed):
+    """Apply data.limit and split validation off the training set; returns {split: Split}."""
+    train, test = ds.train, ds.test
+    if limit and limit < len(train):
+        test_n = max(1, round(len(test) * limit / len(train)))
+        train = train.subset(_stratified_take(train, limit, seed))
+        test = test.subset(_stratified_take(test, test_n, seed))
+    n_val = resolve_val_count(val_size, len(train))
+    val_index = _stratified_take(train, n_val, seed + 1)
+    keep = np.ones(len(train), dtype=bool)
+    keep[val_index] = False
+    return {"train": train.subset(np.flatnonzero(keep)), "val": train.subset(val_index), "test": test}
+
+
+def save(ds, splits, out_dir):
+    """Write the splits and meta.json into a fresh folder, then swap it in whole.
+
+    A crash mid-way leaves only a hidden temporary folder, never a data folder
+    with some splits old and some new.
+    """
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}."))
+    try:
+        _write(ds, splits, staging)
+        if out_dir.exists():
+            retired = staging.with_name(staging.name + ".old")
+            out_dir.rename(retired)
+            staging.rename(out_dir)
+            shutil.rmtree(retired)
+        else:
+            staging.rename(out_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _write(ds, splits, out_dir):
+    for name, split in splits.items():
+        arrays = {"images": split.images, "labels": split.labels}
+        if split.coarse is not None:
+            arrays["coarse"] = split.coarse
+        atomic.save_npz(out_dir / f"{name}.npz", **arrays)
+    meta = {
+        "dataset": ds.name,
+        "source": ds.source,
+        "stand_in": ds.stand_in,
+        "classes": list(ds.classes),
+        "coarse_classes": list(ds.coarse_classes) if ds.coarse_classes else None,
+        "counts": {name: len(split) for name, split in splits.items()},
+        "image_size": list(splits["train"].images.shape[1:3]),
+    }
+    atomic.write_json(out_dir / "meta.json", meta)
+
+
+def _missing(path):
+    return BenchError(f"{path} is missing: run `dvc repro download@{Path(path).parent.name}` first")
+
+
+def load_meta(data_dir):
+    path = Path(data_dir) / "meta.json"
+    if not path.is_file():
+        raise _missing(path)
+    return json.loads(path.read_text())
+
+
+def load_split(data_dir, split):
+    path = Path(data_dir) / f"{split}.npz"
+    if not path.is_file():
+        raise _missing(path)
+    with np.load(path, allow_pickle=False) as f:  # never unpickle object arrays
+        return Split(f["images"], f["labels"], f["coarse"] if "coarse" in f.files else None)
+
+
+def fine_to_coarse(split, n_classes):
+    """Coarse group of each fine class, read off the labels (None without coarse labels)."""
+    if split.coarse is None:
+        return None
+    mapping = np.full(n_classes, -1, dtype=np.int64)
+    mapping[split.labels] = split.coarse
+    return mapping
