@@ -1,0 +1,61 @@
+"""Checkpoints that carry what is needed to rebuild their model (the nanoGPT way).
+
+A checkpoint is a plain dict of tensors, strings and numbers, so it loads with
+`torch.load(weights_only=True)`: a downloaded or tampered file cannot run code.
+"""
+
+from pathlib import Path
+
+import torch
+
+from cifarbench import atomic
+from cifarbench import models as modellib
+from cifarbench.errors import BenchError
+from cifarbench.params import ModelSpec
+
+FORMAT = 1
+
+
+def save(path, model, *, key, spec, dataset, classes, coarse_classes, epoch, val_acc):
+    mean, std = modellib.normalization(model)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    atomic.torch_save(path, {
+        "format": FORMAT,
+        "model_key": key,
+        "spec": spec.model_dump(),
+        "num_classes": len(classes),
+        "dataset": dataset,
+        "classes": list(classes),
+        "coarse_classes": list(coarse_classes) if coarse_classes else None,
+        "mean": list(mean),
+        "std": list(std),
+        "epoch": epoch,
+        "val_acc": val_acc,
+        "state_dict": state,
+    })
+
+
+def read(path):
+    """The checkpoint dict, loaded without executing anything from the file."""
+    path = Path(path)
+    if not path.is_file():
+        stage = "train-cifar10" if path.parent.name == "cifar10" else "transfer-cifar100"
+        raise BenchError(f"checkpoint {path} not found: run `dvc repro {stage}@{path.stem}` first")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - unpickling errors have many types; all mean "unusable file"
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise BenchError(f"checkpoint {path} cannot be loaded safely ({first}); delete it and rerun its stage") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise BenchError(f"checkpoint {path} is not a CIFARbench checkpoint (format {FORMAT}); rerun its stage")
+    return ckpt
+
+
+def load_model(path):
+    """Rebuild the model from the checkpoint alone (no params, no download); returns (model, info)."""
+    ckpt = read(path)
+    spec = ModelSpec.model_validate(ckpt["spec"])
+    model = modellib.create(spec, ckpt["num_classes"], pretrained=False, key=ckpt["model_key"])
+    model.load_state_dict(ckpt.pop("state_dict"))
+    ckpt["spec"] = spec
+    return model, ckpt

@@ -1,0 +1,61 @@
+"""Feature embeddings: pre-logit features, their k-NN accuracy, and a 2-D UMAP."""
+
+import numpy as np
+
+from cifarbench import engine, metrics, models, transforms
+
+KNN_K = 20  # DINO's k-NN protocol uses k = 20
+
+
+def features(model, images_nhwc, preprocess, runtime, batch_size):
+    """(N, D) float32 numpy features of uint8 HWC images."""
+    images = transforms.to_tensor(images_nhwc, runtime.device)
+    out = engine.infer(model, images, preprocess, runtime, batch_size, fn=lambda x: models.features(model, x))
+    return out.cpu().numpy()
+
+
+def knn(train_features, train_labels, test_features, test_labels, k=KNN_K):
+    accuracy = metrics.knn_accuracy(train_features, train_labels, test_features, test_labels, k=k)
+    return {"knn_top1": accuracy, "knn_k": min(k, len(train_labels)), "feature_dim": int(train_features.shape[1])}
+
+
+def _import_umap_with_numba_cache():
+    """Import umap-learn with numba's on-disk cache switched on for its functions.
+
+    umap-learn asks numba to cache none of its compiled functions, so every
+    process spends ~20 s of CPU compiling the same code; each embed stage is a
+    fresh process. Defaulting `cache=True` while umap (and pynndescent) define
+    their functions lets the first stage compile and the others load (~4 s).
+    Functions numba cannot cache still work: numba only warns, and we silence that.
+    """
+    import sys
+    import warnings
+
+    if "umap" in sys.modules:
+        return sys.modules["umap"]
+    import numba
+
+    originals = numba.njit, numba.jit
+
+    def with_cache(decorator):
+        def wrapper(*args, **kwargs):
+            kwargs.setdefault("cache", True)
+            return decorator(*args, **kwargs)
+        return wrapper
+
+    numba.njit, numba.jit = with_cache(numba.njit), with_cache(numba.jit)
+    try:
+        import umap
+    finally:
+        numba.njit, numba.jit = originals
+    warnings.filterwarnings("ignore", category=numba.NumbaWarning)
+    warnings.filterwarnings("ignore", message="n_jobs value .* overridden", category=UserWarning)
+    return umap
+
+
+def umap_2d(features_, seed):
+    """UMAP of the features (not logits) to 2-D; seeded, so the picture is reproducible."""
+    umap = _import_umap_with_numba_cache()
+    n_neighbors = max(2, min(15, len(features_) - 1))
+    reducer = umap.UMAP(n_components=2, n_neighbors=n_neighbors, min_dist=0.1, random_state=seed)
+    return reducer.fit_transform(np.asarray(features_, dtype=np.float32)).astype(np.float32)

@@ -1,0 +1,188 @@
+"""The training and inference engine shared by train-cifar10 and transfer-cifar100.
+
+Data stay uint8 tensors on the device (see transforms.py). Per step there is no
+host synchronisation: loss and accuracy are summed on the device and read once
+per epoch, so a GPU never waits for Python. `infer` returns logits (or
+features); metrics are computed from them elsewhere (metrics.py).
+"""
+
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from timm.optim import create_optimizer_v2
+from tqdm import tqdm
+
+from cifarbench import models as modellib
+from cifarbench import transforms
+from cifarbench.errors import BenchError
+from cifarbench.runtime import uses_channels_last
+
+# Read the loss back every this many steps to catch NaN/inf early; one scalar
+# copy per 50 steps costs nothing measurable, unlike one per step.
+FINITE_CHECK_EVERY = 50
+
+
+@dataclass
+class EpochResult:
+    epoch: int  # 1-based
+    train_loss: float
+    train_acc: float
+    val_loss: float
+    val_acc: float
+    lr: float
+    seconds: float
+    images_per_second: float
+    improved: bool
+
+
+def prepare_model(model, runtime):
+    model = model.to(runtime.device)
+    if uses_channels_last(model):
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def preprocess_for(model, runtime, img_size):
+    mean, std = modellib.normalization(model)
+    return transforms.Preprocess(img_size, mean, std, channels_last=uses_channels_last(model))
+
+
+@torch.inference_mode()
+def infer(model, images, preprocess, runtime, batch_size, fn=None):
+    """Run `fn` (default: the model, i.e. logits) over uint8 images in batches; float32 result on device."""
+    model.eval()
+    fn = fn or model
+    outputs = []
+    for start in range(0, len(images), batch_size):
+        x = preprocess(images[start:start + batch_size])
+        with runtime.autocast():
+            outputs.append(fn(x).float())
+    return torch.cat(outputs) if outputs else torch.empty(0, device=runtime.device)
+
+
+def build_optimizer(model, recipe):
+    """timm's optimizer factory: no weight decay on norms/biases, optional layer-wise lr decay."""
+    extra = {"momentum": recipe.momentum} if recipe.optimizer == "sgd" else {}
+    optimizer = create_optimizer_v2(
+        model, opt=recipe.optimizer, lr=recipe.lr, weight_decay=recipe.weight_decay,
+        layer_decay=recipe.layer_decay, **extra,
+    )
+    for group in optimizer.param_groups:
+        # timm stores layer decay as lr_scale for its own schedulers; apply it here
+        group["lr"] = recipe.lr * group.get("lr_scale", 1.0)
+        group["initial_lr"] = group["lr"]
+    return optimizer
+
+
+class Trainer:
+    """Fit a classifier with early stopping on validation accuracy.
+
+    The caller hands in device tensors (uint8 images, int64 labels) and gets an
+    `EpochResult` per epoch from `epochs()`; it decides what to log and save.
+    """
+
+    def __init__(self, model, recipe, runtime, preprocess, seed, eval_batch_size):
+        self.model = model
+        self.recipe = recipe
+        self.runtime = runtime
+        self.preprocess = preprocess
+        self.eval_batch_size = eval_batch_size
+        self.optimizer = build_optimizer(model, recipe)
+        self.plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            self.optimizer, mode="max", factor=recipe.plateau_factor, patience=recipe.plateau_patience
+        )
+        self.scaler = torch.amp.GradScaler(runtime.device.type, enabled=runtime.needs_grad_scaler)
+        self.generator = torch.Generator(runtime.device).manual_seed(seed)
+        self.step_fn = torch.compile(model) if runtime.compile else model
+        self.epoch = 0  # completed epochs
+        self.best_acc = -1.0
+        self.since_best = 0
+
+    @property
+    def stopped_early(self):
+        patience = self.recipe.early_stopping
+        return bool(patience) and self.since_best >= patience
+
+    def _warmup(self, step, warmup_steps):
+        if step < warmup_steps:
+            scale = (step + 1) / warmup_steps
+            for group in self.optimizer.param_groups:
+                group["lr"] = group["initial_lr"] * scale
+
+    def _train_epoch(self, images, labels):
+        recipe, runtime = self.recipe, self.runtime
+        modellib.train_mode(self.model)
+        n = len(labels)
+        batch = min(recipe.batch_size, n)
+        steps = n // batch  # drop the ragged tail: a 1-image batch breaks BatchNorm
+        warmup_steps = recipe.warmup_epochs * steps
+        order = torch.randperm(n, device=runtime.device, generator=self.generator)
+        loss_sum = torch.zeros((), device=runtime.device)
+        correct = torch.zeros((), device=runtime.device, dtype=torch.long)
+        bar = tqdm(range(steps), desc=f"epoch {self.epoch + 1}", unit="batch", leave=False, mininterval=2)
+        start = time.perf_counter()
+        for step in bar:
+            self._warmup(self.epoch * steps + step, warmup_steps)
+            index = order[step * batch:(step + 1) * batch]
+            x = self.preprocess(transforms.augment(images[index], recipe.augment, self.generator))
+            y = labels[index]
+            with runtime.autocast():
+                logits = self.step_fn(x)
+                loss = F.cross_entropy(logits.float(), y, label_smoothing=recipe.label_smoothing)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            loss_sum += loss.detach() * len(y)
+            correct += (logits.argmax(1) == y).sum()
+            if (step + 1) % FINITE_CHECK_EVERY == 0 or step + 1 == steps:
+                if not math.isfinite(loss.item()):
+                    raise BenchError(
+                        f"loss became {loss.item()} at epoch {self.epoch + 1}, step {step + 1}: lower the lr "
+                        f"or check the data; the last good checkpoint is kept"
+                    )
+            bar.set_postfix_str(f"{(step + 1) * batch / (time.perf_counter() - start):.0f} img/s", refresh=False)
+        bar.close()
+        seen = steps * batch
+        return (loss_sum / seen).item(), (correct.float() / seen).item(), seen
+
+    def evaluate(self, images, labels):
+        logits = infer(self.model, images, self.preprocess, self.runtime, self.eval_batch_size)
+        loss = F.cross_entropy(logits, labels).item()
+        acc = (logits.argmax(1) == labels).float().mean().item()
+        return loss, acc
+
+    def epochs(self, train_images, train_labels, val_images, val_labels):
+        """Yield one EpochResult per epoch until recipe.epochs or early stopping."""
+        while self.epoch < self.recipe.epochs and not self.stopped_early:
+            start = time.perf_counter()
+            train_loss, train_acc, seen = self._train_epoch(train_images, train_labels)
+            val_loss, val_acc = self.evaluate(val_images, val_labels)
+            seconds = time.perf_counter() - start
+            self.epoch += 1
+            if self.epoch > self.recipe.warmup_epochs:  # warm-up owns the lr until it is done
+                self.plateau.step(val_acc)
+            improved = val_acc > self.best_acc
+            if improved:
+                self.best_acc, self.since_best = val_acc, 0
+            else:
+                self.since_best += 1
+            yield EpochResult(
+                epoch=self.epoch, train_loss=train_loss, train_acc=train_acc, val_loss=val_loss,
+                val_acc=val_acc, lr=max(g["lr"] for g in self.optimizer.param_groups), seconds=seconds,
+                images_per_second=seen / seconds, improved=improved,
+            )
+
+
+def load_for_inference(checkpoint_path, runtime):
+    """A checkpoint's model on the device in eval mode, with the preprocessing it was trained with."""
+    from cifarbench import checkpoint
+
+    model, info = checkpoint.load_model(checkpoint_path)
+    model = prepare_model(model, runtime).eval()
+    preprocess = transforms.Preprocess(info["spec"].img_size, tuple(info["mean"]), tuple(info["std"]),
+                                       channels_last=uses_channels_last(model))
+    return model, preprocess, info

@@ -1,0 +1,55 @@
+"""Metrics computed from logits or features (never from a model: see engine.infer)."""
+
+import numpy as np
+import torch
+from sklearn.neighbors import KNeighborsClassifier
+
+
+def topk_accuracy(logits, labels, k):
+    k = min(k, logits.shape[1])
+    top = torch.as_tensor(logits).topk(k, dim=1).indices
+    return (top == torch.as_tensor(labels)[:, None]).any(dim=1).float().mean().item()
+
+
+def confusion_matrix(predicted, labels, n_classes):
+    """counts[true, predicted]."""
+    flat = np.asarray(labels, dtype=np.int64) * n_classes + np.asarray(predicted, dtype=np.int64)
+    return np.bincount(flat, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+
+
+def per_class_accuracy(confusion):
+    """Recall of each class; NaN where a class has no test image (limit on a tiny run)."""
+    totals = confusion.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(totals > 0, np.diag(confusion) / np.maximum(totals, 1), np.nan)
+
+
+def classification(logits, labels, classes):
+    """Top-1, top-5, per-class accuracy and the confusion matrix of one test run."""
+    logits = torch.as_tensor(logits).float().cpu()
+    labels = torch.as_tensor(labels).cpu()
+    predicted = logits.argmax(1).numpy()
+    confusion = confusion_matrix(predicted, labels.numpy(), len(classes))
+    per_class = per_class_accuracy(confusion)
+    return {
+        "top1": topk_accuracy(logits, labels, 1),
+        "top5": topk_accuracy(logits, labels, 5),
+        "n_test": int(len(labels)),
+        "per_class": {name: (None if np.isnan(acc) else float(acc)) for name, acc in zip(classes, per_class)},
+    }, predicted, confusion
+
+
+def knn_accuracy(train_features, train_labels, test_features, test_labels, k=20):
+    """k-NN accuracy of L2-normalised features (cosine neighbours), distance-weighted votes.
+
+    The training split is the neighbour bank and the test split the queries,
+    as in DINO's k-NN evaluation.
+    """
+    def normalise(f):
+        f = np.asarray(f, dtype=np.float32)
+        return f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)
+
+    k = min(k, len(train_labels))
+    knn = KNeighborsClassifier(n_neighbors=k, weights="distance", algorithm="brute")
+    knn.fit(normalise(train_features), train_labels)
+    return float(knn.score(normalise(test_features), test_labels))

@@ -1,0 +1,90 @@
+"""The training engine on a tiny learnable problem: it learns, stops early, keeps the best checkpoint."""
+
+import numpy as np
+import pytest
+import torch
+
+from cifarbench import checkpoint, engine, models, params, runtime
+from cifarbench.errors import BenchError
+from conftest import tiny_params
+
+
+def quadrant_images(n, seed):
+    """Class = which quadrant holds a bright blob (4 classes): learnable in a few epochs."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 4, n)
+    images = rng.integers(0, 60, (n, 32, 32, 3), dtype=np.uint8)
+    for i, c in enumerate(labels):
+        y, x = divmod(int(c), 2)
+        images[i, y * 16 + 4:y * 16 + 12, x * 16 + 4:x * 16 + 12] = 230
+    return images, labels
+
+
+def _setup(key="dinov2_vitb14", **overrides):
+    p = params.parse(tiny_params(**overrides))
+    rt = runtime.resolve(p.compute)
+    spec = p.model(key)
+    torch.manual_seed(0)
+    model = engine.prepare_model(models.create(spec, num_classes=4), rt)
+    prep = engine.preprocess_for(model, rt, spec.img_size)
+    train_x, train_y = quadrant_images(256, 0)
+    val_x, val_y = quadrant_images(64, 1)
+    from cifarbench.transforms import to_tensor
+
+    tensors = (to_tensor(train_x, "cpu"), torch.from_numpy(train_y), to_tensor(val_x, "cpu"), torch.from_numpy(val_y))
+    return p, rt, spec, model, prep, tensors
+
+
+def test_trainer_learns_and_reports_each_epoch():
+    p, rt, spec, model, prep, tensors = _setup("resnet18", train__resnet18__epochs=4)
+    trainer = engine.Trainer(model, p.train.resnet18, rt, prep, seed=0, eval_batch_size=64)
+    results = list(trainer.epochs(*tensors))
+    assert [r.epoch for r in results] == [1, 2, 3, 4]
+    assert results[-1].val_acc > 0.6  # chance is 0.25
+    assert results[-1].train_loss < results[0].train_loss
+    assert trainer.best_acc == max(r.val_acc for r in results)
+
+
+def test_early_stopping_stops_after_patience():
+    # lr so small nothing improves after the first epoch's result
+    p, rt, spec, model, prep, tensors = _setup(
+        train__dinov2_vitb14__epochs=20, train__dinov2_vitb14__lr=1e-12, train__dinov2_vitb14__early_stopping=2,
+        train__dinov2_vitb14__warmup_epochs=0)
+    trainer = engine.Trainer(model, p.train.dinov2_vitb14, rt, prep, seed=0, eval_batch_size=64)
+    results = list(trainer.epochs(*tensors))
+    assert trainer.stopped_early and len(results) < 20
+    assert sum(r.improved for r in results) == len(results) - 2
+
+
+def test_same_seed_same_result():
+    def run():
+        p, rt, spec, model, prep, tensors = _setup(train__dinov2_vitb14__epochs=1)
+        trainer = engine.Trainer(model, p.train.dinov2_vitb14, rt, prep, seed=0, eval_batch_size=64)
+        return [r.train_loss for r in trainer.epochs(*tensors)]
+    assert run() == run()
+
+
+def test_nan_loss_stops_with_epoch_and_step():
+    p, rt, spec, model, prep, tensors = _setup(train__dinov2_vitb14__epochs=2)
+    trainer = engine.Trainer(model, p.train.dinov2_vitb14, rt, prep, seed=0, eval_batch_size=64)
+    with torch.no_grad():
+        model.head.weight.fill_(float("nan"))
+    with pytest.raises(BenchError, match=r"loss became nan at epoch 1, step \d+"):
+        list(trainer.epochs(*tensors))
+
+
+@pytest.mark.parametrize("key", ["resnet18", "dinov2_vitb14"])
+def test_checkpoint_rebuilds_the_same_model(tmp_path, key):
+    p, rt, spec, model, prep, tensors = _setup(key)
+    path = tmp_path / "m.pt"
+    checkpoint.save(path, model, key=key, spec=spec, dataset="cifar10", classes=list("abcd"),
+                    coarse_classes=None, epoch=1, val_acc=0.5)
+    loaded, preprocess, info = engine.load_for_inference(path, rt)
+    assert info["classes"] == list("abcd") and info["spec"] == spec
+    x = tensors[2][:8]
+    torch.testing.assert_close(engine.infer(loaded, x, preprocess, rt, 4), engine.infer(model, x, prep, rt, 4))
+
+
+def test_missing_checkpoint_says_which_stage_to_run(tmp_path):
+    with pytest.raises(BenchError, match=r"run `dvc repro train-cifar10@resnet18`"):
+        checkpoint.read(tmp_path / "cifar10" / "resnet18.pt")
