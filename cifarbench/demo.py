@@ -34,7 +34,6 @@ OVERRIDES = {
     # random init: pretrained weights cannot be downloaded offline
     **{f"models.{m}.pretrained": False for m in MODELS},
     **{f"models.{m}.img_size": 32 for m in ("resnet18", "efficientnet_b0")},
-    "models.efficientnet_b0.kwargs": {},
     # a DINOv2-architecture ViT at toy size: 4 blocks of width 192, 7 px patches on 28 px images
     "models.dinov2_vitb14.img_size": 28,
     "models.dinov2_vitb14.kwargs": {"depth": 4, "embed_dim": 192, "num_heads": 3, "patch_size": 7},
@@ -49,16 +48,21 @@ OVERRIDES = {
 
 
 def hydra_value(value):
-    """A Python value in the override grammar `dvc exp run -S` speaks (Hydra's)."""
+    """A Python scalar in the override grammar `dvc exp run -S` speaks (Hydra's)."""
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, dict):
-        return "{" + ",".join(f"{k}:{hydra_value(v)}" for k, v in value.items()) + "}"
     return str(value)
 
 
 def set_arguments(overrides):
-    return [arg for key, value in overrides.items() for arg in ("-S", f"{key}={hydra_value(value)}")]
+    """`-S key=value` per override; a dict sets each of its entries (`++` adds keys that are not there yet)."""
+    args = []
+    for key, value in overrides.items():
+        if isinstance(value, dict):
+            args += [a for sub, v in value.items() for a in ("-S", f"++{key}.{sub}={hydra_value(v)}")]
+        else:
+            args += ["-S", f"{key}={hydra_value(value)}"]
+    return args
 
 
 def dvc(*args, check=True):

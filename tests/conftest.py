@@ -35,7 +35,10 @@ def set_dotted(raw, key, value):
     *parents, last = key.split(".")
     for part in parents:
         node = node[part]
-    node[last] = copy.deepcopy(value)
+    if isinstance(value, dict) and isinstance(node.get(last), dict):
+        node[last].update(copy.deepcopy(value))  # as the demo's `++key.sub=value` overrides do
+    else:
+        node[last] = copy.deepcopy(value)
 
 
 def committed_params():
