@@ -122,7 +122,8 @@ class Trainer:
         order = torch.randperm(n, device=runtime.device, generator=self.generator)
         loss_sum = torch.zeros((), device=runtime.device)
         correct = torch.zeros((), device=runtime.device, dtype=torch.long)
-        bar = tqdm(range(steps), desc=f"epoch {self.epoch + 1}", unit="batch", leave=False, mininterval=2)
+        bar = tqdm(range(steps), desc=f"epoch {self.epoch + 1}", unit="batch", leave=False, mininterval=2,
+                   disable=None)  # None: a bar on a terminal, none in CI logs
         start = time.perf_counter()
         for step in bar:
             self._warmup(self.epoch * steps + step, warmup_steps)
