@@ -48,6 +48,7 @@ OVERRIDES = {
     "models.dinov2_vitb14.kwargs": {"depth": 4, "embed_dim": 192, "num_heads": 3, "patch_size": 7},
     **{f"{stage}.{m}.{k}": v for stage in EPOCHS for m, recipe in RECIPES.items() for k, v in recipe.items()},
     **{f"{stage}.{m}.epochs": n for stage, per_model in EPOCHS.items() for m, n in per_model.items()},
+    "transfer.efficientnet_b0.lr": 0.05,  # from a trained checkpoint it takes (and needs) the higher rate
     "transfer.dinov2_vitb14.freeze_blocks": 2,  # the real run freezes 9 of 12; here 2 of 4
 }
 
