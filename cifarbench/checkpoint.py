@@ -16,9 +16,12 @@ from cifarbench.params import ModelSpec
 FORMAT = 1
 
 
-def save(path, model, *, key, spec, dataset, classes, coarse_classes, epoch, val_acc):
+def save(path, model, *, key, spec, dataset, classes, coarse_classes, epoch, val_acc, state_dict=None):
+    """Save `model` (or, given, `state_dict`: weights for the same architecture) with its rebuild recipe."""
     mean, std = modellib.normalization(model)
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    if state_dict is None:
+        state_dict = model.state_dict()
+    state = {k: v.detach().cpu() for k, v in state_dict.items()}
     atomic.torch_save(path, {
         "format": FORMAT,
         "model_key": key,

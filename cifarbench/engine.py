@@ -102,6 +102,35 @@ class Trainer:
         self.since_best = 0
 
     @property
+    def finished(self):
+        return self.epoch >= self.recipe.epochs or self.stopped_early
+
+    def state_dict(self):
+        """Everything an interrupted run needs to continue exactly as if it had not stopped."""
+        cuda = torch.cuda.get_rng_state_all() if self.runtime.device.type == "cuda" else []
+        return {
+            "epoch": self.epoch, "best_acc": self.best_acc, "since_best": self.since_best,
+            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "optimizer": self.optimizer.state_dict(),
+            "plateau": self.plateau.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "generator": self.generator.get_state(),  # data order and augmentation
+            "torch_rng": torch.get_rng_state(),  # dropout and drop-path draw from the global RNG
+            "cuda_rng": cuda,
+        }
+
+    def load_state_dict(self, state):
+        self.epoch, self.best_acc, self.since_best = state["epoch"], state["best_acc"], state["since_best"]
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.plateau.load_state_dict(state["plateau"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        if state["cuda_rng"] and self.runtime.device.type == "cuda":
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+
+    @property
     def stopped_early(self):
         patience = self.recipe.early_stopping
         return bool(patience) and self.since_best >= patience
@@ -122,6 +151,7 @@ class Trainer:
         order = torch.randperm(n, device=runtime.device, generator=self.generator)
         loss_sum = torch.zeros((), device=runtime.device)
         correct = torch.zeros((), device=runtime.device, dtype=torch.long)
+        first_bad_step = torch.full((), -1, device=runtime.device, dtype=torch.long)
         bar = tqdm(range(steps), desc=f"epoch {self.epoch + 1}", unit="batch", leave=False, mininterval=2,
                    disable=None)  # None: a bar on a terminal, none in CI logs
         start = time.perf_counter()
@@ -139,16 +169,23 @@ class Trainer:
             self.scaler.update()
             loss_sum += loss.detach() * len(y)
             correct += (logits.argmax(1) == y).sum()
+            # remember the first non-finite step on the device; read it back only now and then
+            bad = ~torch.isfinite(loss.detach()) & (first_bad_step < 0)
+            first_bad_step = torch.where(bad, step, first_bad_step)
             if (step + 1) % FINITE_CHECK_EVERY == 0 or step + 1 == steps:
-                if not math.isfinite(loss.item()):
-                    raise BenchError(
-                        f"loss became {loss.item()} at epoch {self.epoch + 1}, step {step + 1}: lower the lr "
-                        f"or check the data; the last good checkpoint is kept"
-                    )
+                self._stop_if_not_finite(first_bad_step)
             bar.set_postfix_str(f"{(step + 1) * batch / (time.perf_counter() - start):.0f} img/s", refresh=False)
         bar.close()
         seen = steps * batch
         return (loss_sum / seen).item(), (correct.float() / seen).item(), seen
+
+    def _stop_if_not_finite(self, first_bad_step):
+        bad = int(first_bad_step.item())
+        if bad >= 0:
+            raise BenchError(
+                f"training loss is NaN or infinite at epoch {self.epoch + 1}, step {bad + 1}: lower the lr "
+                "or check the data; the checkpoint and state of the last completed epoch are kept"
+            )
 
     def evaluate(self, images, labels):
         logits = infer(self.model, images, self.preprocess, self.runtime, self.eval_batch_size)
@@ -158,7 +195,7 @@ class Trainer:
 
     def epochs(self, train_images, train_labels, val_images, val_labels):
         """Yield one EpochResult per epoch until recipe.epochs or early stopping."""
-        while self.epoch < self.recipe.epochs and not self.stopped_early:
+        while not self.finished:
             start = time.perf_counter()
             train_loss, train_acc, seen = self._train_epoch(train_images, train_labels)
             val_loss, val_acc = self.evaluate(val_images, val_labels)

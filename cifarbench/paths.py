@@ -25,6 +25,11 @@ def checkpoint(dataset, model):
     return MODELS / dataset / f"{model}.pt"
 
 
+def training_state(dataset, model):
+    """Resumable state of the stage that trains `model` on `dataset` (a persist: true output)."""
+    return MODELS / dataset / f"{model}.state.pt"
+
+
 def train_log(dataset, model):
     """DVCLive directory of the stage that trains `model` on `dataset`."""
     return LOGS / TRAIN_STAGE[dataset] / model

@@ -19,9 +19,10 @@ def main():
     meta = dataset.load_meta(paths.data_dir("cifar10"))
     torch.manual_seed(params.seed)  # the new head's (or the whole model's) initial weights
     model = models.create(spec, num_classes=len(meta["classes"]), key=key)
-    training.run(key=key, spec=spec, recipe=params.recipe("train", key),
+    training.run(stage="train-cifar10", key=key, spec=spec, recipe=params.recipe("train", key),
                  params=params, model=model, data_dir=paths.data_dir("cifar10"),
-                 checkpoint_path=paths.checkpoint("cifar10", key), log_dir=paths.train_log("cifar10", key))
+                 checkpoint_path=paths.checkpoint("cifar10", key), log_dir=paths.train_log("cifar10", key),
+                 state_path=paths.training_state("cifar10", key))
 
 
 if __name__ == "__main__":

@@ -18,8 +18,9 @@ def main():
     spec, recipe = params.model(key), params.recipe("transfer", key)
     n_classes = len(dataset.load_meta(paths.data_dir("cifar100"))["classes"])
     torch.manual_seed(params.seed)
-    if recipe.init == "cifar10":
-        model, _ = checkpoint.load_model(paths.checkpoint("cifar10", key))
+    init_path = paths.checkpoint("cifar10", key) if recipe.init == "cifar10" else None
+    if init_path:
+        model, _ = checkpoint.load_model(init_path)
         model.reset_classifier(n_classes)
     else:  # straight from the model's own (ImageNet) weights, skipping CIFAR-10
         model = models.create(spec, num_classes=n_classes, key=key)
@@ -27,9 +28,10 @@ def main():
     total, trainable = models.count_parameters(model)
     print(f"init from {recipe.init}; frozen: stem + {recipe.freeze_blocks} blocks ({len(frozen)} modules); "
           f"{trainable:,} of {total:,} parameters trainable")
-    training.run(key=key, spec=spec, recipe=recipe, params=params, model=model,
+    training.run(stage="transfer-cifar100", key=key, spec=spec, recipe=recipe, params=params, model=model,
                  data_dir=paths.data_dir("cifar100"), checkpoint_path=paths.checkpoint("cifar100", key),
-                 log_dir=paths.train_log("cifar100", key))
+                 log_dir=paths.train_log("cifar100", key), state_path=paths.training_state("cifar100", key),
+                 init_path=init_path)
 
 
 if __name__ == "__main__":

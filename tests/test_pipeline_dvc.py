@@ -163,3 +163,40 @@ def test_transfer_change_as_experiment_leaves_cifar10_training_alone(repo):
     assert exps, "the experiment is listed by dvc exp show"
     params_text = json.dumps(exps[0])
     assert '"lr": 0.001' in params_text and "top1" in params_text
+
+
+def test_killed_dvc_repro_resumes_from_the_persisted_state(repo):
+    """kill -9 of `dvc repro` (and its stage) mid-training; the next `dvc repro` continues the run."""
+    import signal
+    import time
+
+    import torch
+
+    model = "dinov2_vitb14"
+    repo.set_param(f"train.{model}.epochs", 3)
+    repo.set_param(f"train.{model}.early_stopping", 0)
+    state_path = repo.path / "models" / "cifar10" / f"{model}.state.pt"
+
+    def saved_epoch():
+        try:
+            state = torch.load(state_path, weights_only=True)
+        except (FileNotFoundError, RuntimeError, EOFError):
+            return 0
+        return 0 if state.get("finished") else state["trainer"]["epoch"]
+
+    proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro", f"train-cifar10@{model}"], cwd=repo.path,
+                            env=repo.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.monotonic() + 300
+    while saved_epoch() < 1:
+        assert proc.poll() is None and time.monotonic() < deadline, "the stage ended before it could be killed"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # DVC and the stage script with it
+    proc.wait()
+
+    out = repo.dvc("repro", f"train-cifar10@{model}").stdout
+    assert "resuming after epoch" in out
+    rows = (repo.path / "logs" / "train-cifar10" / model / "plots" / "metrics" / "val" / "acc.tsv").read_text()
+    assert len(rows.strip().splitlines()) == 1 + 3
+    assert f"train-cifar10@{model}" not in repo.dvc("status", f"train-cifar10@{model}").stdout.replace(
+        "Data and pipelines are up to date.", "")

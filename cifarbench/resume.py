@@ -1,0 +1,87 @@
+"""Resumable training state, written atomically at the end of every epoch.
+
+A train or transfer stage killed at any moment (SIGINT, SIGTERM, SIGKILL) and
+rerun continues after the last completed epoch, and on CPU ends with exactly
+the metrics of an uninterrupted run: the state holds the model, optimizer,
+scheduler, grad scaler, every RNG, the early-stopping counters, the best
+weights so far and the per-epoch history (to rebuild the DVCLive logs).
+
+The state is a `persist: true` DVC output, so DVC leaves it in place when it
+reruns the stage. It is only used when its fingerprint matches the run about
+to start: the recipe, model spec, seed, compute settings, the input data and
+starting checkpoint, and the package's code. A changed recipe never resumes
+from another recipe's state. When a run finishes, the state shrinks to a small
+"finished" marker (no tensors), so DVC's cache does not keep gigabytes of
+optimizer state; a forced rerun then starts from scratch.
+"""
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+
+from cifarbench import atomic
+
+FORMAT = 1
+PACKAGE = Path(__file__).resolve().parent
+
+
+def file_digest(path):
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def code_digest():
+    """The package's source: a resumed run must finish with the code that started it."""
+    digest = hashlib.md5()
+    for path in sorted(PACKAGE.rglob("*.py")):
+        digest.update(str(path.relative_to(PACKAGE)).encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def fingerprint(*, stage, spec, recipe, seed, compute, inputs):
+    """A digest of everything that decides what an epoch computes."""
+    parts = {
+        "stage": stage,
+        "spec": spec.model_dump(),
+        "recipe": recipe.model_dump(),
+        "seed": seed,
+        "compute": compute.model_dump(),
+        "inputs": {str(p): file_digest(p) for p in inputs},
+        "code": code_digest(),
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+def load(path, expected_fingerprint):
+    """The saved state if it belongs to this exact run and is unfinished; else None (and why)."""
+    path = Path(path)
+    if not path.is_file():
+        return None, "no saved state"
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - an unreadable state only means "start fresh"
+        return None, f"saved state unreadable ({type(exc).__name__}), starting fresh"
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        return None, "saved state has another format, starting fresh"
+    if state.get("fingerprint") != expected_fingerprint:
+        return None, "saved state belongs to another recipe, data or code, starting fresh"
+    if state.get("finished"):
+        return None, "the previous run with this recipe finished, starting fresh"
+    return state, f"resuming after epoch {state['trainer']['epoch']}"
+
+
+def save(path, fingerprint_, trainer, history, best):
+    atomic.torch_save(path, {
+        "format": FORMAT, "fingerprint": fingerprint_, "finished": False,
+        "trainer": trainer.state_dict(), "history": history, "best": best,
+    })
+
+
+def mark_finished(path, fingerprint_):
+    atomic.torch_save(path, {"format": FORMAT, "fingerprint": fingerprint_, "finished": True})
