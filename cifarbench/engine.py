@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from timm.optim import create_optimizer_v2
 from tqdm import tqdm
 
+from cifarbench import distributed, transforms
 from cifarbench import models as modellib
-from cifarbench import transforms
 from cifarbench.errors import BenchError
 from cifarbench.runtime import uses_channels_last
 
@@ -52,15 +52,25 @@ def preprocess_for(model, runtime, img_size):
 
 @torch.inference_mode()
 def infer(model, images, preprocess, runtime, batch_size, fn=None):
-    """Run `fn` (default: the model, i.e. logits) over uint8 images in batches; float32 result on device."""
+    """Run `fn` (default: the model, i.e. logits) over uint8 images in batches; float32 result on device.
+
+    Under torchrun each rank takes one contiguous share of the images and every
+    rank gets all rows back in order: each image is counted exactly once,
+    whatever the number of ranks.
+    """
     model.eval()
     fn = fn or model
+    world = distributed.world_size() if len(images) >= distributed.world_size() else 1
+    bounds = [len(share) for share in torch.tensor_split(torch.arange(len(images)), world)]
+    start = sum(bounds[:distributed.rank()]) if world > 1 else 0
+    mine = images[start:start + bounds[distributed.rank()]] if world > 1 else images
     outputs = []
-    for start in range(0, len(images), batch_size):
-        x = preprocess(images[start:start + batch_size])
+    for first in range(0, len(mine), batch_size):
+        x = preprocess(mine[first:first + batch_size])
         with runtime.autocast():
             outputs.append(fn(x).float())
-    return torch.cat(outputs) if outputs else torch.empty(0, device=runtime.device)
+    local = torch.cat(outputs) if outputs else torch.empty(0, device=runtime.device)
+    return distributed.gather_rows(local, bounds) if world > 1 else local
 
 
 def build_optimizer(model, recipe):
@@ -95,7 +105,16 @@ class Trainer:
             self.optimizer, mode="max", factor=recipe.plateau_factor, patience=recipe.plateau_patience
         )
         self.scaler = torch.amp.GradScaler(runtime.device.type, enabled=runtime.needs_grad_scaler)
-        self.generator = torch.Generator(runtime.device).manual_seed(seed)
+        self.world, self.rank = distributed.world_size(), distributed.rank()
+        # Every rank draws the same epoch order (then takes its own shard of it);
+        # augmentation draws differ per rank.
+        self.order_generator = torch.Generator(runtime.device).manual_seed(seed)
+        self.augment_generator = torch.Generator(runtime.device).manual_seed(seed + 1 + self.rank)
+        if self.world > 1:  # gradients are all-reduced across ranks in backward()
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [runtime.device] if runtime.device.type == "cuda" else None
+            model = DistributedDataParallel(model, device_ids=ids)
         self.step_fn = torch.compile(model) if runtime.compile else model
         self.epoch = 0  # completed epochs
         self.best_acc = -1.0
@@ -106,7 +125,10 @@ class Trainer:
         return self.epoch >= self.recipe.epochs or self.stopped_early
 
     def state_dict(self):
-        """Everything an interrupted run needs to continue exactly as if it had not stopped."""
+        """Everything an interrupted run needs to continue exactly as if it had not stopped.
+
+        A collective under torchrun: every rank must call it (each rank's RNGs are gathered).
+        """
         cuda = torch.cuda.get_rng_state_all() if self.runtime.device.type == "cuda" else []
         return {
             "epoch": self.epoch, "best_acc": self.best_acc, "since_best": self.since_best,
@@ -114,9 +136,10 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "plateau": self.plateau.state_dict(),
             "scaler": self.scaler.state_dict(),
-            "generator": self.generator.get_state(),  # data order and augmentation
-            "torch_rng": torch.get_rng_state(),  # dropout and drop-path draw from the global RNG
-            "cuda_rng": cuda,
+            "order_rng": self.order_generator.get_state(),
+            # per rank: augmentation, and the global RNG that dropout and drop-path draw from
+            "rank_rngs": distributed.gather_objects(
+                {"augment": self.augment_generator.get_state(), "torch": torch.get_rng_state(), "cuda": cuda}),
         }
 
     def load_state_dict(self, state):
@@ -125,10 +148,12 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.plateau.load_state_dict(state["plateau"])
         self.scaler.load_state_dict(state["scaler"])
-        self.generator.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
-        if state["cuda_rng"] and self.runtime.device.type == "cuda":
-            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        self.order_generator.set_state(state["order_rng"])
+        mine = state["rank_rngs"][self.rank]
+        self.augment_generator.set_state(mine["augment"])
+        torch.set_rng_state(mine["torch"])
+        if mine["cuda"] and self.runtime.device.type == "cuda":
+            torch.cuda.set_rng_state_all(mine["cuda"])
 
     @property
     def stopped_early(self):
@@ -144,11 +169,13 @@ class Trainer:
     def _train_epoch(self, images, labels):
         recipe, runtime = self.recipe, self.runtime
         modellib.train_mode(self.model)
-        n = len(labels)
-        batch = min(recipe.batch_size, n)
-        steps = n // batch  # drop the ragged tail: a 1-image batch breaks BatchNorm
+        # recipe.batch_size is the global batch: each of the `world` ranks takes its share of it
+        per_rank = len(labels) // self.world
+        batch = min(max(1, recipe.batch_size // self.world), per_rank)
+        steps = per_rank // batch  # drop the ragged tail: a 1-image batch breaks BatchNorm
         warmup_steps = recipe.warmup_epochs * steps
-        order = torch.randperm(n, device=runtime.device, generator=self.generator)
+        order = torch.randperm(len(labels), device=runtime.device, generator=self.order_generator)
+        order = order[self.rank::self.world][:per_rank]  # this rank's disjoint shard
         loss_sum = torch.zeros((), device=runtime.device)
         correct = torch.zeros((), device=runtime.device, dtype=torch.long)
         first_bad_step = torch.full((), -1, device=runtime.device, dtype=torch.long)
@@ -158,7 +185,7 @@ class Trainer:
         for step in bar:
             self._warmup(self.epoch * steps + step, warmup_steps)
             index = order[step * batch:(step + 1) * batch]
-            x = self.preprocess(transforms.augment(images[index], recipe.augment, self.generator))
+            x = self.preprocess(transforms.augment(images[index], recipe.augment, self.augment_generator))
             y = labels[index]
             with runtime.autocast():
                 logits = self.step_fn(x)
@@ -176,11 +203,12 @@ class Trainer:
                 self._stop_if_not_finite(first_bad_step)
             bar.set_postfix_str(f"{(step + 1) * batch / (time.perf_counter() - start):.0f} img/s", refresh=False)
         bar.close()
-        seen = steps * batch
-        return (loss_sum / seen).item(), (correct.float() / seen).item(), seen
+        totals = distributed.all_reduce_sum(torch.stack([loss_sum, correct.float()]))  # the epoch's one sync
+        seen = steps * batch * self.world
+        return (totals[0] / seen).item(), (totals[1] / seen).item(), seen
 
     def _stop_if_not_finite(self, first_bad_step):
-        bad = int(first_bad_step.item())
+        bad = distributed.first_flagged_step(first_bad_step)
         if bad >= 0:
             raise BenchError(
                 f"training loss is NaN or infinite at epoch {self.epoch + 1}, step {bad + 1}: lower the lr "

@@ -76,10 +76,10 @@ def load(path, expected_fingerprint):
     return state, f"resuming after epoch {state['trainer']['epoch']}"
 
 
-def save(path, fingerprint_, trainer, history, best):
+def save(path, fingerprint_, trainer_state, history, best):
     atomic.torch_save(path, {
         "format": FORMAT, "fingerprint": fingerprint_, "finished": False,
-        "trainer": trainer.state_dict(), "history": history, "best": best,
+        "trainer": trainer_state, "history": history, "best": best,
     })
 
 

@@ -9,7 +9,7 @@ import dataclasses
 import torch
 from dvclive import Live
 
-from cifarbench import checkpoint, dataset, engine, resume, transforms
+from cifarbench import checkpoint, dataset, distributed, engine, resume, transforms
 from cifarbench import runtime as runtimelib
 
 LOGGED = (("train/loss", "train_loss"), ("train/acc", "train_acc"), ("val/loss", "val_loss"),
@@ -36,6 +36,8 @@ def _cpu_weights(model):
 def run(*, stage, key, spec, recipe, params, model, data_dir, checkpoint_path, log_dir, state_path, init_path=None):
     """Train `model` on data_dir's train split, keeping the best-validation checkpoint; resumes if it can."""
     rt = runtimelib.resolve(params.compute)
+    distributed.init(rt.device)  # under torchrun: join the other ranks (see distributed.py)
+    main = distributed.is_main()  # only rank 0 writes checkpoints, state, logs and prints
     meta = dataset.load_meta(data_dir)
     train, val = dataset.load_split(data_dir, "train"), dataset.load_split(data_dir, "val")
     model = engine.prepare_model(model, rt)
@@ -43,14 +45,17 @@ def run(*, stage, key, spec, recipe, params, model, data_dir, checkpoint_path, l
     trainer = engine.Trainer(model, recipe, rt, preprocess, params.seed, params.compute.eval_batch_size)
     tensors = [transforms.to_tensor(train.images, rt.device), torch.from_numpy(train.labels).to(rt.device),
                transforms.to_tensor(val.images, rt.device), torch.from_numpy(val.labels).to(rt.device)]
-    print(f"{meta['dataset']} ({meta['source']}): {len(train)} train / {len(val)} val images; "
-          f"{spec.arch} at {spec.img_size} px on {rt.describe()}", flush=True)
+    if main:
+        print(f"{meta['dataset']} ({meta['source']}): {len(train)} train / {len(val)} val images; "
+              f"{spec.arch} at {spec.img_size} px on {rt.describe()}"
+              f"{f' x {distributed.world_size()} processes' if distributed.world_size() > 1 else ''}", flush=True)
 
     inputs = [data_dir / "train.npz", data_dir / "val.npz", data_dir / "meta.json"] + ([init_path] if init_path else [])
     fingerprint = resume.fingerprint(stage=stage, spec=spec, recipe=recipe, seed=params.seed,
                                      compute=params.compute, inputs=inputs)
     state, why = resume.load(state_path, fingerprint)
-    print(why, flush=True)
+    if main:
+        print(why, flush=True)
     history, best = [], None
     if state:
         trainer.load_state_dict(state["trainer"])
@@ -59,12 +64,14 @@ def run(*, stage, key, spec, recipe, params, model, data_dir, checkpoint_path, l
             best = dict(best, state_dict=_cpu_weights(model))
 
     def save_best():
-        checkpoint.save(checkpoint_path, model, key=key, spec=spec, dataset=meta["dataset"],
-                        classes=meta["classes"], coarse_classes=meta["coarse_classes"],
-                        epoch=best["epoch"], val_acc=best["val_acc"], state_dict=best["state_dict"])
+        if main:
+            checkpoint.save(checkpoint_path, model, key=key, spec=spec, dataset=meta["dataset"],
+                            classes=meta["classes"], coarse_classes=meta["coarse_classes"],
+                            epoch=best["epoch"], val_acc=best["val_acc"], state_dict=best["state_dict"])
 
-    live = Live(dir=str(log_dir), dvcyaml=None, save_dvc_exp=False, report=None)  # starts the logs afresh...
-    for logged in history:  # ...and replays the completed epochs, so a resumed run's logs continue
+    # starts the logs afresh, then replays the completed epochs, so a resumed run's logs continue
+    live = Live(dir=str(log_dir), dvcyaml=None, save_dvc_exp=False, report=None) if main else None
+    for logged in history if main else []:
         _log_epoch(live, logged)
     if best:
         save_best()  # DVC removed the checkpoint before rerunning the stage
@@ -74,11 +81,17 @@ def run(*, stage, key, spec, recipe, params, model, data_dir, checkpoint_path, l
         if result["improved"]:
             best = {"epoch": result["epoch"], "val_acc": result["val_acc"], "state_dict": _cpu_weights(model)}
             save_best()
+        trainer_state = trainer.state_dict()  # a collective: every rank takes part
+        if not main:
+            continue
         current_is_best = best["epoch"] == trainer.epoch
-        resume.save(state_path, fingerprint, trainer, history,
+        resume.save(state_path, fingerprint, trainer_state, history,
                     dict(best, state_dict=None) if current_is_best else best)
         _log_epoch(live, result)
         _print_epoch(result)
+    if not main:
+        distributed.shutdown()
+        return trainer
     seconds = [r["seconds"] for r in history]
     live.summary.update({
         "best_val_acc": trainer.best_acc,
@@ -88,7 +101,9 @@ def run(*, stage, key, spec, recipe, params, model, data_dir, checkpoint_path, l
         "train_seconds": round(sum(seconds), 3),
         "seconds_per_epoch": round(sum(seconds) / len(seconds), 3),
         "device": rt.describe(),
+        "processes": distributed.world_size(),
     })
     live.end()
     resume.mark_finished(state_path, fingerprint)
+    distributed.shutdown()
     return trainer

@@ -4,7 +4,7 @@ import argparse
 
 import torch
 
-from cifarbench import MODELS, dataset, models, paths, training
+from cifarbench import MODELS, dataset, distributed, models, paths, training
 from cifarbench import params as paramslib
 from cifarbench.errors import exit_on_bench_error
 
@@ -15,6 +15,8 @@ def main():
     parser.add_argument("model", choices=MODELS)
     key = parser.parse_args().model
     params = paramslib.load()
+    if distributed.relaunch_under_torchrun(params.compute.devices):
+        return  # compute.devices > 1: the torchrun workers ran this stage
     spec = params.model(key)
     meta = dataset.load_meta(paths.data_dir("cifar10"))
     torch.manual_seed(params.seed)  # the new head's (or the whole model's) initial weights

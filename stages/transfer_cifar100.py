@@ -4,7 +4,7 @@ import argparse
 
 import torch
 
-from cifarbench import MODELS, checkpoint, dataset, models, paths, training
+from cifarbench import MODELS, checkpoint, dataset, distributed, models, paths, training
 from cifarbench import params as paramslib
 from cifarbench.errors import exit_on_bench_error
 
@@ -15,6 +15,8 @@ def main():
     parser.add_argument("model", choices=MODELS)
     key = parser.parse_args().model
     params = paramslib.load()
+    if distributed.relaunch_under_torchrun(params.compute.devices):
+        return  # compute.devices > 1: the torchrun workers ran this stage
     spec, recipe = params.model(key), params.recipe("transfer", key)
     n_classes = len(dataset.load_meta(paths.data_dir("cifar100"))["classes"])
     torch.manual_seed(params.seed)
