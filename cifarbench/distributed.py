@@ -6,12 +6,16 @@ Outside torchrun every helper here degrades to the single-process answer, so
 the engine has one code path.
 """
 
+import logging
 import os
-import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
+
+from cifarbench.errors import BenchError
 
 
 def under_torchrun():
@@ -34,20 +38,48 @@ def is_main():
     return rank() == 0
 
 
+ERROR_DIR_ENV = "CIFARBENCH_WORKER_ERRORS"  # where workers leave their BenchError line for the launcher
+
+
 def relaunch_under_torchrun(devices):
     """Run this script again as `devices` torchrun workers; returns True once they have finished.
 
     Called at the top of a stage's main(): in the DVC-launched process (not yet
     under torchrun) with devices > 1 it starts the workers and reports their
     exit status; inside a worker, or with one device, it returns False at once.
+    A worker's BenchError comes back as the launcher's one error line, instead
+    of torchrun's failure report (a traceback about the launcher itself).
     """
     if devices <= 1 or under_torchrun():
         return False
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={devices}",
-           sys.argv[0], *sys.argv[1:]]
-    returncode = subprocess.run(cmd).returncode
-    if returncode:
-        raise SystemExit(returncode)
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import get_args_parser, run
+
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
+    # share the cores between workers (torchrun would pick 1 thread each and warn about it)
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // devices)))
+    args = get_args_parser().parse_args(["--standalone", f"--nproc-per-node={devices}", sys.argv[0], *sys.argv[1:]])
+    with tempfile.TemporaryDirectory() as errors:
+        os.environ[ERROR_DIR_ENV] = errors
+        try:
+            run(args)
+        except ChildFailedError as exc:
+            messages = [p.read_text() for p in sorted(Path(errors).glob("rank*.txt"))]
+            if messages:
+                raise BenchError(messages[0]) from None
+            codes = ", ".join(f"rank {f.local_rank}: exit code {f.exitcode}" for f in exc.failures.values())
+            raise BenchError(f"torchrun workers failed ({codes}); see their output above") from None
+        finally:
+            del os.environ[ERROR_DIR_ENV]
+    return True
+
+
+def report_worker_error(message):
+    """In a torchrun worker: hand the error line to the launcher; False outside torchrun."""
+    folder = os.environ.get(ERROR_DIR_ENV)
+    if not (folder and under_torchrun()):
+        return False
+    (Path(folder) / f"rank{os.environ.get('RANK', '0')}.txt").write_text(message)
     return True
 
 

@@ -20,7 +20,10 @@ def exit_on_bench_error(main):
         try:
             return main(*args, **kwargs)
         except BenchError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            from cifarbench import distributed  # late: keeps this module free of torch
+
+            if not distributed.report_worker_error(str(exc)):  # a torchrun worker tells its launcher
+                print(f"error: {exc}", file=sys.stderr)
             raise SystemExit(2) from None
 
     return wrapper

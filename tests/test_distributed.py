@@ -60,3 +60,11 @@ def test_two_process_evaluation_counts_each_image_once(trained_with_two_processe
     assert results[2]["world"] == 2 and results[2]["rows"] == n_test
     assert results[2]["correct"] == results[1]["correct"]
     assert results[2]["predicted"] == results[1]["predicted"]
+
+
+def test_a_worker_error_comes_back_as_one_line(tmp_path):
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params(compute__devices=2)))
+    proc = subprocess.run([sys.executable, str(ROOT / "stages" / "train_cifar10.py"), MODEL], cwd=tmp_path,
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "error: data/cifar10/meta.json is missing: run `dvc repro download@cifar10` first"
