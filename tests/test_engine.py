@@ -88,3 +88,25 @@ def test_checkpoint_rebuilds_the_same_model(tmp_path, key):
 def test_missing_checkpoint_says_which_stage_to_run(tmp_path):
     with pytest.raises(BenchError, match=r"run `dvc repro train-cifar10@resnet18`"):
         checkpoint.read(tmp_path / "cifar10" / "resnet18.pt")
+
+
+def test_bf16_autocast_and_channels_last_run_on_cpu():
+    """The CUDA path's precision and memory format also work on CPU (bf16 autocast)."""
+    p, rt, spec, model, prep, tensors = _setup("resnet18", compute__precision="bf16", train__resnet18__epochs=1)
+    assert rt.amp_dtype is torch.bfloat16 and prep.channels_last
+    trainer = engine.Trainer(model, p.train.resnet18, rt, prep, seed=0, eval_batch_size=64)
+    [result] = list(trainer.epochs(*tensors))
+    assert np.isfinite(result.train_loss) and 0 <= result.val_acc <= 1
+
+
+@pytest.mark.slow
+def test_torch_compile_runs_on_cpu():
+    p, rt, spec, model, prep, tensors = _setup(compute__compile=True, train__dinov2_vitb14__epochs=1)
+    trainer = engine.Trainer(model, p.train.dinov2_vitb14, rt, prep, seed=0, eval_batch_size=64)
+    [result] = list(trainer.epochs(*tensors))
+    assert np.isfinite(result.train_loss)
+
+
+def test_fp16_on_cpu_is_refused_in_one_line():
+    with pytest.raises(BenchError, match="compute.precision: fp16 needs a CUDA device"):
+        runtime.resolve(params.parse(tiny_params(compute__precision="fp16")).compute)
