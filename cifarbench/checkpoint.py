@@ -16,7 +16,7 @@ from cifarbench.params import ModelSpec
 FORMAT = 1
 
 
-def save(path, model, *, key, spec, dataset, classes, coarse_classes, epoch, val_acc):
+def save(path, model, *, key, spec, dataset, classes, coarse_classes, image_size, epoch, val_acc):
     mean, std = modellib.normalization(model)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     atomic.torch_save(path, {
@@ -27,6 +27,7 @@ def save(path, model, *, key, spec, dataset, classes, coarse_classes, epoch, val
         "dataset": dataset,
         "classes": list(classes),
         "coarse_classes": list(coarse_classes) if coarse_classes else None,
+        "image_size": [int(v) for v in image_size],  # (H, W) of the dataset's images: predict resizes to it
         "mean": list(mean),
         "std": list(std),
         "epoch": epoch,

@@ -9,7 +9,7 @@ import time
 import torch
 from dvclive import Live
 
-from cifarbench import checkpoint, dataset, engine, runtime as runtimelib, transforms
+from cifarbench import checkpoint, dataset, efficiency, engine, models, runtime as runtimelib, transforms
 
 
 def _log_epoch(live, result):
@@ -25,6 +25,8 @@ def _log_epoch(live, result):
 def run(*, key, spec, recipe, params, model, data_dir, checkpoint_path, log_dir):
     """Train `model` on data_dir's train split, keeping the best-validation checkpoint."""
     rt = runtimelib.resolve(params.compute)
+    efficiency.reset_peak_memory(rt.device)
+    total_params, trainable_params = models.count_parameters(model)  # after any freezing
     meta = dataset.load_meta(data_dir)
     train, val = dataset.load_split(data_dir, "train"), dataset.load_split(data_dir, "val")
     model = engine.prepare_model(model, rt)
@@ -44,7 +46,7 @@ def run(*, key, spec, recipe, params, model, data_dir, checkpoint_path, log_dir)
         if result.improved:
             checkpoint.save(checkpoint_path, model, key=key, spec=spec, dataset=meta["dataset"],
                             classes=meta["classes"], coarse_classes=meta["coarse_classes"],
-                            epoch=result.epoch, val_acc=result.val_acc)
+                            image_size=meta["image_size"], epoch=result.epoch, val_acc=result.val_acc)
         print(f"epoch {result.epoch:3d}  train loss {result.train_loss:.4f} acc {result.train_acc:.4f}  "
               f"val loss {result.val_loss:.4f} acc {result.val_acc:.4f}  lr {result.lr:.2e}  "
               f"{result.seconds:.1f}s ({result.images_per_second:.0f} img/s){'  *best' if result.improved else ''}",
@@ -56,6 +58,9 @@ def run(*, key, spec, recipe, params, model, data_dir, checkpoint_path, log_dir)
         "train_seconds": round(time.perf_counter() - start, 3),
         "seconds_per_epoch": round(sum(seconds) / len(seconds), 3),
         "device": rt.describe(),
+        "params": total_params,
+        "trainable_params": trainable_params,
+        "peak_memory_mb": round(efficiency.peak_memory(rt.device)[0], 1),
     })
     live.end()
     return trainer
