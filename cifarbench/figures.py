@@ -275,7 +275,7 @@ def accuracy_vs_cost(points, title, path):
     points = [(model key, dataset label, top1, gflops, throughput)].
     """
     from matplotlib.lines import Line2D
-    from matplotlib.ticker import PercentFormatter
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, PercentFormatter
 
     datasets = list(dict.fromkeys(p[1] for p in points))
     markers = {ds: DATASET_MARKERS[i % len(DATASET_MARKERS)] for i, ds in enumerate(datasets)}
@@ -287,6 +287,9 @@ def accuracy_vs_cost(points, title, path):
                            linewidths=0.5, zorder=3)
         for ax, label in zip(axes, ("forward GFLOPs per image (log scale)", "throughput, images/s (log scale)")):
             ax.set_xscale("log")
+            ax.xaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))  # plain 0.02, 0.05, 0.1 … even in a narrow range
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.xaxis.set_minor_formatter(NullFormatter())
             ax.set_xlabel(label)
             ax.grid(alpha=0.3, which="both")
             ax.margins(x=0.25, y=0.15)
@@ -295,6 +298,7 @@ def accuracy_vs_cost(points, title, path):
         keys = list(dict.fromkeys(p[0] for p in points))
         handles = [Line2D([], [], ls="", marker="o", color=model_colour(k), label=model_name(k)) for k in keys]
         handles += [Line2D([], [], ls="", marker=markers[ds], color="0.4", label=ds) for ds in datasets]
-        fig.legend(handles=handles, loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
+        fig.subplots_adjust(right=0.8)
+        fig.legend(handles=handles, loc="center left", bbox_to_anchor=(0.81, 0.5), frameon=False)
         fig.suptitle(title)
         save(fig, path)
