@@ -1,7 +1,8 @@
 """Atomic file writes: write a temporary file in the same folder, then rename.
 
 A crash or a kill never leaves a truncated file that a later stage would read:
-readers see either the old file or the complete new one.
+readers see either the old file or the complete new one. `read_json` is the
+reading side of the JSON files stages hand each other.
 """
 
 import contextlib
@@ -40,6 +41,16 @@ def write_bytes(path, data):
 
 def write_json(path, obj):
     write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def read_json(path):
+    """A JSON file another stage wrote; a missing one is a BenchError that says to run the pipeline."""
+    path = Path(path)
+    if not path.is_file():
+        from cifarbench.errors import BenchError
+
+        raise BenchError(f"{path} is missing: run `dvc repro` to produce every stage's output first")
+    return json.loads(path.read_text())
 
 
 def save_npz(path, **arrays):

@@ -16,7 +16,8 @@ from cifarbench.params import ModelSpec
 FORMAT = 1
 
 
-def save(path, model, *, key, spec, dataset, classes, coarse_classes, epoch, val_acc, state_dict=None):
+def save(path, model, *, key, spec, dataset, classes, coarse_classes, image_size, epoch, val_acc,
+         state_dict=None):
     """Save `model` (or, given, `state_dict`: weights for the same architecture) with its rebuild recipe."""
     mean, std = modellib.normalization(model)
     if state_dict is None:
@@ -30,6 +31,7 @@ def save(path, model, *, key, spec, dataset, classes, coarse_classes, epoch, val
         "dataset": dataset,
         "classes": list(classes),
         "coarse_classes": list(coarse_classes) if coarse_classes else None,
+        "image_size": [int(v) for v in image_size],  # (H, W) of the dataset's images: predict resizes to it
         "mean": list(mean),
         "std": list(std),
         "epoch": epoch,

@@ -128,6 +128,7 @@ def _write(ds, splits, out_dir):
         "stand_in": ds.stand_in,
         "classes": list(ds.classes),
         "coarse_classes": list(ds.coarse_classes) if ds.coarse_classes else None,
+        "fine_to_coarse": _fine_to_coarse_list(splits.values(), len(ds.classes)),
         "counts": {name: len(split) for name, split in splits.items()},
         "image_size": list(splits["train"].images.shape[1:3]),
     }
@@ -160,3 +161,11 @@ def fine_to_coarse(split, n_classes):
     mapping = np.full(n_classes, -1, dtype=np.int64)
     mapping[split.labels] = split.coarse
     return mapping
+
+
+def _fine_to_coarse_list(splits, n_classes):
+    """meta.json's fine_to_coarse: the mapping read off every split (-1 for a class none of them has)."""
+    mappings = [m for m in (fine_to_coarse(s, n_classes) for s in splits) if m is not None]
+    if not mappings:
+        return None
+    return np.max(mappings, axis=0).tolist()

@@ -99,7 +99,7 @@ def main():
         sys.exit(f"error: the demo pipeline failed after {minutes:.1f} min (see the stage output above)")
     _print_table(json.loads(paths.SUMMARY.read_text()))
     print(f"\ndemo pipeline finished in {minutes:.1f} min on the digits stand-in (not CIFAR)")
-    print(f"report: {paths.REPORT.resolve()}")
+    print(f"report: {paths.REPORT.resolve()} (self-contained: {paths.REPORT_HTML.resolve()})")
     print("params.yaml is unchanged: `dvc repro` now runs the real benchmark; `dvc exp show` lists the demo run")
 
 

@@ -18,10 +18,24 @@ STYLE = {
     "axes.spines.right": False,
 }
 MODEL_NAMES = {"resnet18": "ResNet-18", "efficientnet_b0": "EfficientNet-B0", "dinov2_vitb14": "DINOv2 ViT-B/14"}
+DATASET_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}
+MODEL_COLOURS = {"resnet18": "tab:blue", "efficientnet_b0": "tab:orange", "dinov2_vitb14": "tab:green"}
+DATASET_MARKERS = ("o", "s", "^", "D")
+MISTAKE = "#c62828"  # red: wrong predictions, calibration gaps
+CORRECT = "#2e7d32"
 
 
 def model_name(key):
     return MODEL_NAMES.get(key, key)
+
+
+def dataset_name(key):
+    return DATASET_NAMES.get(key, key)
+
+
+def model_colour(key):
+    """Each model keeps its colour in every figure."""
+    return MODEL_COLOURS.get(key, "tab:gray")
 
 
 def save(fig, path):
@@ -76,41 +90,49 @@ def confusion(matrix, classes, title, path, fine_to_coarse=None, coarse_classes=
         save(fig, path)
 
 
-def _scatter(ax, points, labels, names, title):
+def marker_size(n_points):
+    """Scatter marker area (pt²) that shrinks as points get denser: 12 for 500 points, 1 from 6,000 on."""
+    return float(np.clip(6000 / max(n_points, 1), 1.0, 30.0))
+
+
+def _scatter(ax, points, labels, names, title, size):
     n = len(names)
     cmap = plt.get_cmap("tab10" if n <= 10 else "tab20")
     for index, name in enumerate(names):
         mask = labels == index
         if mask.any():
-            ax.scatter(points[mask, 0], points[mask, 1], s=2, color=cmap(index % cmap.N), label=name,
-                       alpha=0.7, linewidths=0, rasterized=True)
+            ax.scatter(points[mask, 0], points[mask, 1], s=size, color=cmap(index % cmap.N), label=name,
+                       alpha=0.75, linewidths=0, rasterized=True)
     ax.set_title(title)
     ax.set_xticks([])
     ax.set_yticks([])
 
 
-def _legend(fig, ax, n):
+def _legend(fig, ax, n, size):
     fig.legend(*ax.get_legend_handles_labels(), loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False,
-               markerscale=5, fontsize=7 if n > 10 else 8, ncol=1)
+               markerscale=6 / np.sqrt(size),  # legend dots 6 pt wide, however small the points
+               fontsize=7 if n > 10 else 8, ncol=1)
 
 
 def umap_scatter(points, labels, names, title, path):
     """2-D UMAP of features, one colour per class (or per coarse group for CIFAR-100)."""
+    size = marker_size(len(points))
     with plt.rc_context(STYLE):
         fig, ax = plt.subplots(figsize=(5, 4.5))
-        _scatter(ax, np.asarray(points), np.asarray(labels), names, title)
-        _legend(fig, ax, len(names))
+        _scatter(ax, np.asarray(points), np.asarray(labels), names, title, size)
+        _legend(fig, ax, len(names), size)
         save(fig, path)
 
 
 def umap_panels(panels, names, title, path):
     """Several models' UMAPs side by side: panels = [(title, points, labels)]."""
+    size = marker_size(max(len(points) for _, points, _ in panels))
     with plt.rc_context(STYLE):
         fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 3.4), squeeze=False)
         for ax, (panel_title, points, labels) in zip(axes[0], panels):
-            _scatter(ax, np.asarray(points), np.asarray(labels), names, panel_title)
-        _legend(fig, axes[0][0], len(names))
-        fig.suptitle(title)
+            _scatter(ax, np.asarray(points), np.asarray(labels), names, panel_title, size)
+        _legend(fig, axes[0][0], len(names), size)
+        fig.suptitle(title, y=1.02)
         save(fig, path)
 
 
@@ -122,11 +144,161 @@ def training_curves(curves, title, path):
             for ax, metric in zip(axes, ("val/acc", "val/loss")):
                 epochs, values = metrics_[metric]
                 if epochs:
-                    ax.plot(epochs, values, marker="o", ms=3, label=model_name(key))
+                    ax.plot(epochs, values, marker="o", ms=3, label=model_name(key), color=model_colour(key))
         for ax, label in zip(axes, ("validation accuracy", "validation loss")):
             ax.set_xlabel("epoch")
             ax.set_ylabel(label)
             ax.grid(alpha=0.3)
         axes[0].legend(frameon=False)
+        fig.suptitle(title)
+        save(fig, path)
+
+
+def _class_rows(n, fine_to_coarse, groups_per_row):
+    """Rows of the per-class figure: [(class indices, [(start, end, coarse group)])] in display order."""
+    if fine_to_coarse is None:
+        return [(np.arange(n), [])]
+    order, groups, boundaries = coarse_order(None, fine_to_coarse)
+    starts = np.concatenate([[0], boundaries]).astype(int)
+    ends = np.concatenate([boundaries, [n]]).astype(int)
+    rows = []
+    for first in range(0, len(starts), groups_per_row):
+        s, e = starts[first:first + groups_per_row], ends[first:first + groups_per_row]
+        rows.append((order[s[0]:e[-1]], [(a - s[0], b - s[0], groups[a]) for a, b in zip(s, e)]))
+    return rows
+
+
+def per_class_bars(accuracy, classes, title, path, fine_to_coarse=None, coarse_classes=None, groups_per_row=5):
+    """Test accuracy of every class, the models' bars side by side.
+
+    accuracy: {model key: per-class accuracies in class order (NaN: no test image)}. With a
+    fine-to-coarse mapping (CIFAR-100) classes are grouped by coarse class, a few groups per row,
+    with the group's name above it and a line between groups.
+    """
+    keys = list(accuracy)
+    rows = _class_rows(len(classes), fine_to_coarse, groups_per_row)
+    width = 0.8 / len(keys)
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(len(rows), 1, figsize=(10 if len(classes) > 10 else 8, 2.6 * len(rows) + 0.4),
+                                 squeeze=False)
+        for ax, (index, segments) in zip(axes[:, 0], rows):
+            x = np.arange(len(index))
+            for k, key in enumerate(keys):
+                values = np.asarray(accuracy[key], dtype=float)[index]
+                ax.bar(x + (k - (len(keys) - 1) / 2) * width, np.nan_to_num(values), width, color=model_colour(key),
+                       label=model_name(key))
+            ax.set_xticks(x, [classes[i] for i in index], rotation=90 if len(index) > 12 else 0,
+                          fontsize=7 if len(index) > 12 else 8)
+            ax.set_xlim(-0.6, len(index) - 0.4)
+            ax.set_ylim(0, 1.0)
+            ax.set_ylabel("test accuracy")
+            ax.grid(axis="y", alpha=0.3)
+            for start, end, group in segments:
+                if start:
+                    ax.axvline(start - 0.5, color="0.3", lw=0.8)
+                label = coarse_classes[group] if coarse_classes and group >= 0 else f"group {group}"
+                ax.text((start + end - 1) / 2, 1.02, label, ha="center", va="bottom", fontsize=7.5,
+                        transform=ax.get_xaxis_transform())
+        fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="upper right", ncol=len(keys), frameon=False,
+                   bbox_to_anchor=(1.0, 1.0))
+        fig.suptitle(title, x=0.02, ha="left")
+        fig.tight_layout(rect=(0, 0, 1, 0.97))
+        save(fig, path)
+
+
+def _bin_values(values):
+    return np.array([np.nan if v is None else v for v in values], dtype=float)
+
+
+def reliability(panels, title, path):
+    """Reliability diagrams side by side: panels = [(model key, reliability bins, ece)].
+
+    Bars: accuracy of the test images in each confidence bin; red: the gap to the bin's mean
+    confidence; dashed: perfect calibration. Below, the share of test images per bin.
+    """
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(2, len(panels), figsize=(3.2 * len(panels), 4.4), sharex=True, squeeze=False,
+                                 gridspec_kw={"height_ratios": [3, 1]})
+        for col, (key, bins, ece) in enumerate(panels):
+            top, bottom = axes[0, col], axes[1, col]
+            edges = np.linspace(0, 1, bins["bins"] + 1)
+            centres, width = (edges[:-1] + edges[1:]) / 2, 1 / bins["bins"]
+            acc, conf = _bin_values(bins["accuracy"]), _bin_values(bins["confidence"])
+            filled = ~np.isnan(acc)
+            top.bar(centres[filled], acc[filled], width, color=model_colour(key), edgecolor="white", lw=0.5,
+                    label="accuracy")
+            top.bar(centres[filled], (conf - acc)[filled], width, bottom=acc[filled], color=MISTAKE, alpha=0.35,
+                    edgecolor=MISTAKE, lw=0.5, label="gap to confidence")
+            top.plot([0, 1], [0, 1], ls="--", color="0.35", lw=1, label="perfect calibration")
+            top.set_xlim(0, 1)
+            top.set_ylim(0, 1)
+            top.set_title(f"{model_name(key)}: ECE {ece:.1%}")
+            counts = np.asarray(bins["count"], dtype=float)
+            bottom.bar(centres, counts / max(counts.sum(), 1), width, color="0.55", edgecolor="white", lw=0.5)
+            bottom.set_xlabel("confidence (top softmax probability)")
+            if col == 0:
+                top.set_ylabel("accuracy")
+                bottom.set_ylabel("share")
+                top.legend(frameon=False, fontsize=7, loc="upper left")
+        fig.suptitle(title)
+        save(fig, path)
+
+
+def sample_predictions(images, true_names, predicted_names, title, path, columns):
+    """A grid of test images titled "true → predicted"; mistakes in red with a red frame."""
+    n = len(images)
+    rows = max(1, -(-n // columns))
+    wrong = [t != p for t, p in zip(true_names, predicted_names)]
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(rows, columns, figsize=(1.05 * columns, 1.3 * rows + 0.4), squeeze=False)
+        for ax in axes.flat[n:]:
+            ax.axis("off")
+        for ax, image, true, predicted, mistake in zip(axes.flat, images, true_names, predicted_names, wrong):
+            ax.imshow(image, interpolation="bilinear")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            colour = MISTAKE if mistake else CORRECT
+            ax.set_title(f"{true}\n→ {predicted}{'  ✗' if mistake else ''}", fontsize=6.5, color=colour, pad=2,
+                         fontweight="bold" if mistake else "normal")
+            for spine in ax.spines.values():
+                spine.set_visible(mistake)
+                spine.set_color(MISTAKE)
+                spine.set_linewidth(2)
+        fig.suptitle(f"{title}: {n - sum(wrong)} of {n} correct (true → predicted; mistakes in red)")
+        fig.tight_layout(rect=(0, 0, 1, 0.97), h_pad=0.3, w_pad=0.2)
+        save(fig, path)
+
+
+def accuracy_vs_cost(points, title, path):
+    """Top-1 against GFLOPs and against throughput, one point per model and dataset.
+
+    points = [(model key, dataset label, top1, gflops, throughput)].
+    """
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, PercentFormatter
+
+    datasets = list(dict.fromkeys(p[1] for p in points))
+    markers = {ds: DATASET_MARKERS[i % len(DATASET_MARKERS)] for i, ds in enumerate(datasets)}
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, 2, figsize=(8, 3.4), sharey=True)
+        for key, ds, top1, gflops, throughput in points:
+            for ax, x in zip(axes, (gflops, throughput)):
+                ax.scatter(x, top1, s=55, marker=markers[ds], color=model_colour(key), edgecolors="black",
+                           linewidths=0.5, zorder=3)
+        for ax, label in zip(axes, ("forward GFLOPs per image (log scale)", "throughput, images/s (log scale)")):
+            ax.set_xscale("log")
+            ax.xaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))  # plain 0.02, 0.05, 0.1 … even in a narrow range
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.xaxis.set_minor_formatter(NullFormatter())
+            ax.set_xlabel(label)
+            ax.grid(alpha=0.3, which="both")
+            ax.margins(x=0.25, y=0.15)
+        axes[0].set_ylabel("test top-1")
+        axes[0].yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+        keys = list(dict.fromkeys(p[0] for p in points))
+        handles = [Line2D([], [], ls="", marker="o", color=model_colour(k), label=model_name(k)) for k in keys]
+        handles += [Line2D([], [], ls="", marker=markers[ds], color="0.4", label=ds) for ds in datasets]
+        fig.subplots_adjust(right=0.8)
+        fig.legend(handles=handles, loc="center left", bbox_to_anchor=(0.81, 0.5), frameon=False)
         fig.suptitle(title)
         save(fig, path)

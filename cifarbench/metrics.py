@@ -24,18 +24,51 @@ def per_class_accuracy(confusion):
         return np.where(totals > 0, np.diag(confusion) / np.maximum(totals, 1), np.nan)
 
 
+ECE_BINS = 15  # equal-width confidence bins, as in Guo et al. 2017 "On Calibration of Modern Neural Networks"
+
+
+def calibration(probabilities, labels, n_bins=ECE_BINS):
+    """Expected calibration error and the reliability diagram's bins.
+
+    Confidence is the top softmax probability; bins are (k/n, (k+1)/n], right-closed.
+    ECE = sum over bins of (bin count / N) * |bin accuracy - bin mean confidence|.
+    Empty bins have None for accuracy and confidence.
+    """
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    labels = np.asarray(labels, dtype=np.int64)
+    confidence = probabilities.max(axis=1)
+    correct = (probabilities.argmax(axis=1) == labels).astype(np.float64)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    bins = np.digitize(confidence, edges[1:-1], right=True)
+    count = np.bincount(bins, minlength=n_bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        accuracy = np.bincount(bins, weights=correct, minlength=n_bins) / count
+        mean_conf = np.bincount(bins, weights=confidence, minlength=n_bins) / count
+    gaps = np.where(count > 0, np.abs(accuracy - mean_conf), 0.0)
+    ece = float((count / max(len(labels), 1) * gaps).sum())
+
+    def listed(values):
+        return [None if c == 0 else float(v) for v, c in zip(values, count)]
+
+    return ece, {"bins": n_bins, "count": count.tolist(), "accuracy": listed(accuracy),
+                 "confidence": listed(mean_conf)}
+
+
 def classification(logits, labels, classes):
-    """Top-1, top-5, per-class accuracy and the confusion matrix of one test run."""
+    """Top-1, top-5, per-class accuracy, calibration and the confusion matrix of one test run."""
     logits = torch.as_tensor(logits).float().cpu()
     labels = torch.as_tensor(labels).cpu()
     predicted = logits.argmax(1).numpy()
     confusion = confusion_matrix(predicted, labels.numpy(), len(classes))
     per_class = per_class_accuracy(confusion)
+    ece, reliability = calibration(logits.double().softmax(1).numpy(), labels.numpy())
     return {
         "top1": topk_accuracy(logits, labels, 1),
         "top5": topk_accuracy(logits, labels, 5),
+        "ece": ece,
         "n_test": int(len(labels)),
         "per_class": {name: (None if np.isnan(acc) else float(acc)) for name, acc in zip(classes, per_class)},
+        "reliability": reliability,
     }, predicted, confusion
 
 

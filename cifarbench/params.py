@@ -111,6 +111,14 @@ class Params(Section):
     def recipe(self, stage, key):
         return getattr(self.train if stage == "train" else self.transfer, key)
 
+    def digest(self):
+        """12 hex digits of SHA-256 over the validated params (canonical JSON): equal digest, equal run settings."""
+        import hashlib
+        import json
+
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:12]
+
 
 _TYPE_TAGS = {"bool", "str", "int", "float", "dict", "list", "none"}
 

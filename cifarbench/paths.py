@@ -13,6 +13,7 @@ PLOTS = Path("plots")
 FIGURES = PLOTS / "figures"
 SUMMARY = METRICS / "summary.json"
 REPORT = PLOTS / "report.md"
+REPORT_HTML = PLOTS / "report.html"
 
 TRAIN_STAGE = {"cifar10": "train-cifar10", "cifar100": "transfer-cifar100"}
 
@@ -37,6 +38,11 @@ def train_log(dataset, model):
 
 def evaluation(model, dataset):
     return METRICS / "evaluate" / f"{model}-{dataset}.json"
+
+
+def efficiency(model, dataset):
+    """Timing, memory and size of the model (not byte-for-byte reproducible, unlike evaluation())."""
+    return METRICS / "efficiency" / f"{model}-{dataset}.json"
 
 
 def embedding_metrics(model, dataset):

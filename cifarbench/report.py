@@ -1,23 +1,14 @@
-"""The report stage's work: gather every stage's results into summary.json and report.md."""
+"""The report stage's work: every stage's results into summary.json, the comparison figures,
+plots/report.md and its self-contained twin plots/report.html."""
 
 import csv
-import json
 from pathlib import Path
 
 import numpy as np
 
-from cifarbench import DATASETS, MODELS, atomic, dataset, figures, paths
+from cifarbench import DATASETS, MODELS, atomic, dataset, efficiency, figures, metrics, paths, report_html
 
-DATASET_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}
-
-
-def _read_json(path):
-    path = Path(path)
-    if not path.is_file():
-        from cifarbench.errors import BenchError
-
-        raise BenchError(f"{path} is missing: run `dvc repro` to produce every stage's output first")
-    return json.loads(path.read_text())
+DATASET_NAMES = figures.DATASET_NAMES
 
 
 def read_curve(log_dir, metric):
@@ -31,23 +22,32 @@ def read_curve(log_dir, metric):
     return [int(r["step"]) + 1 for r in rows], [float(r[column]) for r in rows]
 
 
+SUMMARY_FROM_EFFICIENCY = ("params", "trainable_params", "gflops", "throughput", "latency_ms", "peak_memory_mb",
+                           "train_peak_memory_mb", "train_seconds", "seconds_per_epoch", "epochs")
+
+
 def collect():
-    """{dataset: {model: {top1, top5, knn_top1, best_val_acc, epochs, train_seconds, ...}}}."""
+    """Every stage's results: {"evaluation"|"efficiency"|"embed"|"train": {dataset: {model: dict}}}."""
+    sources = {"evaluation": paths.evaluation, "efficiency": paths.efficiency, "embed": paths.embedding_metrics,
+               "train": lambda key, ds: paths.train_log(ds, key) / "metrics.json"}
+    return {name: {ds: {key: atomic.read_json(where(key, ds)) for key in MODELS} for ds in DATASETS}
+            for name, where in sources.items()}
+
+
+def summarize(results):
+    """metrics/summary.json: {dataset: {model: {top1, top5, ece, params, gflops, throughput, latency_ms, ...}}}."""
     summary = {}
     for ds in DATASETS:
         summary[ds] = {}
         for key in MODELS:
-            evaluation = _read_json(paths.evaluation(key, ds))
-            embed = _read_json(paths.embedding_metrics(key, ds))
-            train = _read_json(paths.train_log(ds, key) / "metrics.json")
+            evaluation, cost = results["evaluation"][ds][key], results["efficiency"][ds][key]
             summary[ds][key] = {
                 "top1": round(evaluation["top1"], 6),
                 "top5": round(evaluation["top5"], 6),
-                "knn_top1": round(embed["knn_top1"], 6),
-                "best_val_acc": round(train["best_val_acc"], 6),
-                "epochs": train["epochs_run"],
-                "train_seconds": train["train_seconds"],
-                "seconds_per_epoch": train["seconds_per_epoch"],
+                "ece": round(evaluation["ece"], 6),
+                **{name: cost[name] for name in SUMMARY_FROM_EFFICIENCY},
+                "knn_top1": round(results["embed"][ds][key]["knn_top1"], 6),
+                "best_val_acc": round(results["train"][ds][key]["best_val_acc"], 6),
             }
     return summary
 
@@ -56,29 +56,51 @@ def _pct(value):
     return f"{100 * value:.1f}%"
 
 
-def _accuracy_table(summary):
-    lines = ["| Model | " + " | ".join(f"{DATASET_NAMES[d]} top-1 | {DATASET_NAMES[d]} top-5" for d in DATASETS) + " |",
-             "| --- |" + " ---: | ---: |" * len(DATASETS)]
-    for key in MODELS:
-        cells = [f"{_pct(summary[d][key]['top1'])} | {_pct(summary[d][key]['top5'])}" for d in DATASETS]
-        lines.append(f"| {figures.model_name(key)} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+def _table(header, align, rows):
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" ---: " if a == "r" else " --- " for a in align) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])
 
 
-def _training_table(summary):
-    lines = ["| Model | Dataset | best val acc | epochs | s/epoch | k-NN top-1 (features) |",
-             "| --- | --- | ---: | ---: | ---: | ---: |"]
+def accuracy_table(summary):
+    """The seed README's table, model × dataset, with top-5 beside top-1."""
+    header = ["Model"] + [f"{DATASET_NAMES[d]} {k}" for d in DATASETS for k in ("top-1", "top-5")]
+    rows = [[figures.model_name(key)] + [_pct(summary[d][key][k]) for d in DATASETS for k in ("top1", "top5")]
+            for key in MODELS]
+    return _table(header, "l" + "r" * (len(header) - 1), rows)
+
+
+def _millions(n):
+    return f"{n / 1e6:.2f} M"
+
+
+def efficiency_table(summary):
+    header = ["Model", "Dataset", "Params", "Trainable", "GFLOPs", "Throughput (img/s)", "Latency (ms)",
+              "Peak mem. eval (MiB)", "Peak mem. train (MiB)", "s/epoch", "Train total (s)"]
+    rows = [[figures.model_name(key), DATASET_NAMES[ds], _millions(r["params"]), _millions(r["trainable_params"]),
+             f"{r['gflops']:.3g}", f"{r['throughput']:,.0f}", f"{r['latency_ms']:.2f}", f"{r['peak_memory_mb']:,.0f}",
+             f"{r['train_peak_memory_mb']:,.0f}", f"{r['seconds_per_epoch']:.1f}", f"{r['train_seconds']:.0f}"]
+            for ds in DATASETS for key in MODELS for r in [summary[ds][key]]]
+    return _table(header, "ll" + "r" * (len(header) - 2), rows)
+
+
+def calibration_table(summary):
+    header = ["Model"] + [f"{DATASET_NAMES[d]} ECE" for d in DATASETS]
+    rows = [[figures.model_name(key)] + [_pct(summary[d][key]["ece"]) for d in DATASETS] for key in MODELS]
+    return _table(header, "l" + "r" * len(DATASETS), rows)
+
+
+def training_table(summary):
+    header = ["Model", "Dataset", "best val acc", "epochs", "s/epoch", "k-NN top-1 (features)"]
+    rows = [[figures.model_name(key), DATASET_NAMES[ds], _pct(r["best_val_acc"]), r["epochs"],
+             f"{r['seconds_per_epoch']:.1f}", _pct(r["knn_top1"])]
+            for ds in DATASETS for key in MODELS for r in [summary[ds][key]]]
+    return _table(header, "ll" + "r" * 4, rows)
+
+
+def draw_comparisons(results, metas):
+    """Figures that compare the three models: curves, UMAP, per-class bars, reliability, accuracy vs cost."""
     for ds in DATASETS:
-        for key in MODELS:
-            row = summary[ds][key]
-            lines.append(f"| {figures.model_name(key)} | {DATASET_NAMES[ds]} | {_pct(row['best_val_acc'])} | "
-                         f"{row['epochs']} | {row['seconds_per_epoch']:.1f} | {_pct(row['knn_top1'])} |")
-    return "\n".join(lines)
-
-
-def draw_comparisons():
-    """Figures that compare the three models: training curves and UMAP panels per dataset."""
-    for ds in DATASETS:
+        name, meta = DATASET_NAMES[ds], metas[ds]
         curves = {key: {m: read_curve(paths.train_log(ds, key), m) for m in ("val/acc", "val/loss")} for key in MODELS}
         figures.training_curves(curves, f"{paths.TRAIN_STAGE[ds]}: validation per epoch", paths.figure(f"curves-{ds}"))
         panels, names = [], None
@@ -86,39 +108,119 @@ def draw_comparisons():
             with np.load(paths.embedding_points(key, ds), allow_pickle=False) as f:
                 panels.append((figures.model_name(key), f["points"], f["colours"]))
                 names = [str(n) for n in f["names"]]
-        figures.umap_panels(panels, names, f"UMAP of penultimate features, {DATASET_NAMES[ds]} test split",
+        figures.umap_panels(panels, names, f"UMAP of penultimate features, {name} test split",
                             paths.figure(f"umap-{ds}"))
+        per_class = {key: [np.nan if v is None else v for v in results["evaluation"][ds][key]["per_class"].values()]
+                     for key in MODELS}
+        figures.per_class_bars(per_class, meta["classes"], f"Per-class test accuracy, {name}",
+                               paths.figure(f"per-class-{ds}"), fine_to_coarse=meta.get("fine_to_coarse"),
+                               coarse_classes=meta["coarse_classes"])
+        figures.reliability([(key, results["evaluation"][ds][key]["reliability"], results["evaluation"][ds][key]["ece"])
+                             for key in MODELS], f"Reliability on the {name} test split", paths.figure(f"reliability-{ds}"))
+    points = [(key, DATASET_NAMES[ds], results["evaluation"][ds][key]["top1"], results["efficiency"][ds][key]["gflops"],
+               results["efficiency"][ds][key]["throughput"]) for ds in DATASETS for key in MODELS]
+    figures.accuracy_vs_cost(points, "Test top-1 against cost", paths.figure("accuracy-vs-cost"))
 
 
-def markdown(summary, sources, stand_in):
+def _figure(alt, name, caption):
+    return [f"![{alt}](figures/{name}.png)", "", f"*{caption}*", ""]
+
+
+def _devices(results):
+    """One line naming where evaluation and training ran (and, where they differ, for which model)."""
+    costs = [(ds, key, results["efficiency"][ds][key]) for ds in DATASETS for key in MODELS]
+    lines = []
+    for field, what in (("device", "evaluation"), ("train_device", "training")):
+        found = {c[field] for _, _, c in costs}
+        if len(found) == 1:
+            lines.append(f"{what} on {found.pop()}")
+        else:
+            lines.append(f"{what} on " + "; ".join(f"{figures.model_name(k)}/{DATASET_NAMES[d]}: {c[field]}"
+                                                   for d, k, c in costs))
+    measure = sorted({c["memory_measure"] for _, _, c in costs})
+    return "Measured with " + " and ".join(lines) + f"; peak memory is {' / '.join(measure)}."
+
+
+def _data_section(metas, params):
+    out = ["## Data and parameters", ""]
+    for ds in DATASETS:
+        meta = metas[ds]
+        counts = ", ".join(f"{meta['counts'][s]:,} {s}" for s in dataset.SPLITS)
+        out.append(f"- **{DATASET_NAMES[ds]} slot**: {meta['source']}; {len(meta['classes'])} classes; {counts} images")
+    out += [f"- **Params digest** `{params.digest()}` (SHA-256 of the validated params.yaml, first 12 hex digits); "
+            f"seed {params.seed}, data.source `{params.data.source}`, data.limit {params.data.limit or 'none'}, "
+            f"compute.device `{params.compute.device}`, precision `{params.compute.precision}`", ""]
+    rows = [[figures.model_name(key), f"`{spec.arch}`", {True: "pretrained", False: "random init"}.get(spec.pretrained,
+             f"`{spec.pretrained}`"), spec.img_size, params.recipe("train", key).epochs,
+             params.recipe("transfer", key).epochs, params.recipe("transfer", key).freeze_blocks]
+            for key in MODELS for spec in [params.model(key)]]
+    out += [_table(["Model", "timm architecture", "weights", "img_size", "train epochs (max)",
+                    "transfer epochs (max)", "frozen blocks (transfer)"], "lllrrrr", rows), ""]
+    return out
+
+
+def markdown(summary, results, metas, params):
     out = ["# CIFARbench report", ""]
-    if stand_in:
+    if any(m["stand_in"] for m in metas.values()):
         out += ["> **These results come from the offline stand-in data, not CIFAR.** They show that the",
                 "> pipeline works end to end; they say nothing about the models' CIFAR accuracy.", ""]
-    out += ["## Data", ""]
-    out += [f"- **{DATASET_NAMES[ds]} slot**: {sources[ds]}" for ds in DATASETS]
-    out += ["", "## Test accuracy", "", _accuracy_table(summary), "",
-            "## Training and features", "", _training_table(summary), "",
-            "k-NN top-1: 20 nearest training-split neighbours of each test image's penultimate features (cosine).",
-            "", "## Figures", ""]
+    out += _data_section(metas, params)
+    out += ["## Test accuracy", "", accuracy_table(summary), ""]
+    batch = {results["efficiency"][d][k]["eval_batch_size"] for d in DATASETS for k in MODELS}
+    out += ["## Efficiency", "", efficiency_table(summary), "",
+            f"{_devices(results)} GFLOPs: `torch.utils.flop_counter` FLOPs of one forward pass of one image at the "
+            f"model's img_size, divided by 1e9; a multiply-add counts as 2 FLOPs. Throughput: test images per second "
+            f"through preprocessing and the model at the evaluation batch size ({', '.join(map(str, sorted(batch)))}). "
+            f"Latency: one image (batch 1), median of at least {efficiency.LATENCY_MIN_RUNS} runs after "
+            f"{efficiency.LATENCY_WARMUP} warm-up runs. Trainable: parameters updated in that dataset's training "
+            f"stage (CIFAR-100: after freezing). Training seconds come from the training stages' logs.", ""]
+    out += _figure("accuracy against cost", "accuracy-vs-cost",
+                   "Test top-1 against forward GFLOPs and against throughput; colour = model, marker = dataset.")
+    out += ["## Calibration", "", calibration_table(summary), "",
+            f"ECE: expected calibration error over {metrics.ECE_BINS} equal-width bins of the top softmax "
+            f"probability (0 = confidence matches accuracy).", ""]
     for ds in DATASETS:
-        name = DATASET_NAMES[ds]
-        out += [f"### {name}", "",
-                f"Validation accuracy and loss per epoch ({paths.TRAIN_STAGE[ds]}):", "",
-                f"![training curves {name}](figures/curves-{ds}.png)", "",
-                "UMAP of penultimate-layer features of the test split:", "",
-                f"![UMAP {name}](figures/umap-{ds}.png)", ""]
+        out += _figure(f"reliability {DATASET_NAMES[ds]}", f"reliability-{ds}",
+                       f"Reliability diagrams, {DATASET_NAMES[ds]} test split: accuracy per confidence bin, the gap "
+                       f"to confidence in red, the share of images per bin below.")
+    out += ["## Training and features", "", training_table(summary), "",
+            "k-NN top-1: 20 nearest training-split neighbours of each test image's penultimate features (cosine).", ""]
+    for ds in DATASETS:
+        out += _figure(f"training curves {DATASET_NAMES[ds]}", f"curves-{ds}",
+                       f"Validation accuracy and loss per epoch of the three models in {paths.TRAIN_STAGE[ds]}.")
+    for ds in DATASETS:
+        grouped = " grouped by coarse class" if metas[ds].get("coarse_classes") else ""
+        out += _figure(f"UMAP {DATASET_NAMES[ds]}", f"umap-{ds}",
+                       f"UMAP of penultimate-layer features of the {DATASET_NAMES[ds]} test split, coloured by "
+                       f"{'coarse class' if grouped else 'class'}.")
+    out += ["## Per-class accuracy", ""]
+    for ds in DATASETS:
+        grouped = ", grouped by coarse class" if metas[ds].get("coarse_classes") else ""
+        out += _figure(f"per-class accuracy {DATASET_NAMES[ds]}", f"per-class-{ds}",
+                       f"Test accuracy of each {DATASET_NAMES[ds]} class, the three models side by side{grouped}.")
+    out += ["## Confusion matrices", ""]
+    for ds in DATASETS:
+        ordered = "; classes ordered by coarse group, boundaries drawn" if metas[ds].get("coarse_classes") else ""
         for key in MODELS:
-            out += [f"Confusion matrix, {figures.model_name(key)} (row-normalised):", "",
-                    f"![confusion {key} {name}](figures/confusion-{key}-{ds}.png)", ""]
+            out += _figure(f"confusion {key} {DATASET_NAMES[ds]}", f"confusion-{key}-{ds}",
+                           f"{figures.model_name(key)} on {DATASET_NAMES[ds]}: confusion matrix, each row "
+                           f"normalised to its true class{ordered}.")
+    out += ["## Sample predictions", ""]
+    for ds in DATASETS:
+        for key in MODELS:
+            out += _figure(f"samples {key} {DATASET_NAMES[ds]}", f"samples-{key}-{ds}",
+                           f"{figures.model_name(key)} on the same evenly spaced {DATASET_NAMES[ds]} test images: "
+                           f"true → predicted, mistakes in red.")
     return "\n".join(out)
 
 
-def build():
-    summary = collect()
+def build(params):
+    results = collect()
+    summary = summarize(results)
     metas = {ds: dataset.load_meta(paths.data_dir(ds)) for ds in DATASETS}
-    sources = {ds: meta["source"] for ds, meta in metas.items()}
-    draw_comparisons()
+    draw_comparisons(results, metas)
+    text = markdown(summary, results, metas, params)
     atomic.write_json(paths.SUMMARY, summary)
-    atomic.write_text(paths.REPORT, markdown(summary, sources, any(m["stand_in"] for m in metas.values())))
+    atomic.write_text(paths.REPORT, text)
+    atomic.write_text(paths.REPORT_HTML, report_html.render(text, paths.REPORT.parent))
     return summary

@@ -9,7 +9,7 @@ import dataclasses
 import torch
 from dvclive import Live
 
-from cifarbench import checkpoint, dataset, distributed, engine, resume, transforms
+from cifarbench import checkpoint, dataset, distributed, efficiency, engine, models, resume, transforms
 from cifarbench import runtime as runtimelib
 
 LOGGED = (("train/loss", "train_loss"), ("train/acc", "train_acc"), ("val/loss", "val_loss"),
@@ -38,6 +38,8 @@ def run(*, stage, key, spec, recipe, params, model, data_dir, checkpoint_path, l
     rt = runtimelib.resolve(params.compute)
     distributed.init(rt.device)  # under torchrun: join the other ranks (see distributed.py)
     main = distributed.is_main()  # only rank 0 writes checkpoints, state, logs and prints
+    efficiency.reset_peak_memory(rt.device)
+    total_params, trainable_params = models.count_parameters(model)  # after any freezing
     meta = dataset.load_meta(data_dir)
     train, val = dataset.load_split(data_dir, "train"), dataset.load_split(data_dir, "val")
     model = engine.prepare_model(model, rt)
@@ -67,7 +69,8 @@ def run(*, stage, key, spec, recipe, params, model, data_dir, checkpoint_path, l
         if main:
             checkpoint.save(checkpoint_path, model, key=key, spec=spec, dataset=meta["dataset"],
                             classes=meta["classes"], coarse_classes=meta["coarse_classes"],
-                            epoch=best["epoch"], val_acc=best["val_acc"], state_dict=best["state_dict"])
+                            image_size=meta["image_size"], epoch=best["epoch"], val_acc=best["val_acc"],
+                            state_dict=best["state_dict"])
 
     # starts the logs afresh, then replays the completed epochs, so a resumed run's logs continue
     live = Live(dir=str(log_dir), dvcyaml=None, save_dvc_exp=False, report=None) if main else None
@@ -102,6 +105,9 @@ def run(*, stage, key, spec, recipe, params, model, data_dir, checkpoint_path, l
         "seconds_per_epoch": round(sum(seconds) / len(seconds), 3),
         "device": rt.describe(),
         "processes": distributed.world_size(),
+        "params": total_params,
+        "trainable_params": trainable_params,
+        "peak_memory_mb": round(efficiency.peak_memory(rt.device)[0], 1),
     })
     live.end()
     resume.mark_finished(state_path, fingerprint)

@@ -5,6 +5,7 @@ apply the demo's overrides plus a few that make models and data tiny.
 """
 
 import copy
+import os
 import sys
 from pathlib import Path
 
@@ -56,3 +57,17 @@ def tiny_params(**extra):
 @pytest.fixture
 def tiny_raw():
     return tiny_params()
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """A headless Chromium (Selenium driver); skips with the reason when there is none (fails under CI)."""
+    import browser
+
+    driver, reason = browser.chromium_driver()
+    if driver is None:
+        if os.environ.get("CI"):
+            pytest.fail(f"{reason} (.ci/run installs them: check its apt-get step)")
+        pytest.skip(reason)
+    yield driver
+    driver.quit()

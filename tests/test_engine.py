@@ -78,7 +78,7 @@ def test_checkpoint_rebuilds_the_same_model(tmp_path, key):
     p, rt, spec, model, prep, tensors = _setup(key)
     path = tmp_path / "m.pt"
     checkpoint.save(path, model, key=key, spec=spec, dataset="cifar10", classes=list("abcd"),
-                    coarse_classes=None, epoch=1, val_acc=0.5)
+                    coarse_classes=None, image_size=(32, 32), epoch=1, val_acc=0.5)
     loaded, preprocess, info = engine.load_for_inference(path, rt)
     assert info["classes"] == list("abcd") and info["spec"] == spec
     x = tensors[2][:8]

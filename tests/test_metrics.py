@@ -47,3 +47,49 @@ def test_knn_on_separable_features():
     assert metrics.knn_accuracy(train, train_labels, test, test_labels, k=5) == 1.0
     shuffled = rng.permutation(train_labels)
     assert metrics.knn_accuracy(train, shuffled, test, test_labels, k=5) < 0.7
+
+
+def test_ece_of_a_known_case():
+    # confidences 0.9, 0.9 (one right, one wrong) and 0.7, 0.7 (both right), 15 bins:
+    # 0.9 lies in (13/15, 14/15]: |0.5 - 0.9| * 2/4 = 0.2; 0.7 in (10/15, 11/15]: |1 - 0.7| * 2/4 = 0.15
+    probabilities = [[0.9, 0.1], [0.9, 0.1], [0.3, 0.7], [0.3, 0.7]]
+    ece, bins = metrics.calibration(probabilities, [0, 1, 1, 1])
+    assert ece == pytest.approx(0.35)
+    assert bins["bins"] == 15 and sum(bins["count"]) == 4
+    assert bins["count"][13] == 2 and bins["count"][10] == 2
+    assert bins["accuracy"][13] == pytest.approx(0.5) and bins["confidence"][13] == pytest.approx(0.9)
+    assert bins["accuracy"][10] == 1.0 and bins["confidence"][10] == pytest.approx(0.7)
+    assert bins["accuracy"][0] is None and bins["confidence"][0] is None  # empty bin
+
+
+def test_ece_bins_are_right_closed_and_zero_when_calibrated():
+    # confidence exactly 0.6 = 9/15 belongs to the bin (8/15, 9/15], index 8; 3 of 5 right: calibrated
+    probabilities = [[0.6, 0.4]] * 5
+    ece, bins = metrics.calibration(probabilities, [0, 0, 0, 1, 1])
+    assert bins["count"][8] == 5
+    assert ece == pytest.approx(0.0)
+    ece, _ = metrics.calibration([[1.0, 0.0]] * 3, [0, 0, 0])  # certain and right
+    assert ece == pytest.approx(0.0)
+
+
+def test_classification_adds_ece_from_softmax():
+    logits = torch.log(torch.tensor([[0.9, 0.1], [0.9, 0.1], [0.3, 0.7], [0.3, 0.7]]))
+    result, _, _ = metrics.classification(logits, torch.tensor([0, 1, 1, 1]), ["a", "b"])
+    assert result["ece"] == pytest.approx(0.35)
+    assert result["reliability"]["count"][13] == 2
+
+
+def test_per_class_and_top5_of_a_known_matrix():
+    # 3 test images of 7 classes, ranked by hand: image 0 puts its class f 6th, image 1 its class c 5th
+    logits = torch.tensor([
+        [7, 6, 5, 4, 3, 2, 1],
+        [1, 7, 3, 6, 5, 4, 2],
+        [0, 0, 0, 0, 0, 0, 9],
+    ], dtype=torch.float)
+    labels = torch.tensor([5, 2, 6])
+    result, predicted, cm = metrics.classification(logits, labels, list("abcdefg"))
+    assert predicted.tolist() == [0, 1, 6]
+    assert result["top1"] == pytest.approx(1 / 3)
+    assert result["top5"] == pytest.approx(2 / 3)  # image 0's class ranks 6th: outside the top 5
+    assert result["per_class"] == {"a": None, "b": None, "c": 0.0, "d": None, "e": None, "f": 0.0, "g": 1.0}
+    assert cm[5, 0] == 1 and cm[2, 1] == 1 and cm[6, 6] == 1 and cm.sum() == 3

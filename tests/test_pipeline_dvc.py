@@ -1,7 +1,9 @@
 """End to end through the real DVC CLI: the project copied into a fresh git repo, tiny params.
 
 One module-scoped repo walks through the contract in order: a full repro makes
-every output; a second repro runs nothing; a train-recipe change reruns exactly
+every output (metrics with every key, every figure, a report whose HTML renders
+in Chromium, and `cifarbench predict` agreeing with evaluate); a second repro
+runs nothing; a train-recipe change reruns exactly
 that model's chain; `dvc metrics diff` then shows only that model; a transfer
 change run as `dvc exp run -S` leaves train-cifar10 alone and shows up in
 `dvc exp show`.
@@ -15,8 +17,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
+from PIL import Image
 
 from cifarbench import DATASETS, MODELS
 from conftest import ROOT, set_dotted, tiny_params
@@ -113,7 +117,7 @@ def test_full_repro_then_nothing_to_do(repo):
             assert (p / "metrics" / "evaluate" / f"{m}-{d}.json").is_file()
             assert (p / "metrics" / "embed" / f"{m}-{d}.json").is_file()
             assert (p / "plots" / "confusion" / f"{m}-{d}.csv").is_file()
-            for fig in (f"confusion-{m}-{d}", f"umap-{m}-{d}"):
+            for fig in (f"confusion-{m}-{d}", f"umap-{m}-{d}", f"samples-{m}-{d}"):
                 assert (p / "plots" / "figures" / f"{fig}.png").stat().st_size > 1000
         stage = "train-cifar10" if d == "cifar10" else "transfer-cifar100"
         for m in MODELS:
@@ -129,6 +133,85 @@ def test_full_repro_then_nothing_to_do(repo):
     assert repo.stages_run("repro") == set()
     assert "up to date" in repo.dvc("status").stdout
     repo.commit("tiny run")
+
+
+SUMMARY_KEYS = {"top1", "top5", "ece", "params", "trainable_params", "gflops", "throughput", "latency_ms",
+                "peak_memory_mb", "train_peak_memory_mb", "train_seconds", "seconds_per_epoch", "epochs"}
+
+
+def test_every_model_and_dataset_has_accuracy_calibration_and_cost(repo):
+    p = repo.path
+    summary = json.loads((p / "metrics" / "summary.json").read_text())
+    for d in DATASETS:
+        for m in MODELS:
+            row = summary[d][m]
+            assert SUMMARY_KEYS <= set(row), SUMMARY_KEYS - set(row)
+            assert 0 <= row["top1"] <= row["top5"] <= 1 and 0 <= row["ece"] <= 1
+            assert row["gflops"] > 0 and row["throughput"] > 0 and row["latency_ms"] > 0
+            assert row["peak_memory_mb"] > 0 and row["train_seconds"] > 0
+            assert 0 < row["trainable_params"] <= row["params"]
+            # only what is deterministic on CPU stays in the evaluation file
+            evaluation = json.loads((p / "metrics" / "evaluate" / f"{m}-{d}.json").read_text())
+            assert set(evaluation) == {"top1", "top5", "ece", "n_test", "per_class", "reliability"}
+            assert sum(evaluation["reliability"]["count"]) == evaluation["n_test"]
+            cost = json.loads((p / "metrics" / "efficiency" / f"{m}-{d}.json").read_text())
+            assert cost["device"].startswith("CPU") and cost["train_device"].startswith("CPU")
+            assert cost["params"] == row["params"]
+    # the tiny ViT freezes its stem and first block during transfer
+    dino = summary["cifar100"]["dinov2_vitb14"]
+    assert dino["trainable_params"] < dino["params"]
+    assert summary["cifar10"]["dinov2_vitb14"]["trainable_params"] == summary["cifar10"]["dinov2_vitb14"]["params"]
+
+
+def test_report_has_every_section_and_a_self_contained_html(repo):
+    p = repo.path
+    figures_dir = p / "plots" / "figures"
+    for name in ["accuracy-vs-cost", *(f"{kind}-{d}" for kind in ("per-class", "reliability", "curves", "umap")
+                                      for d in DATASETS)]:
+        assert (figures_dir / f"{name}.png").stat().st_size > 1000, name
+    report = (p / "plots" / "report.md").read_text()
+    for heading in ("## Data and parameters", "## Test accuracy", "## Efficiency", "## Calibration",
+                    "## Per-class accuracy", "## Confusion matrices", "## Sample predictions"):
+        assert heading in report
+    assert re.search(r"Params digest\*\* `[0-9a-f]{12}`", report)
+    assert "a multiply-add counts as 2 FLOPs" in report
+    lines = report.splitlines()
+    images = [i for i, line in enumerate(lines) if line.startswith("![")]
+    assert len(images) == 1 + 2 * 2 + 2 + 2 + 2 * 3 * 2  # cost, reliability+curves, UMAP, per-class, confusion+samples
+    for i in images:  # every figure has a one-line caption
+        assert lines[i + 2].startswith("*") and lines[i + 2].endswith("*"), lines[i]
+    html = (p / "plots" / "report.html").read_text()
+    sources = re.findall(r'<img src="([^"]+)"', html)
+    assert len(sources) == len(images)
+    assert all(s.startswith("data:image/png;base64,") for s in sources)
+    assert not re.search(r'(src|href)="(?!data:)', html), "report.html must not load anything"
+
+
+def test_report_html_renders_every_image_in_chromium(repo, chromium):
+    from browser import decoded_images
+
+    images = decoded_images(chromium, repo.path / "plots" / "report.html")
+    assert len(images) == (repo.path / "plots" / "report.md").read_text().count("\n![")
+    bad = [i for i in images if not (i["ok"] and i["width"] > 0 and i["height"] > 0 and i["shown"] > 0)]
+    assert not bad, bad
+
+
+def test_predict_returns_the_class_evaluate_gave(repo, tmp_path):
+    """`cifarbench predict` on the test images, saved as PNG files, agrees with evaluate's predictions."""
+    script = Path(sys.executable).parent / "cifarbench"
+    for d in DATASETS:
+        folder = tmp_path / d
+        folder.mkdir()
+        with np.load(repo.path / "data" / d / "test.npz") as f:
+            for i, image in enumerate(f["images"]):
+                Image.fromarray(image).save(folder / f"{i:05d}.png")
+        for m in MODELS:
+            evaluated = [row.split(",")[1] for row in
+                         (repo.path / "plots" / "confusion" / f"{m}-{d}.csv").read_text().splitlines()[1:]]
+            out = repo.run(str(script), "predict", str(folder), "--model", m, "--dataset", d, "--json", "--topk", "1")
+            predicted = [r["top"][0]["class"] for r in json.loads(out.stdout)]
+            assert len(predicted) == len(evaluated) > 0
+            assert predicted == evaluated, f"{m} on {d}"
 
 
 def test_train_recipe_change_reruns_only_that_model(repo):

@@ -1,0 +1,91 @@
+"""Headless Chromium for tests that look at pages as a person would (Debian's chromium + chromium-driver).
+
+`chromium_driver()` returns a Selenium driver, or the reason there is none: the
+packages are installed with apt-get when missing and this runs as root, and a
+test that needs the browser skips with that reason (under CI, where .ci/run
+installs the packages, it fails instead: a skipped browser check there would
+hide a broken install step).
+"""
+
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+PACKAGES = ("chromium", "chromium-driver")
+FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
+         "--window-size=1200,900")
+
+
+def _installed():
+    return Path(CHROMIUM).is_file() and Path(CHROMEDRIVER).is_file()
+
+
+def _install():
+    """Try apt-get; the reason it could not, or None."""
+    if shutil.which("apt-get") is None:
+        return "apt-get not found (not a Debian-like system)"
+    if os.geteuid() != 0:
+        return "not root, so apt-get cannot install them"
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    for args in (["apt-get", "update", "-q"],
+                 ["apt-get", "install", "-y", "-q", "-o", "DPkg::Lock::Timeout=300", *PACKAGES]):
+        try:
+            proc = subprocess.run(args, env=env, capture_output=True, text=True, timeout=900)
+        except subprocess.TimeoutExpired:
+            return f"`{' '.join(args[:2])}` timed out"
+        if proc.returncode != 0:
+            tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            return f"`{' '.join(args[:2])}` failed: {tail}"
+    return None if _installed() else "apt-get ran but the binaries are still missing"
+
+
+def chromium_driver():
+    """(driver, None) or (None, reason). The caller quits the driver; its profile folder is removed then."""
+    if not _installed():
+        problem = _install()
+        if problem:
+            return None, f"headless Chromium unavailable ({problem}); install the Debian packages {' and '.join(PACKAGES)}"
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError as exc:
+        return None, f"selenium is not installed ({exc}); it is pinned in requirements.txt"
+    profile = tempfile.mkdtemp(prefix="cifarbench-chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (*FLAGS, f"--user-data-dir={profile}"):
+        options.add_argument(flag)
+    try:
+        driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    except Exception as exc:  # noqa: BLE001 - any start failure is a reason to report, with its message
+        shutil.rmtree(profile, ignore_errors=True)
+        return None, f"headless Chromium did not start: {str(exc).strip().splitlines()[0]}"
+    original_quit = driver.quit
+
+    def quit_and_clean():
+        original_quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+    driver.quit = quit_and_clean
+    return driver, None
+
+
+DECODE_ALL_IMAGES = """
+const done = arguments[arguments.length - 1];
+Promise.all(Array.from(document.images).map(img => img.decode().then(
+    () => ({alt: img.alt, ok: true, width: img.naturalWidth, height: img.naturalHeight,
+            shown: img.getBoundingClientRect().width}),
+    err => ({alt: img.alt, ok: false, error: String(err)})))).then(done);
+"""
+
+
+def decoded_images(driver, html_path):
+    """Open a local HTML file and decode every <img>: [{alt, ok, width, height, shown}]."""
+    driver.set_script_timeout(60)
+    driver.get(Path(html_path).resolve().as_uri())
+    return driver.execute_async_script(DECODE_ALL_IMAGES)
