@@ -96,3 +96,14 @@ def test_atomic_write_never_leaves_a_partial_file(tmp_path):
             1 / 0
     assert path.read_text() == '{\n  "top1": 0.5\n}\n'
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+
+
+def test_atomic_files_get_the_usual_permissions(tmp_path):
+    import os
+
+    mask = os.umask(0o022)
+    try:
+        atomic.write_text(tmp_path / "report.html", "<html></html>")
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "report.html").stat().st_mode & 0o777 == 0o644
