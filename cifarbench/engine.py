@@ -128,7 +128,7 @@ class Trainer:
         for step in bar:
             self._warmup(self.epoch * steps + step, warmup_steps)
             index = order[step * batch:(step + 1) * batch]
-            x = self.preprocess(transforms.augment(images[index], recipe.augment, self.generator))
+            x = transforms.training_batch(images, index, recipe.augment, self.preprocess, self.generator)
             y = labels[index]
             with runtime.autocast():
                 logits = self.step_fn(x)
