@@ -185,7 +185,7 @@ class Trainer:
         for step in bar:
             self._warmup(self.epoch * steps + step, warmup_steps)
             index = order[step * batch:(step + 1) * batch]
-            x = self.preprocess(transforms.augment(images[index], recipe.augment, self.augment_generator))
+            x = transforms.training_batch(images, index, recipe.augment, self.preprocess, self.augment_generator)
             y = labels[index]
             with runtime.autocast():
                 logits = self.step_fn(x)

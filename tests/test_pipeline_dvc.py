@@ -6,7 +6,8 @@ in Chromium, and `cifarbench predict` agreeing with evaluate); a second repro
 runs nothing; a train-recipe change reruns exactly
 that model's chain; `dvc metrics diff` then shows only that model; a transfer
 change run as `dvc exp run -S` leaves train-cifar10 alone and shows up in
-`dvc exp show`.
+`dvc exp show`; last, two variants queued with `dvc exp run --queue -S` run
+side by side under `dvc queue start -j 2`, each with its own results.
 """
 
 import json
@@ -15,6 +16,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -95,7 +97,8 @@ def repo(tmp_path_factory):
     r.run("git", "config", "user.name", "CIFARbench test")
     r.run("git", "config", "user.email", "test@cifarbench.invalid")
     r.commit("tiny project")
-    return r
+    yield r
+    r.dvc("queue", "stop", "--kill", check=False)  # no queue worker outlives the test
 
 
 def model_chain(model, transfer_only=False):
@@ -283,3 +286,52 @@ def test_killed_dvc_repro_resumes_from_the_persisted_state(repo):
     assert len(rows.strip().splitlines()) == 1 + 3
     assert f"train-cifar10@{model}" not in repo.dvc("status", f"train-cifar10@{model}").stdout.replace(
         "Data and pipelines are up to date.", "")
+
+
+def queue_states(repo, names):
+    """{experiment name: Queued | Running | Success | Failed} from `dvc queue status`."""
+    out = repo.dvc("queue", "status").stdout
+    return {name: m.group(1) for name in names
+            if (m := re.search(rf"^\w+\s+{re.escape(name)}\s.*\b(Queued|Running|Success|Failed)\s*$", out, re.M))}
+
+
+def test_queued_experiments_run_in_parallel_each_with_its_own_results(repo):
+    repo.dvc("repro")  # brings the workspace up to date; queued runs start from the committed dvc.lock
+    repo.run("git", "add", "-A")
+    repo.run("git", "commit", "-q", "--allow-empty", "-m", "before queueing")  # queues see only committed files
+    baseline = exp_data(json.loads(repo.dvc("exp", "show", "--json").stdout)[0])  # the workspace, now HEAD
+    rates = {"queued-lr-a": 0.001, "queued-lr-b": 0.004}  # the toy ViT's transfer: the cheapest chain to rerun
+    for name, lr in rates.items():
+        repo.dvc("exp", "run", "--queue", "-S", f"transfer.dinov2_vitb14.lr={lr}", "--name", name)
+    # not through repo.dvc: the workers it spawns inherit captured stdout/stderr pipes, and reading
+    # those to the end would wait for the workers to finish
+    subprocess.run([sys.executable, "-m", "dvc", "queue", "start", "-j", "2"], cwd=repo.path, env=repo.env,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+
+    both_running, deadline = False, time.monotonic() + 900
+    while (states := queue_states(repo, rates)) and any(s in ("Queued", "Running") for s in states.values()):
+        both_running |= all(s == "Running" for s in states.values()) and len(states) == 2
+        assert time.monotonic() < deadline, f"the queue did not finish in 15 minutes: {states}"
+        time.sleep(5)
+    failed = [name for name in rates if states.get(name) != "Success"]
+    assert not failed, "\n".join(repo.dvc("queue", "logs", n, check=False).stdout[-3000:] for n in failed)
+    assert both_running, "the two workers should run the two experiments at the same time"
+
+    shown = json.loads(repo.dvc("exp", "show", "--json").stdout)
+    exps = {e["name"]: exp_data(e["revs"][0]) for commit in shown for e in (commit.get("experiments") or [])
+            if e.get("name") in rates}
+    assert set(exps) == set(rates), "dvc exp show lists both queued experiments"
+    for name, lr in rates.items():
+        params, metrics = exps[name]
+        assert params["transfer"]["dinov2_vitb14"]["lr"] == lr
+        assert metrics["cifar10"] == baseline[1]["cifar10"]  # train-cifar10 was not rerun
+        assert metrics["cifar100"]["resnet18"] == baseline[1]["cifar100"]["resnet18"]
+        # its own transfer run: new timings at least, usually new accuracies
+        assert metrics["cifar100"]["dinov2_vitb14"] != baseline[1]["cifar100"]["dinov2_vitb14"]
+    assert exps["queued-lr-a"][1] != exps["queued-lr-b"][1]
+
+
+def exp_data(entry):
+    """(params.yaml, metrics/summary.json) of one `dvc exp show --json` entry."""
+    data = entry["data"]
+    return data["params"]["params.yaml"]["data"], data["metrics"]["metrics/summary.json"]["data"]

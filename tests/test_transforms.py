@@ -1,6 +1,7 @@
 """Batched on-device augmentation: per-image randomness, exact crops, shared preprocessing."""
 
 import numpy as np
+import pytest
 import torch
 
 from cifarbench import transforms
@@ -71,3 +72,53 @@ def test_preprocess_resizes_and_normalises():
     torch.testing.assert_close(out, torch.full_like(out, 2.0))  # (1 - 0.5) / 0.25
     same = transforms.Preprocess(32, (0.0,) * 3, (1.0,) * 3)(x)
     torch.testing.assert_close(same, torch.ones(2, 3, 32, 32))
+
+
+def test_crop_and_flip_together_are_a_mirrored_or_plain_window_per_image():
+    x = _batch()
+    aug = Augment(crop_padding=4, flip=True, jitter=0.0)
+    out = transforms.augment(x, aug, torch.Generator().manual_seed(1))
+    padded = torch.nn.functional.pad(x, (4, 4, 4, 4)).float() / 255
+    flipped = 0
+    for i in range(len(x)):
+        windows = [padded[i, :, dy:dy + 32, dx:dx + 32] for dy in range(9) for dx in range(9)]
+        plain = any(torch.equal(w, out[i]) for w in windows)
+        mirrored = any(torch.equal(w.flip(2), out[i]) for w in windows)
+        assert plain or mirrored, f"image {i} is neither a crop nor a mirrored crop"
+        flipped += mirrored and not plain
+    assert 10 < flipped < 54
+
+
+def test_training_batch_is_select_augment_preprocess():
+    x, index = _batch(), torch.tensor([5, 0, 63, 7])
+    aug = Augment(crop_padding=4, flip=True, jitter=0.2)
+    prep = transforms.Preprocess(32, (0.4, 0.5, 0.6), (0.2, 0.25, 0.3), channels_last=True)
+    got = transforms.training_batch(x, index, aug, prep, torch.Generator().manual_seed(2))
+    want = prep(transforms.augment(x[index], aug, torch.Generator().manual_seed(2)))
+    assert torch.equal(got, want) and got.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_upsampling_normalises_first_with_the_same_result():
+    # normalise-then-upsample (49x fewer pixels to normalise at 224 px) equals upsample-then-normalise
+    x = _batch(8)
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    for channels_last in (True, False):
+        out = transforms.Preprocess(96, mean, std, channels_last=channels_last)(x)
+        up = torch.nn.functional.interpolate(x.float() / 255, size=(96, 96), mode="bilinear", align_corners=False)
+        want = (up - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+        torch.testing.assert_close(out, want, rtol=0, atol=1e-5)
+        layout = torch.channels_last if channels_last else torch.contiguous_format
+        assert out.is_contiguous(memory_format=layout)
+
+
+def test_one_cpu_thread_restores_the_thread_count():
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        with pytest.raises(RuntimeError):
+            with transforms.one_cpu_thread("cpu"):
+                assert torch.get_num_threads() == 1
+                raise RuntimeError("inside")
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
