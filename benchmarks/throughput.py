@@ -8,9 +8,10 @@ speed does not depend on the weights), on the current device (params.yaml's
 measurements, in images per second:
 
 - input path: CIFARbench's, exactly what the Trainer does for its input each
-  step (`transforms.training_batch`: select the batch from the uint8 images on
-  the device, per-image random crop, flip and brightness/contrast jitter,
-  resize to img_size, normalise, all as batched tensor ops) against a
+  step (`transforms.training_batches`: select the batch from the uint8 images
+  on the device, per-image random crop, flip and brightness/contrast jitter,
+  resize to img_size, normalise, all as batched tensor ops; on a GPU the work
+  before the resize runs per chunk of batches) against a
   torchvision DataLoader with 2 worker processes doing the same work per image
   with PIL (RandomCrop with padding, RandomHorizontalFlip,
   ColorJitter(brightness, contrast), Resize, ToTensor, Normalize) on PIL
@@ -161,10 +162,11 @@ def loader_pass(loader, device, channels_last):
 
 
 def cifarbench_input_pass(images, aug, preprocess, batch_size, generator):
-    """What engine.Trainer does for its input each step: a shuffled index, then transforms.training_batch."""
+    """What engine.Trainer does for its input each step: a shuffled order, then transforms.training_batches."""
     order = torch.randperm(len(images), device=images.device, generator=generator)
-    for start in range(0, len(images) - batch_size + 1, batch_size):
-        transforms.training_batch(images, order[start:start + batch_size], aug, preprocess, generator)
+    for _ in transforms.training_batches(images, order, batch_size, len(images) // batch_size, aug, preprocess,
+                                         generator):
+        pass
 
 
 def bare_train(model, optimizer, batches, rt, label_smoothing):
@@ -269,6 +271,8 @@ def compare_train(model, images, labels, recipe, preprocess, rt, seed, rounds):
     bare_model = copy.deepcopy(model)
     trainer = engine.Trainer(model, recipe, rt, preprocess, seed=seed, eval_batch_size=batch)
     optimizer = engine.build_optimizer(bare_model, recipe)
+    if rt.compile:  # the limit compiles too, or the comparison would measure the compiler, not the engine
+        bare_model = torch.compile(bare_model)
     made = preprocess(transforms.augment(images, recipe.augment, torch.Generator(rt.device).manual_seed(seed)))
     batches = [(made[i:i + batch], labels[i:i + batch]) for i in range(0, n, batch)]
     ours = lambda: timed(lambda: trainer._train_epoch(images, labels), rt.device, n)
@@ -320,7 +324,7 @@ def table(rows):
 
 
 def summary(rows, device, source, args):
-    out = {"device": device, "torch_threads": torch.get_num_threads(), "images": source,
+    out = {"device": device, "compile": args.compile, "torch_threads": torch.get_num_threads(), "images": source,
            "rounds": args.rounds, "torch": torch.__version__}
     for row in rows:
         suffix = f"{row['img_size']}" if row["model"] == "resnet18" else f"{row['model']}_{row['img_size']}"
@@ -337,6 +341,8 @@ def main():
     parser.add_argument("--archive", help=f"CIFAR-10 JPEG .tar.gz or extracted folder (default {DEFAULT_ARCHIVE})")
     parser.add_argument("--device", help="override compute.device (auto, cpu, cuda, cuda:N)")
     parser.add_argument("--precision", help="override compute.precision (auto, bf16, fp16, fp32)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile both training loops "
+                                                                "(override compute.compile)")
     parser.add_argument("--seconds", type=float, help="aim for this long per training measurement (default 2; "
                                                        "--quick 1): sets the steps from a timed bare step")
     parser.add_argument("--steps", type=int, help="training steps per measurement, instead of --seconds")
@@ -355,7 +361,8 @@ def main():
 
     params = paramslib.load(ROOT / "params.yaml")
     compute = params.compute.model_copy(update={k: v for k, v in (("device", args.device),
-                                                                  ("precision", args.precision)) if v})
+                                                                  ("precision", args.precision),
+                                                                  ("compile", args.compile or None)) if v})
     rt = runtimelib.resolve(compute)
     cuda = rt.device.type == "cuda"
     args.seconds = args.seconds or (1.0 if args.quick else 2.0)

@@ -65,10 +65,14 @@ def infer(model, images, preprocess, runtime, batch_size, fn=None):
     start = sum(bounds[:distributed.rank()]) if world > 1 else 0
     mine = images[start:start + bounds[distributed.rank()]] if world > 1 else images
     outputs = []
-    for first in range(0, len(mine), batch_size):
-        x = preprocess(mine[first:first + batch_size])
-        with runtime.autocast():
-            outputs.append(fn(x).float())
+    # the native-size half of preprocessing per chunk of batches: fewer launches on a GPU (transforms.py)
+    chunk = transforms.batches_per_chunk(runtime.device, batch_size) * batch_size
+    for start_chunk in range(0, len(mine), chunk):
+        native = preprocess.native(mine[start_chunk:start_chunk + chunk])
+        for first in range(0, len(native), batch_size):
+            x = preprocess.resized(native[first:first + batch_size])
+            with runtime.autocast():
+                outputs.append(fn(x).float())
     local = torch.cat(outputs) if outputs else torch.empty(0, device=runtime.device)
     return distributed.gather_rows(local, bounds) if world > 1 else local
 
@@ -182,10 +186,10 @@ class Trainer:
         bar = tqdm(range(steps), desc=f"epoch {self.epoch + 1}", unit="batch", leave=False, mininterval=2,
                    disable=None)  # None: a bar on a terminal, none in CI logs
         start = time.perf_counter()
-        for step in bar:
+        batches = transforms.training_batches(images, order, batch, steps, recipe.augment, self.preprocess,
+                                              self.augment_generator)
+        for step, (index, x) in zip(bar, batches):
             self._warmup(self.epoch * steps + step, warmup_steps)
-            index = order[step * batch:(step + 1) * batch]
-            x = transforms.training_batch(images, index, recipe.augment, self.preprocess, self.augment_generator)
             y = labels[index]
             with runtime.autocast():
                 logits = self.step_fn(x)

@@ -63,12 +63,25 @@ class Preprocess:
 
     def __call__(self, x):
         """uint8 or [0, 1] float (N, 3, H, W) → normalised float32 (N, 3, img_size, img_size)."""
+        return self.resized(self.native(x))
+
+    def _plan(self, x):
+        """(resize?, upsampling?, memory layout) for an input of x's size."""
         resize = x.shape[-1] != self.img_size or x.shape[-2] != self.img_size
         # Normalising is per-channel affine and bilinear weights sum to 1, so the
         # two commute: do it at whichever size has fewer pixels (before a 32 → 224
         # upsampling that is 49x less work; equal up to float rounding).
         upsample = resize and x.shape[-1] * x.shape[-2] < self.img_size ** 2
-        layout = torch.channels_last if self.channels_last else torch.contiguous_format
+        return resize, upsample, torch.channels_last if self.channels_last else torch.contiguous_format
+
+    def native(self, x):
+        """The first half, at the input's own size: layout, to float, normalise (unless shrinking later).
+
+        Per image and per element, so splitting a batch before or after this
+        half gives the same values; `training_batches` runs it over many
+        batches at once on a GPU.
+        """
+        resize, upsample, layout = self._plan(x)
         with one_cpu_thread(x.device):
             if self.channels_last and resize:
                 x = x.contiguous(memory_format=layout)  # cheap at 32 px; the resize then writes NHWC directly
@@ -76,6 +89,11 @@ class Preprocess:
                 x = x.float().div_(255)
             if not resize or upsample:
                 x = self._normalize(x, layout)
+        return x
+
+    def resized(self, x):
+        """The second half, on `native`'s output: resize to img_size (normalising after a shrink)."""
+        resize, upsample, layout = self._plan(x)
         if resize:
             # bilinear; antialias only matters when shrinking
             x = F.interpolate(x, size=(self.img_size, self.img_size), mode="bilinear", align_corners=False,
@@ -147,3 +165,33 @@ def training_batch(images, index, aug, preprocess, generator):
     """One training step's model input: the images at `index` (uint8, on the device), augmented and preprocessed."""
     # index_select copies whole images: several times faster on CPU than images[index]
     return preprocess(augment(images.index_select(0, index), aug, generator))
+
+
+# On a GPU each tensor op costs a kernel launch, paid on the CPU: 10-40 µs each,
+# ~25 for augmenting and normalising a batch, next to a model step of a few ms.
+# Done for many batches at once the launches are shared; the 32 px float chunk
+# is small (8192 images: 100 MB). On CPUs the work is per element anyway, and
+# per batch keeps it in cache (and the random draws as they always were).
+CHUNK_IMAGES = 8192
+
+
+def batches_per_chunk(device, batch_size):
+    return 1 if torch.device(device).type == "cpu" else max(1, CHUNK_IMAGES // batch_size)
+
+
+def training_batches(images, order, batch_size, steps, aug, preprocess, generator):
+    """Yield (index, model input) for the first `steps` batches of `order`, as `training_batch` makes them.
+
+    On CPU exactly `training_batch` per step. On a GPU the batch selection,
+    augmentation and native-size preprocessing run once per chunk of batches
+    (the same kinds of random draws, made per chunk), so each step launches
+    only the resize.
+    """
+    per_chunk = batches_per_chunk(images.device, batch_size)
+    for first in range(0, steps, per_chunk):
+        count = min(per_chunk, steps - first)
+        index = order[first * batch_size:(first + count) * batch_size]
+        chunk = preprocess.native(augment(images.index_select(0, index), aug, generator))
+        for k in range(count):
+            part = slice(k * batch_size, (k + 1) * batch_size)
+            yield index[part], preprocess.resized(chunk[part])

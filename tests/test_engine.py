@@ -110,3 +110,16 @@ def test_torch_compile_runs_on_cpu():
 def test_fp16_on_cpu_is_refused_in_one_line():
     with pytest.raises(BenchError, match="compute.precision: fp16 needs a CUDA device"):
         runtime.resolve(params.parse(tiny_params(compute__precision="fp16")).compute)
+
+
+def test_infer_gives_the_same_rows_whatever_the_chunking(monkeypatch):
+    # a GPU preprocesses many batches per chunk (transforms.batches_per_chunk); the rows must not change
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    prep = engine.transforms.Preprocess(40, (0.4, 0.5, 0.6), (0.2, 0.25, 0.3))
+    images = torch.from_numpy(quadrant_images(23, 0)[0]).permute(0, 3, 1, 2).contiguous()
+    rt = runtime.Runtime(device=torch.device("cpu"), amp_dtype=None, compile=False)
+    plain = engine.infer(model, images, prep, rt, batch_size=4)
+    monkeypatch.setattr(engine.transforms, "batches_per_chunk", lambda device, batch_size: 3)
+    chunked = engine.infer(model, images, prep, rt, batch_size=4)
+    assert plain.shape == (23, 4) and torch.equal(plain, chunked)

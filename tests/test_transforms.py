@@ -122,3 +122,37 @@ def test_one_cpu_thread_restores_the_thread_count():
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_training_batches_on_cpu_are_training_batch_per_step():
+    x, order = _batch(), torch.randperm(64, generator=torch.Generator().manual_seed(0))
+    aug = Augment(crop_padding=4, flip=True, jitter=0.2)
+    prep = transforms.Preprocess(48, (0.4, 0.5, 0.6), (0.2, 0.25, 0.3), channels_last=True)
+    got = list(transforms.training_batches(x, order, 16, 3, aug, prep, torch.Generator().manual_seed(3)))
+    gen = torch.Generator().manual_seed(3)
+    assert len(got) == 3
+    for step, (index, batch) in enumerate(got):
+        assert torch.equal(index, order[step * 16:(step + 1) * 16])
+        assert torch.equal(batch, transforms.training_batch(x, index, aug, prep, gen))
+
+
+def test_chunked_training_batches_match_their_images(monkeypatch):
+    # the GPU path (many batches per chunk), run on CPU: every step's input is its own images' crops
+    monkeypatch.setattr(transforms, "batches_per_chunk", lambda device, batch_size: 2)
+    x, order = _batch(), torch.arange(63, -1, -1)
+    aug = Augment(crop_padding=0, flip=False, jitter=0.0)  # no randomness: the input is exactly preprocess(x)
+    prep = transforms.Preprocess(40, (0.4, 0.5, 0.6), (0.2, 0.25, 0.3), channels_last=True)
+    got = list(transforms.training_batches(x, order, 8, 5, aug, prep, torch.Generator().manual_seed(0)))
+    assert [len(i) for i, _ in got] == [8] * 5
+    for index, batch in got:
+        assert batch.is_contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(batch, prep(x[index]), rtol=0, atol=1e-6)
+
+
+def test_native_then_resized_is_the_whole_preprocess_for_any_split():
+    x = _batch(12)
+    for size in (24, 32, 64):  # shrink, same size, upsample
+        prep = transforms.Preprocess(size, (0.4, 0.5, 0.6), (0.2, 0.25, 0.3), channels_last=True)
+        native = prep.native(x)
+        split = torch.cat([prep.resized(native[:5]), prep.resized(native[5:])])
+        assert torch.equal(split, prep(x))
