@@ -16,6 +16,8 @@ $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	@# umap-learn's numba code compiles once into the environment's cache (~1 min), not in the first embed stage
+	$(BIN)/python -m cifarbench.embedding
 	touch $@
 
 demo: $(STAMP)

@@ -30,8 +30,8 @@ RECIPES = {
     "dinov2_vitb14": dict(CNN_RECIPE, optimizer="adamw", lr=2.0e-3, weight_decay=0.05, warmup_epochs=1),
 }
 EPOCHS = {
-    "train": {"resnet18": 6, "efficientnet_b0": 6, "dinov2_vitb14": 12},  # the toy ViT's epochs take seconds
-    "transfer": {"resnet18": 4, "efficientnet_b0": 4, "dinov2_vitb14": 8},
+    "train": {"resnet18": 6, "efficientnet_b0": 6, "dinov2_vitb14": 10},  # the toy ViT's epochs take seconds
+    "transfer": {"resnet18": 3, "efficientnet_b0": 4, "dinov2_vitb14": 6},
 }
 
 OVERRIDES = {

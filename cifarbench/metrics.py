@@ -2,7 +2,6 @@
 
 import numpy as np
 import torch
-from sklearn.neighbors import KNeighborsClassifier
 
 
 def topk_accuracy(logits, labels, k):
@@ -78,6 +77,9 @@ def knn_accuracy(train_features, train_labels, test_features, test_labels, k=20)
     The training split is the neighbour bank and the test split the queries,
     as in DINO's k-NN evaluation.
     """
+    # imported here: scikit-learn takes ~2 s to import, and only the embed stage needs it
+    from sklearn.neighbors import KNeighborsClassifier
+
     def normalise(f):
         f = np.asarray(f, dtype=np.float32)
         return f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)
