@@ -6,8 +6,9 @@ in Chromium, and `cifarbench predict` agreeing with evaluate); a second repro
 runs nothing; a train-recipe change reruns exactly
 that model's chain; `dvc metrics diff` then shows only that model; a transfer
 change run as `dvc exp run -S` leaves train-cifar10 alone and shows up in
-`dvc exp show`; last, two variants queued with `dvc exp run --queue -S` run
-side by side under `dvc queue start -j 2`, each with its own results.
+`dvc exp show`; two variants queued with `dvc exp run --queue -S` run side by
+side under `dvc queue start -j 2`, each with its own results; last, a `dvc repro`
+killed with SIGKILL mid-training continues from its persisted state.
 """
 
 import json
@@ -251,43 +252,6 @@ def test_transfer_change_as_experiment_leaves_cifar10_training_alone(repo):
     assert '"lr": 0.001' in params_text and "top1" in params_text
 
 
-def test_killed_dvc_repro_resumes_from_the_persisted_state(repo):
-    """kill -9 of `dvc repro` (and its stage) mid-training; the next `dvc repro` continues the run."""
-    import signal
-    import time
-
-    import torch
-
-    model = "dinov2_vitb14"
-    repo.set_param(f"train.{model}.epochs", 3)
-    repo.set_param(f"train.{model}.early_stopping", 0)
-    state_path = repo.path / "models" / "cifar10" / f"{model}.state.pt"
-
-    def saved_epoch():
-        try:
-            state = torch.load(state_path, weights_only=True)
-        except (FileNotFoundError, RuntimeError, EOFError):
-            return 0
-        return 0 if state.get("finished") else state["trainer"]["epoch"]
-
-    proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro", f"train-cifar10@{model}"], cwd=repo.path,
-                            env=repo.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    deadline = time.monotonic() + 300
-    while saved_epoch() < 1:
-        assert proc.poll() is None and time.monotonic() < deadline, "the stage ended before it could be killed"
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)  # DVC and the stage script with it
-    proc.wait()
-
-    out = repo.dvc("repro", f"train-cifar10@{model}").stdout
-    assert "resuming after epoch" in out
-    rows = (repo.path / "logs" / "train-cifar10" / model / "plots" / "metrics" / "val" / "acc.tsv").read_text()
-    assert len(rows.strip().splitlines()) == 1 + 3
-    assert f"train-cifar10@{model}" not in repo.dvc("status", f"train-cifar10@{model}").stdout.replace(
-        "Data and pipelines are up to date.", "")
-
-
 def queue_states(repo, names):
     """{experiment name: Queued | Running | Success | Failed} from `dvc queue status`."""
     out = repo.dvc("queue", "status").stdout
@@ -296,7 +260,7 @@ def queue_states(repo, names):
 
 
 def test_queued_experiments_run_in_parallel_each_with_its_own_results(repo):
-    repo.dvc("repro")  # brings the workspace up to date; queued runs start from the committed dvc.lock
+    repo.dvc("repro")  # a no-op after the tests above; queued runs start from the committed dvc.lock
     repo.run("git", "add", "-A")
     repo.run("git", "commit", "-q", "--allow-empty", "-m", "before queueing")  # queues see only committed files
     baseline = exp_data(json.loads(repo.dvc("exp", "show", "--json").stdout)[0])  # the workspace, now HEAD
@@ -335,3 +299,40 @@ def exp_data(entry):
     """(params.yaml, metrics/summary.json) of one `dvc exp show --json` entry."""
     data = entry["data"]
     return data["params"]["params.yaml"]["data"], data["metrics"]["metrics/summary.json"]["data"]
+
+
+def test_killed_dvc_repro_resumes_from_the_persisted_state(repo):
+    """kill -9 of `dvc repro` (and its stage) mid-training; the next `dvc repro` continues the run."""
+    import signal
+    import time
+
+    import torch
+
+    model = "dinov2_vitb14"
+    repo.set_param(f"train.{model}.epochs", 3)
+    repo.set_param(f"train.{model}.early_stopping", 0)
+    state_path = repo.path / "models" / "cifar10" / f"{model}.state.pt"
+
+    def saved_epoch():
+        try:
+            state = torch.load(state_path, weights_only=True)
+        except (FileNotFoundError, RuntimeError, EOFError):
+            return 0
+        return 0 if state.get("finished") else state["trainer"]["epoch"]
+
+    proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro", f"train-cifar10@{model}"], cwd=repo.path,
+                            env=repo.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.monotonic() + 300
+    while saved_epoch() < 1:
+        assert proc.poll() is None and time.monotonic() < deadline, "the stage ended before it could be killed"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # DVC and the stage script with it
+    proc.wait()
+
+    out = repo.dvc("repro", f"train-cifar10@{model}").stdout
+    assert "resuming after epoch" in out
+    rows = (repo.path / "logs" / "train-cifar10" / model / "plots" / "metrics" / "val" / "acc.tsv").read_text()
+    assert len(rows.strip().splitlines()) == 1 + 3
+    assert f"train-cifar10@{model}" not in repo.dvc("status", f"train-cifar10@{model}").stdout.replace(
+        "Data and pipelines are up to date.", "")
