@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cifarbench import engine, models, transforms  # noqa: E402
 from cifarbench import params as paramslib  # noqa: E402
 from cifarbench import runtime as runtimelib  # noqa: E402
-from throughput import load_images  # noqa: E402
+from throughput import load_images, sync  # noqa: E402
 
 
 class TimedTrainer(engine.Trainer):
@@ -39,16 +39,11 @@ class TimedTrainer(engine.Trainer):
     train_seconds = ()
 
     def _train_epoch(self, images, labels):
-        engine_sync(self.runtime.device)
+        sync(self.runtime.device)
         start = time.perf_counter()
         result = super()._train_epoch(images, labels)  # ends with the epoch's one .item(): synchronised
         self.train_seconds = (*self.train_seconds, time.perf_counter() - start)
         return result
-
-
-def engine_sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def main():

@@ -65,14 +65,9 @@ def infer(model, images, preprocess, runtime, batch_size, fn=None):
     start = sum(bounds[:distributed.rank()]) if world > 1 else 0
     mine = images[start:start + bounds[distributed.rank()]] if world > 1 else images
     outputs = []
-    # the native-size half of preprocessing per chunk of batches: fewer launches on a GPU (transforms.py)
-    chunk = transforms.batches_per_chunk(runtime.device, batch_size) * batch_size
-    for start_chunk in range(0, len(mine), chunk):
-        native = preprocess.native(mine[start_chunk:start_chunk + chunk])
-        for first in range(0, len(native), batch_size):
-            x = preprocess.resized(native[first:first + batch_size])
-            with runtime.autocast():
-                outputs.append(fn(x).float())
+    for x in transforms.inference_batches(mine, batch_size, preprocess):
+        with runtime.autocast():
+            outputs.append(fn(x).float())
     local = torch.cat(outputs) if outputs else torch.empty(0, device=runtime.device)
     return distributed.gather_rows(local, bounds) if world > 1 else local
 

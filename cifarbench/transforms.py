@@ -179,6 +179,15 @@ def batches_per_chunk(device, batch_size):
     return 1 if torch.device(device).type == "cpu" else max(1, CHUNK_IMAGES // batch_size)
 
 
+def inference_batches(images, batch_size, preprocess):
+    """Model inputs for consecutive batches of uint8 images, the native-size half per chunk of batches."""
+    chunk = batches_per_chunk(images.device, batch_size) * batch_size
+    for start in range(0, len(images), chunk):
+        native = preprocess.native(images[start:start + chunk])
+        for first in range(0, len(native), batch_size):
+            yield preprocess.resized(native[first:first + batch_size])
+
+
 def training_batches(images, order, batch_size, steps, aug, preprocess, generator):
     """Yield (index, model input) for the first `steps` batches of `order`, as `training_batch` makes them.
 
