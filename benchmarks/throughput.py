@@ -18,7 +18,7 @@ measurements, in images per second:
   images made from the same uint8 array, as torchvision's CIFAR10 dataset
   does. Both sides end with the same normalised float batch on the device, in
   the model's memory layout (channels_last for CNNs).
-- training: one epoch of `engine.Trainer`'s training loop (`_train_epoch`: the
+- training: one epoch of `engine.Trainer`'s training loop (`train_epoch`: the
   epoch without its validation pass) over N images against the bare
   forward/backward/step loop on tensors already in memory: the same weights,
   optimizer (`engine.build_optimizer`), loss, precision, channels_last and
@@ -26,7 +26,7 @@ measurements, in images per second:
   The bare loop has NO augmentation (the issue's "bare loop on tensors already
   in memory"): CIFARbench's ratio pays for its own per-step batch selection,
   augmentation, preprocessing and bookkeeping.
-- evaluation: `engine.infer` on uint8 images (resize and normalisation
+- evaluation: `inference.infer` on uint8 images (resize and normalisation
   included) against `model(x)` under inference_mode on pre-made tensors.
 
 Fairness: the same images for both sides; warm-up outside the clock; each
@@ -56,7 +56,7 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # runnable as a plain script from a checkout
 
-from cifarbench import engine, models, transforms  # noqa: E402
+from cifarbench import engine, inference, models, transforms  # noqa: E402
 from cifarbench import params as paramslib  # noqa: E402
 from cifarbench import runtime as runtimelib  # noqa: E402
 
@@ -214,8 +214,8 @@ def run_case(key, img_size, params, rt, data, args):
     recipe = params.recipe("train", key).model_copy(update={"batch_size": batch, "warmup_epochs": 0})
     rounds = max(3, args.rounds // 2) if big_on_cpu else args.rounds
     torch.manual_seed(params.seed)
-    model = engine.prepare_model(models.create(spec, num_classes=10), rt)
-    preprocess = engine.preprocess_for(model, rt, img_size)
+    model = inference.prepare_model(models.create(spec, num_classes=10), rt)
+    preprocess = inference.preprocess_for(model, rt, img_size)
     images = transforms.to_tensor(images_np, rt.device)
     labels = torch.from_numpy(labels_np).to(rt.device)
     row = {"model": key, "img_size": img_size, "batch_size": batch, "rounds": rounds}
@@ -269,26 +269,26 @@ def compare_train(model, images, labels, recipe, preprocess, rt, seed, rounds):
     """An engine.Trainer epoch over the images vs the bare loop over them, pre-made; each side trains its own copy."""
     n, batch = len(images), recipe.batch_size
     bare_model = copy.deepcopy(model)
-    trainer = engine.Trainer(model, recipe, rt, preprocess, seed=seed, eval_batch_size=batch)
+    trainer = engine.Trainer(model, recipe, rt, preprocess, seed=seed, eval_batch_size=batch, n_train=n)
     optimizer = engine.build_optimizer(bare_model, recipe)
     if rt.compile:  # the limit compiles too, or the comparison would measure the compiler, not the engine
         bare_model = torch.compile(bare_model)
     made = preprocess(transforms.augment(images, recipe.augment, torch.Generator(rt.device).manual_seed(seed)))
     batches = [(made[i:i + batch], labels[i:i + batch]) for i in range(0, n, batch)]
-    ours = lambda: timed(lambda: trainer._train_epoch(images, labels), rt.device, n)
+    ours = lambda: timed(lambda: trainer.train_epoch(images, labels), rt.device, n)
     base = lambda: timed(lambda: bare_train(bare_model, optimizer, batches, rt, recipe.label_smoothing), rt.device, n)
     # warm-up, one step each: allocator, oneDNN/cuDNN kernel choice, compile
-    trainer._train_epoch(images[:batch], labels[:batch])
+    trainer.train_epoch(images[:batch], labels[:batch])
     bare_train(bare_model, optimizer, batches[:1], rt, recipe.label_smoothing)
     return compare("train", base, ours, rounds)
 
 
 def compare_eval(model, images, preprocess, rt, batch, rounds):
-    """engine.infer over uint8 images vs model(x) over the same images, preprocessed beforehand."""
+    """inference.infer over uint8 images vs model(x) over the same images, preprocessed beforehand."""
     n = len(images)
     made = preprocess(images)
     batches = [made[i:i + batch] for i in range(0, n, batch)]
-    ours = lambda: timed(lambda: engine.infer(model, images, preprocess, rt, batch), rt.device, n)
+    ours = lambda: timed(lambda: inference.infer(model, images, preprocess, rt, batch), rt.device, n)
     base = lambda: timed(lambda: bare_infer(model, batches, rt), rt.device, n)
     ours(), base()  # warm-up
     return compare("eval", base, ours, rounds)

@@ -27,23 +27,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # runnable as a plain script from a checkout
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from cifarbench import engine, models, transforms  # noqa: E402
+from cifarbench import engine, inference, models, transforms  # noqa: E402
 from cifarbench import params as paramslib  # noqa: E402
 from cifarbench import runtime as runtimelib  # noqa: E402
 from throughput import load_images, sync  # noqa: E402
-
-
-class TimedTrainer(engine.Trainer):
-    """engine.Trainer that also records how long each training pass took (validation excluded)."""
-
-    train_seconds = ()
-
-    def _train_epoch(self, images, labels):
-        sync(self.runtime.device)
-        start = time.perf_counter()
-        result = super()._train_epoch(images, labels)  # ends with the epoch's one .item(): synchronised
-        self.train_seconds = (*self.train_seconds, time.perf_counter() - start)
-        return result
 
 
 def main():
@@ -85,17 +72,28 @@ def main():
     train_y, val_y = to(labels_np[train]), to(labels_np[val])
 
     torch.manual_seed(params.seed)
-    model = engine.prepare_model(models.create(spec, num_classes=10), rt)
-    preprocess = engine.preprocess_for(model, rt, spec.img_size)
-    trainer = TimedTrainer(model, recipe, rt, preprocess, seed=params.seed,
-                           eval_batch_size=params.compute.eval_batch_size)
+    model = inference.prepare_model(models.create(spec, num_classes=10), rt)
+    preprocess = inference.preprocess_for(model, rt, spec.img_size)
+    trainer = engine.Trainer(model, recipe, rt, preprocess, seed=params.seed,
+                             eval_batch_size=params.compute.eval_batch_size, n_train=len(train))
     if rt.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(rt.device)
     print(f"{rt.describe()}, compile={rt.compile}; {source} in {decode_seconds:.0f} s; {args.model} at "
           f"{spec.img_size} px, batch {recipe.batch_size}; {len(train)} train / {len(val)} val images", flush=True)
     epochs = []
-    for result in trainer.epochs(train_x, train_y, val_x, val_y):
-        train_rate = len(train) // recipe.batch_size * recipe.batch_size / trainer.train_seconds[-1]
+    while not trainer.finished:  # the engine's own epoch (training.run's loop), with the training pass timed alone
+        start = time.perf_counter()
+        sync(rt.device)
+        train_start = time.perf_counter()
+        train_loss, train_acc, seen = trainer.train_epoch(train_x, train_y)  # ends with one .item(): synchronised
+        train_seconds = time.perf_counter() - train_start
+        val_loss, val_acc = trainer.validate(val_x, val_y)
+        trainer.end_epoch(val_acc)
+        seconds = time.perf_counter() - start
+        result = engine.EpochResult(epoch=trainer.epoch, train_loss=train_loss, train_acc=train_acc, val_loss=val_loss,
+                                    val_acc=val_acc, lr=trainer.lr, seconds=seconds,
+                                    images_per_second=seen / seconds, improved=False)
+        train_rate = seen / train_seconds
         epochs.append({"epoch": result.epoch, "train_acc": round(result.train_acc, 4),
                        "val_acc": round(result.val_acc, 4), "seconds": round(result.seconds, 2),
                        "epoch_img_s": round(result.images_per_second), "train_img_s": round(train_rate)})

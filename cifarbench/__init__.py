@@ -2,7 +2,7 @@
 
 The package holds everything the stage scripts in `stages/` call; it never
 imports from `stages/`. Each module owns one thing: see README.md's layout.
+The models compared are params.yaml's `models:` registry, not a list in code.
 """
 
 DATASETS = ("cifar10", "cifar100")
-MODELS = ("resnet18", "efficientnet_b0", "dinov2_vitb14")

@@ -64,3 +64,4 @@ def load_model(path):
     model.load_state_dict(ckpt.pop("state_dict"))
     ckpt["spec"] = spec
     return model, ckpt
+

@@ -1,19 +1,22 @@
 """The `cifarbench` command (installed with the package).
 
-    cifarbench predict PATH... --model resnet18 --dataset cifar10 [--topk 5] [--json] [--device auto]
+    cifarbench predict PATH... --model resnet18 --dataset cifar10 [--seed 0] [--topk 5] [--json] [--device auto]
 
 Run it from the project root: it loads the pipeline's checkpoint
-models/<dataset>/<model>.pt. Every user error (a bad argument, a missing
+models/<dataset>/<model>-<seed>.pt of any model in params.yaml's registry
+(the first training seed unless --seed says otherwise). Every user error (a bad argument, a missing
 checkpoint, a file that is not a readable image) is one line on stderr and exit
 status 2, never a traceback.
 """
 
 import argparse
+import functools
 import json
 import sys
 
-from cifarbench import DATASETS, MODELS, paths
-from cifarbench.errors import exit_on_bench_error
+from cifarbench import DATASETS, paths
+from cifarbench.errors import BenchError, exit_on_bench_error
+from cifarbench.params import ParamsError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -35,12 +38,13 @@ def _parser():
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     predict = commands.add_parser(
         "predict", help="classify image files with a pipeline checkpoint",
-        description="Classify images (any size and mode) with models/<dataset>/<model>.pt, preprocessed as "
+        description="Classify images (any size and mode) with models/<dataset>/<model>-<seed>.pt, preprocessed as "
                     "evaluate does: RGB (transparency composited onto white), centre square, the dataset's "
                     "native 32x32, then the model's own resize and normalisation.")
     predict.add_argument("paths", nargs="+", metavar="PATH", help="image files, or folders whose images to classify")
-    predict.add_argument("--model", required=True, choices=MODELS)
+    predict.add_argument("--model", required=True, help="a model key under params.yaml's models:")
     predict.add_argument("--dataset", required=True, choices=DATASETS)
+    predict.add_argument("--seed", type=int, default=None, help="training seed (default: the first of params.yaml's seeds)")
     predict.add_argument("--topk", type=_positive, default=5, help="how many classes to print per image (default 5)")
     predict.add_argument("--json", action="store_true", help="print a JSON list instead of text")
     predict.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
@@ -55,13 +59,27 @@ def _print_text(results):
             print(f"  {rank}. {t['class']:<{width}}  {t['probability']:7.2%}")
 
 
-@exit_on_bench_error
+def _checkpoint(args):
+    """The checkpoint of --model/--seed on --dataset, the model and seed checked against params.yaml."""
+    from cifarbench import params as paramslib
+
+    params = paramslib.load()
+    if args.model not in params.models:
+        raise BenchError(f"--model: unknown model {args.model!r}; params.yaml's models: has {', '.join(params.keys)}")
+    seed = params.seeds[0] if args.seed is None else args.seed
+    if seed not in params.seeds:
+        raise BenchError(f"--seed: {seed} is not one of params.yaml's seeds {params.seeds}")
+    return paths.checkpoint(args.dataset, args.model, seed)
+
+
+@functools.partial(exit_on_bench_error, also=(ParamsError,))
 def main(argv=None):
     args = _parser().parse_args(argv)
     if args.command == "predict":
+        checkpoint_path = _checkpoint(args)
         from cifarbench import predict  # torch and timm load only once the arguments are good
 
-        results = predict.predict(args.paths, paths.checkpoint(args.dataset, args.model), args.topk, args.device)
+        results = predict.predict(args.paths, checkpoint_path, args.topk, args.device)
         if args.json:
             json.dump(results, sys.stdout, indent=2)
             print()

@@ -1,4 +1,4 @@
-"""What a model costs: FLOPs, inference throughput and latency, peak memory.
+"""What a model costs at inference: FLOPs, throughput and latency.
 
 - FLOPs: torch.utils.flop_counter over one forward pass of one image at the
   model's img_size. The counter counts a multiply-add as 2 FLOPs (ResNet-18 at
@@ -6,22 +6,21 @@
   runs on PyTorch's math backend while counting, so its matrix products are
   counted on every device (the fused CPU attention kernel is not in the
   counter's table and would count as 0).
-- Throughput: images/s through `engine.infer` (on-device resize and
+- Throughput: images/s through `inference.infer` (on-device resize and
   normalisation included, as evaluate runs it) at the evaluation batch size.
 - Latency: one image through the same path, median of repeated runs after a
   warm-up. Both synchronise the GPU before reading the clock.
-- Peak memory: CUDA max allocated on a GPU; the process's peak RSS on CPU.
+Peak memory is memory.py's.
 """
 
 import statistics
-import sys
 import time
 
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from cifarbench import engine
+from cifarbench import inference
 
 THROUGHPUT_WARMUP = 1  # batches
 THROUGHPUT_MIN_RUNS, THROUGHPUT_MIN_SECONDS = 3, 1.5
@@ -67,7 +66,7 @@ def time_runs(fn, device, *, warmup, min_runs, min_seconds, max_runs=MAX_RUNS):
 def throughput(model, images, preprocess, runtime, batch_size):
     """Images/s for full batches of batch_size uint8 images (repeated from `images` when there are fewer)."""
     batch = images[torch.arange(batch_size, device=images.device) % len(images)]
-    times = time_runs(lambda: engine.infer(model, batch, preprocess, runtime, batch_size), runtime.device,
+    times = time_runs(lambda: inference.infer(model, batch, preprocess, runtime, batch_size), runtime.device,
                       warmup=THROUGHPUT_WARMUP, min_runs=THROUGHPUT_MIN_RUNS, min_seconds=THROUGHPUT_MIN_SECONDS)
     return batch_size * len(times) / sum(times)
 
@@ -75,29 +74,9 @@ def throughput(model, images, preprocess, runtime, batch_size):
 def latency_ms(model, images, preprocess, runtime):
     """Median milliseconds for one image (batch of 1) after a warm-up."""
     single = images[:1]
-    times = time_runs(lambda: engine.infer(model, single, preprocess, runtime, 1), runtime.device,
+    times = time_runs(lambda: inference.infer(model, single, preprocess, runtime, 1), runtime.device,
                       warmup=LATENCY_WARMUP, min_runs=LATENCY_MIN_RUNS, min_seconds=LATENCY_MIN_SECONDS)
     return 1000 * statistics.median(times)
-
-
-def reset_peak_memory(device):
-    if torch.device(device).type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-
-
-def peak_memory(device):
-    """(MiB, what it measures): CUDA max allocated on a GPU, the process's peak resident set on CPU."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20, "CUDA max allocated"
-    try:
-        import resource
-    except ImportError:  # Windows: psutil reports the peak working set there
-        import psutil
-
-        return psutil.Process().memory_info().peak_wset / 2**20, "process peak RSS"
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
-    return peak / (2**20 if sys.platform == "darwin" else 2**10), "process peak RSS"
 
 
 def measure(model, images, preprocess, runtime, batch_size, img_size):
@@ -108,4 +87,5 @@ def measure(model, images, preprocess, runtime, batch_size, img_size):
         "latency_ms": round(latency_ms(model, images, preprocess, runtime), 3),
         "eval_batch_size": batch_size,
         "img_size": img_size,
+        "latency_runs": f"median of at least {LATENCY_MIN_RUNS} runs after {LATENCY_WARMUP} warm-up runs",
     }

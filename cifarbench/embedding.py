@@ -1,8 +1,8 @@
-"""Feature embeddings: pre-logit features, their k-NN accuracy, and a 2-D UMAP."""
+"""The embed stage's work: pre-logit features of a checkpoint, their k-NN accuracy, and a 2-D UMAP."""
 
 import numpy as np
 
-from cifarbench import engine, metrics, models, transforms
+from cifarbench import atomic, dataset, figures, inference, metrics, models, paths, registry, transforms
 
 KNN_K = 20  # DINO's k-NN protocol uses k = 20
 
@@ -10,7 +10,7 @@ KNN_K = 20  # DINO's k-NN protocol uses k = 20
 def features(model, images_nhwc, preprocess, runtime, batch_size):
     """(N, D) float32 numpy features of uint8 HWC images."""
     images = transforms.to_tensor(images_nhwc, runtime.device)
-    out = engine.infer(model, images, preprocess, runtime, batch_size, fn=lambda x: models.features(model, x))
+    out = inference.infer(model, images, preprocess, runtime, batch_size, fn=lambda x: models.features(model, x))
     return out.cpu().numpy()
 
 
@@ -71,6 +71,28 @@ def warm_numba_cache():
     once, on first use.
     """
     umap_2d(np.random.default_rng(0).normal(size=(300, 16)).astype(np.float32), seed=0)
+
+
+def run(s):
+    """Features of models/<dataset>/<model>-<seed>.pt: k-NN accuracy (train split as the bank), UMAP of the test split."""
+    key, ds, seed, rt = s.model, s.dataset, s.seed, s.runtime
+    data_dir = paths.data_dir(ds)
+    meta = dataset.load_meta(data_dir)
+    train, test = dataset.load_split(data_dir, "train"), dataset.load_split(data_dir, "test")
+    model, preprocess, _ = inference.load(paths.checkpoint(ds, key, seed), rt)
+    batch = s.params.compute.eval_batch_size
+    test_features = features(model, test.images, preprocess, rt, batch)
+    result = knn(features(model, train.images, preprocess, rt, batch), train.labels, test_features, test.labels)
+    points = umap_2d(test_features, s.params.seed)
+    # CIFAR-100's 100 colours would be unreadable: colour by its 20 coarse groups
+    colours, names = (test.coarse, meta["coarse_classes"]) if test.coarse is not None else (test.labels, meta["classes"])
+    atomic.save_npz(paths.embedding_points(key, ds, seed), points=points, colours=colours, labels=test.labels,
+                    names=np.array(names))
+    figures.umap_scatter(points, colours, names,
+                         f"{registry.display_name(s.params.models[key])} features, "
+                         f"{registry.dataset_name(ds)} test (UMAP)", paths.figure(f"umap-{key}-{ds}-{seed}"))
+    atomic.write_json(paths.embedding_metrics(key, ds, seed), result)
+    return result
 
 
 if __name__ == "__main__":

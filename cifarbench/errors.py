@@ -1,4 +1,8 @@
-"""User-facing errors: one line that names the problem and the fix, no traceback."""
+"""User-facing errors: one line that names the problem and the fix, no traceback.
+
+A leaf: imports nothing from cifarbench. Stage scripts go through
+cifarbench.stage, which prints these (and params.ParamsError) as one line.
+"""
 
 import functools
 import sys
@@ -12,18 +16,15 @@ class BenchError(Exception):
     """
 
 
-def exit_on_bench_error(main):
-    """Wrap a script's main(): BenchError becomes `error: <message>` and exit 2."""
+def exit_on_bench_error(main, also=()):
+    """Wrap a command's main(): BenchError (and the `also` types) becomes `error: <message>` and exit 2."""
 
     @functools.wraps(main)
     def wrapper(*args, **kwargs):
         try:
             return main(*args, **kwargs)
-        except BenchError as exc:
-            from cifarbench import distributed  # late: keeps this module free of torch
-
-            if not distributed.report_worker_error(str(exc)):  # a torchrun worker tells its launcher
-                print(f"error: {exc}", file=sys.stderr)
+        except (BenchError, *also) as exc:
+            print(f"error: {exc}", file=sys.stderr)
             raise SystemExit(2) from None
 
     return wrapper

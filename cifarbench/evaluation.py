@@ -1,12 +1,12 @@
 """The evaluate stage's work: accuracy, calibration and cost of one checkpoint on the test split.
 
 Two files per model and dataset, kept apart on purpose:
-- metrics/evaluate/<model>-<dataset>.json: top1, top5, ece, n_test, per_class and
-  the reliability bins, all deterministic on CPU (a resumed training run can be
-  compared byte for byte with an uninterrupted one);
-- metrics/efficiency/<model>-<dataset>.json: params, trainable_params, gflops,
-  throughput, latency_ms, peak memory, training time (read from the training
-  stage's DVCLive summary) and the devices, which vary from run to run.
+- metrics/evaluate/<model>-<dataset>-<seed>.json: top1, top5, ece, n_test,
+  per_class and the reliability bins, all deterministic on CPU (a resumed
+  training run can be compared byte for byte with an uninterrupted one);
+- metrics/efficiency/<model>-<dataset>-<seed>.json: params, gflops, throughput,
+  latency_ms, peak memory and the device, which vary from run to run (the report
+  adds the training stage's own cost to them in metrics/cost.json).
 """
 
 import csv
@@ -15,9 +15,8 @@ import io
 import numpy as np
 import torch
 
-from cifarbench import atomic, dataset, efficiency, engine, figures, metrics, models, paths, transforms
-from cifarbench import runtime as runtimelib
-from cifarbench.errors import BenchError
+from cifarbench import atomic, dataset, efficiency, figures, inference, memory, metrics, models, paths, registry
+from cifarbench import transforms
 
 SAMPLES = {"cifar10": 30, "cifar100": 50}  # test images in the sample-predictions figure
 SAMPLE_COLUMNS = {"cifar10": 6, "cifar100": 10}
@@ -37,52 +36,37 @@ def sample_indices(n_test, count):
     return np.unique(np.linspace(0, n_test - 1, min(count, n_test)).round().astype(np.int64))
 
 
-def cost(model, info, images, preprocess, rt, batch_size, train_summary):
+def cost(model, images, preprocess, rt, batch_size, img_size):
     """The efficiency file's content; call it last, so peak memory covers the whole stage."""
     total, _ = models.count_parameters(model)
-    measured = efficiency.measure(model, images, preprocess, rt, batch_size, info["spec"].img_size)
-    peak, measure = efficiency.peak_memory(rt.device)
-    return {
-        "params": total,
-        "trainable_params": train_summary["trainable_params"],
-        **measured,
-        "peak_memory_mb": round(peak, 1),
-        "memory_measure": measure,
-        "device": rt.describe(),
-        "train_seconds": train_summary["train_seconds"],
-        "seconds_per_epoch": train_summary["seconds_per_epoch"],
-        "epochs": train_summary["epochs_run"],
-        "train_peak_memory_mb": train_summary["peak_memory_mb"],
-        "train_device": train_summary["device"],
-    }
+    measured = efficiency.measure(model, images, preprocess, rt, batch_size, img_size)
+    peak, measure = memory.peak(rt.device)
+    return {"params": total, **measured, "peak_memory_mb": round(peak, 1), "memory_measure": measure,
+            "device": rt.describe()}
 
 
-def run(key, ds, params):
-    """Evaluate models/<ds>/<key>.pt on data/<ds>/test.npz; writes every output of evaluate@<key>-<ds>."""
-    rt = runtimelib.resolve(params.compute)
-    efficiency.reset_peak_memory(rt.device)
+def run(s):
+    """Evaluate models/<dataset>/<model>-<seed>.pt on the test split; writes every output of its evaluate stage."""
+    rt, key, ds, seed = s.runtime, s.model, s.dataset, s.seed
+    memory.reset_peak(rt.device)
     data_dir = paths.data_dir(ds)
     meta, test = dataset.load_meta(data_dir), dataset.load_split(data_dir, "test")
-    model, preprocess, info = engine.load_for_inference(paths.checkpoint(ds, key), rt)
-    summary_path = paths.train_log(ds, key) / "metrics.json"
-    if not summary_path.is_file():
-        raise BenchError(f"{summary_path} is missing: run `dvc repro {paths.TRAIN_STAGE[ds]}@{key}` first")
-    train_summary = atomic.read_json(summary_path)
+    model, preprocess, info = inference.load(paths.checkpoint(ds, key, seed), rt)
     images = transforms.to_tensor(test.images, rt.device)
-    batch_size = params.compute.eval_batch_size
-    logits = engine.infer(model, images, preprocess, rt, batch_size)
+    batch_size = s.params.compute.eval_batch_size
+    logits = inference.infer(model, images, preprocess, rt, batch_size)
     result, predicted, confusion = metrics.classification(logits, torch.from_numpy(test.labels), meta["classes"])
-    classes, name, ds_name = meta["classes"], figures.model_name(key), figures.dataset_name(ds)
+    classes, name, ds_name = meta["classes"], registry.display_name(s.params.models[key]), registry.dataset_name(ds)
 
-    atomic.write_json(paths.evaluation(key, ds), result)
-    atomic.write_text(paths.confusion_rows(key, ds), confusion_csv(test.labels, predicted, classes))
+    atomic.write_json(paths.evaluation(key, ds, seed), result)
+    atomic.write_text(paths.confusion_rows(key, ds, seed), confusion_csv(test.labels, predicted, classes))
     figures.confusion(confusion, classes, f"{name} on {ds_name} (top-1 {result['top1']:.1%})",
-                      paths.figure(f"confusion-{key}-{ds}"), fine_to_coarse=meta.get("fine_to_coarse"),
+                      paths.figure(f"confusion-{key}-{ds}-{seed}"), fine_to_coarse=meta.get("fine_to_coarse"),
                       coarse_classes=meta["coarse_classes"])
     shown = sample_indices(len(test), SAMPLES.get(ds, 30))
     figures.sample_predictions(test.images[shown], [classes[i] for i in test.labels[shown]],
                                [classes[i] for i in predicted[shown]], f"{name} on {ds_name} test images",
-                               paths.figure(f"samples-{key}-{ds}"), columns=SAMPLE_COLUMNS.get(ds, 6))
-    efficiency_result = cost(model, info, images, preprocess, rt, batch_size, train_summary)
-    atomic.write_json(paths.efficiency(key, ds), efficiency_result)
+                               paths.figure(f"samples-{key}-{ds}-{seed}"), columns=SAMPLE_COLUMNS.get(ds, 6))
+    efficiency_result = cost(model, images, preprocess, rt, batch_size, info["spec"].img_size)
+    atomic.write_json(paths.efficiency(key, ds, seed), efficiency_result)
     return result, efficiency_result

@@ -1,4 +1,9 @@
-"""Figures as PNG in one consistent style, legible at README width (~900 px)."""
+"""Figures as PNG in one consistent style, legible at README width (~900 px).
+
+Functions that show several models take `styles` (cifarbench.registry.Styles):
+names and colours come from params.yaml's registry, never from this module,
+so any number of models (1 to 10) gets one stable colour and an honest name.
+"""
 
 import matplotlib
 
@@ -17,25 +22,16 @@ STYLE = {
     "axes.spines.top": False,
     "axes.spines.right": False,
 }
-MODEL_NAMES = {"resnet18": "ResNet-18", "efficientnet_b0": "EfficientNet-B0", "dinov2_vitb14": "DINOv2 ViT-B/14"}
-DATASET_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}
-MODEL_COLOURS = {"resnet18": "tab:blue", "efficientnet_b0": "tab:orange", "dinov2_vitb14": "tab:green"}
 DATASET_MARKERS = ("o", "s", "^", "D")
 MISTAKE = "#c62828"  # red: wrong predictions, calibration gaps
 CORRECT = "#2e7d32"
 
 
-def model_name(key):
-    return MODEL_NAMES.get(key, key)
+def _wrapped(text, width=38):
+    """Long display names ("DINOv2 ViT-B/14 (random init, 4 blocks, ...)") on several short lines."""
+    import textwrap
 
-
-def dataset_name(key):
-    return DATASET_NAMES.get(key, key)
-
-
-def model_colour(key):
-    """Each model keeps its colour in every figure."""
-    return MODEL_COLOURS.get(key, "tab:gray")
+    return "\n".join(textwrap.wrap(text, width)) or text
 
 
 def save(fig, path):
@@ -125,18 +121,23 @@ def umap_scatter(points, labels, names, title, path):
 
 
 def umap_panels(panels, names, title, path):
-    """Several models' UMAPs side by side: panels = [(title, points, labels)]."""
+    """Several models' UMAPs, up to 4 a row: panels = [(title, points, labels)]."""
     size = marker_size(max(len(points) for _, points, _ in panels))
+    columns = min(len(panels), 4)
+    rows = -(-len(panels) // columns)
     with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(1, len(panels), figsize=(3.4 * len(panels), 3.4), squeeze=False)
-        for ax, (panel_title, points, labels) in zip(axes[0], panels):
-            _scatter(ax, np.asarray(points), np.asarray(labels), names, panel_title, size)
+        fig, axes = plt.subplots(rows, columns, figsize=(3.4 * columns, 3.5 * rows), squeeze=False)
+        for ax in axes.flat[len(panels):]:
+            ax.axis("off")
+        for ax, (panel_title, points, labels) in zip(axes.flat, panels):
+            _scatter(ax, np.asarray(points), np.asarray(labels), names, _wrapped(panel_title, 34), size)
         _legend(fig, axes[0][0], len(names), size)
         fig.suptitle(title, y=1.02)
+        fig.tight_layout()
         save(fig, path)
 
 
-def training_curves(curves, title, path):
+def training_curves(curves, title, path, styles):
     """Validation accuracy and loss per epoch, one line per model: curves[key][metric] = (epochs, values)."""
     with plt.rc_context(STYLE):
         fig, axes = plt.subplots(1, 2, figsize=(8, 3.2))
@@ -144,13 +145,15 @@ def training_curves(curves, title, path):
             for ax, metric in zip(axes, ("val/acc", "val/loss")):
                 epochs, values = metrics_[metric]
                 if epochs:
-                    ax.plot(epochs, values, marker="o", ms=3, label=model_name(key), color=model_colour(key))
+                    ax.plot(epochs, values, marker="o", ms=3, label=_wrapped(styles.name(key)),
+                            color=styles.colour(key))
         for ax, label in zip(axes, ("validation accuracy", "validation loss")):
             ax.set_xlabel("epoch")
             ax.set_ylabel(label)
             ax.grid(alpha=0.3)
-        axes[0].legend(frameon=False)
+        fig.legend(*axes[0].get_legend_handles_labels(), loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
         fig.suptitle(title)
+        fig.tight_layout()
         save(fig, path)
 
 
@@ -168,7 +171,8 @@ def _class_rows(n, fine_to_coarse, groups_per_row):
     return rows
 
 
-def per_class_bars(accuracy, classes, title, path, fine_to_coarse=None, coarse_classes=None, groups_per_row=5):
+def per_class_bars(accuracy, classes, title, path, styles, fine_to_coarse=None, coarse_classes=None,
+                   groups_per_row=5):
     """Test accuracy of every class, the models' bars side by side.
 
     accuracy: {model key: per-class accuracies in class order (NaN: no test image)}. With a
@@ -185,8 +189,8 @@ def per_class_bars(accuracy, classes, title, path, fine_to_coarse=None, coarse_c
             x = np.arange(len(index))
             for k, key in enumerate(keys):
                 values = np.asarray(accuracy[key], dtype=float)[index]
-                ax.bar(x + (k - (len(keys) - 1) / 2) * width, np.nan_to_num(values), width, color=model_colour(key),
-                       label=model_name(key))
+                ax.bar(x + (k - (len(keys) - 1) / 2) * width, np.nan_to_num(values), width, color=styles.colour(key),
+                       label=styles.name(key))
             ax.set_xticks(x, [classes[i] for i in index], rotation=90 if len(index) > 12 else 0,
                           fontsize=7 if len(index) > 12 else 8)
             ax.set_xlim(-0.6, len(index) - 0.4)
@@ -199,10 +203,13 @@ def per_class_bars(accuracy, classes, title, path, fine_to_coarse=None, coarse_c
                 label = coarse_classes[group] if coarse_classes and group >= 0 else f"group {group}"
                 ax.text((start + end - 1) / 2, 1.02, label, ha="center", va="bottom", fontsize=7.5,
                         transform=ax.get_xaxis_transform())
-        fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="upper right", ncol=len(keys), frameon=False,
-                   bbox_to_anchor=(1.0, 1.0))
+        columns = min(len(keys), 3)
+        legend_rows = -(-len(keys) // columns)
+        top = 1 - (0.35 + 0.18 * legend_rows) / fig.get_figheight()  # room for the title and legend rows
+        fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="upper right", ncol=columns, frameon=False,
+                   bbox_to_anchor=(1.0, 1.0), fontsize=8)
         fig.suptitle(title, x=0.02, ha="left")
-        fig.tight_layout(rect=(0, 0, 1, 0.97))
+        fig.tight_layout(rect=(0, 0, 1, top))
         save(fig, path)
 
 
@@ -210,37 +217,45 @@ def _bin_values(values):
     return np.array([np.nan if v is None else v for v in values], dtype=float)
 
 
-def reliability(panels, title, path):
-    """Reliability diagrams side by side: panels = [(model key, reliability bins, ece)].
+def reliability(panels, title, path, styles):
+    """Reliability diagrams side by side, up to 4 a row: panels = [(model key, reliability bins, ece)].
 
     Bars: accuracy of the test images in each confidence bin; red: the gap to the bin's mean
     confidence; dashed: perfect calibration. Below, the share of test images per bin.
     """
     with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(2, len(panels), figsize=(3.2 * len(panels), 4.4), sharex=True, squeeze=False,
-                                 gridspec_kw={"height_ratios": [3, 1]})
-        for col, (key, bins, ece) in enumerate(panels):
-            top, bottom = axes[0, col], axes[1, col]
+        columns = min(len(panels), 4)
+        rows = -(-len(panels) // columns)
+        fig, axes = plt.subplots(2 * rows, columns, figsize=(3.2 * columns, 4.6 * rows), sharex=True, squeeze=False,
+                                 gridspec_kw={"height_ratios": [3, 1] * rows})
+        for index in range(len(panels), rows * columns):  # empty cells of the last row
+            axes[2 * (index // columns), index % columns].axis("off")
+            axes[2 * (index // columns) + 1, index % columns].axis("off")
+        for index, (key, bins, ece) in enumerate(panels):
+            row, col = divmod(index, columns)
+            top, bottom = axes[2 * row, col], axes[2 * row + 1, col]
             edges = np.linspace(0, 1, bins["bins"] + 1)
             centres, width = (edges[:-1] + edges[1:]) / 2, 1 / bins["bins"]
             acc, conf = _bin_values(bins["accuracy"]), _bin_values(bins["confidence"])
             filled = ~np.isnan(acc)
-            top.bar(centres[filled], acc[filled], width, color=model_colour(key), edgecolor="white", lw=0.5,
+            top.bar(centres[filled], acc[filled], width, color=styles.colour(key), edgecolor="white", lw=0.5,
                     label="accuracy")
             top.bar(centres[filled], (conf - acc)[filled], width, bottom=acc[filled], color=MISTAKE, alpha=0.35,
                     edgecolor=MISTAKE, lw=0.5, label="gap to confidence")
             top.plot([0, 1], [0, 1], ls="--", color="0.35", lw=1, label="perfect calibration")
             top.set_xlim(0, 1)
             top.set_ylim(0, 1)
-            top.set_title(f"{model_name(key)}: ECE {ece:.1%}")
+            top.set_title(f"{_wrapped(styles.name(key), 34)}\nECE {ece:.1%}", fontsize=9)
             counts = np.asarray(bins["count"], dtype=float)
             bottom.bar(centres, counts / max(counts.sum(), 1), width, color="0.55", edgecolor="white", lw=0.5)
             bottom.set_xlabel("confidence (top softmax probability)")
             if col == 0:
                 top.set_ylabel("accuracy")
                 bottom.set_ylabel("share")
+            if index == 0:
                 top.legend(frameon=False, fontsize=7, loc="upper left")
         fig.suptitle(title)
+        fig.tight_layout()
         save(fig, path)
 
 
@@ -269,36 +284,79 @@ def sample_predictions(images, true_names, predicted_names, title, path, columns
         save(fig, path)
 
 
-def accuracy_vs_cost(points, title, path):
+def _nice_log_ticks(low, high, most=6):
+    """At most `most` tick values inside [low, high] on a log axis, each label short and apart from the next.
+
+    Across decades: 1, 2, 5 x 10^k (thinned to 1 x 10^k, then every other decade);
+    within one decade (2,800 to 3,100 img/s, say) matplotlib's log locator labels
+    every minor tick into one unreadable run, so pick round linear steps instead.
+    """
+    from matplotlib.ticker import MaxNLocator
+
+    if high / low >= 10:
+        exponents = range(int(np.floor(np.log10(low))), int(np.ceil(np.log10(high))) + 1)
+        for mantissas, every in (((1, 2, 5), 1), ((1,), 1), ((1,), 2), ((1,), 3)):
+            ticks = [m * 10.0 ** e for e in exponents[::every] for m in mantissas if low <= m * 10.0 ** e <= high]
+            if len(ticks) <= most:
+                return ticks
+        return ticks
+    ticks = MaxNLocator(nbins=min(most, 4), steps=[1, 2, 2.5, 5, 10]).tick_values(low, high)
+    return [t for t in ticks if low <= t <= high]
+
+
+def _plain_number(value):
+    """3100 -> '3,100', 0.05 -> '0.05', 12.5 -> '12.5': no scientific notation on the cost axes."""
+    if value >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.3g}"
+
+
+def _log_axis(ax, label):
+    """A log x axis with a few legible ticks, whatever the spread of the values."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
+    ax.set_xscale("log")
+    ax.margins(x=0.2)
+    ax.autoscale_view()
+    low, high = ax.get_xlim()
+    ax.xaxis.set_major_locator(FixedLocator(_nice_log_ticks(low, high)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: _plain_number(v)))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xlim(low, high)
+    ax.set_xlabel(label)
+    ax.grid(alpha=0.3)
+
+
+def accuracy_vs_cost(points, title, path, styles):
     """Top-1 against GFLOPs and against throughput, one point per model and dataset.
 
-    points = [(model key, dataset label, top1, gflops, throughput)].
+    points = [dict(key, dataset, top1, low, high, gflops, throughput)]; low/high draw the
+    spread (over seeds where there are several, else the test-set bootstrap interval).
     """
     from matplotlib.lines import Line2D
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, PercentFormatter
+    from matplotlib.ticker import PercentFormatter
 
-    datasets = list(dict.fromkeys(p[1] for p in points))
+    datasets = list(dict.fromkeys(p["dataset"] for p in points))
     markers = {ds: DATASET_MARKERS[i % len(DATASET_MARKERS)] for i, ds in enumerate(datasets)}
     with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(1, 2, figsize=(8, 3.4), sharey=True)
-        for key, ds, top1, gflops, throughput in points:
-            for ax, x in zip(axes, (gflops, throughput)):
-                ax.scatter(x, top1, s=55, marker=markers[ds], color=model_colour(key), edgecolors="black",
-                           linewidths=0.5, zorder=3)
+        fig, axes = plt.subplots(1, 2, figsize=(8.6, 3.6), sharey=True)
+        for p in points:
+            errors = [[max(p["top1"] - p["low"], 0)], [max(p["high"] - p["top1"], 0)]]
+            for ax, x in zip(axes, (p["gflops"], p["throughput"])):
+                ax.errorbar(x, p["top1"], yerr=errors, fmt="none", ecolor=styles.colour(p["key"]), elinewidth=1.2,
+                            capsize=3, zorder=2)
+                ax.scatter(x, p["top1"], s=55, marker=markers[p["dataset"]], color=styles.colour(p["key"]),
+                           edgecolors="black", linewidths=0.5, zorder=3)
         for ax, label in zip(axes, ("forward GFLOPs per image (log scale)", "throughput, images/s (log scale)")):
-            ax.set_xscale("log")
-            ax.xaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))  # plain 0.02, 0.05, 0.1 … even in a narrow range
-            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-            ax.xaxis.set_minor_formatter(NullFormatter())
-            ax.set_xlabel(label)
-            ax.grid(alpha=0.3, which="both")
-            ax.margins(x=0.25, y=0.15)
-        axes[0].set_ylabel("test top-1")
+            _log_axis(ax, label)
+        axes[0].margins(y=0.15)
+        axes[0].set_ylabel("test top-1 (bars: spread)")
         axes[0].yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
-        keys = list(dict.fromkeys(p[0] for p in points))
-        handles = [Line2D([], [], ls="", marker="o", color=model_colour(k), label=model_name(k)) for k in keys]
+        keys = list(dict.fromkeys(p["key"] for p in points))
+        handles = [Line2D([], [], ls="", marker="o", color=styles.colour(k), label=_wrapped(styles.name(k), 30))
+                   for k in keys]
         handles += [Line2D([], [], ls="", marker=markers[ds], color="0.4", label=ds) for ds in datasets]
-        fig.subplots_adjust(right=0.8)
-        fig.legend(handles=handles, loc="center left", bbox_to_anchor=(0.81, 0.5), frameon=False)
+        fig.subplots_adjust(right=0.74, wspace=0.08)
+        fig.legend(handles=handles, loc="center left", bbox_to_anchor=(0.75, 0.5), frameon=False, fontsize=8)
         fig.suptitle(title)
         save(fig, path)

@@ -110,13 +110,23 @@ def features(model, x):
     return model.forward_head(model.forward_features(x), pre_logits=True)
 
 
+def family(model):
+    """'vit' for models that see patches (position embeddings, LayerNorm), else 'cnn'."""
+    return "vit" if patch_size(model) else "cnn"
+
+
+def structure(spec, num_classes=10):
+    """The model's structure only, on the meta device: no memory, no weights, no download."""
+    with torch.device("meta"):
+        return timm.create_model(spec.arch, pretrained=False, **_build_kwargs(spec, num_classes))
+
+
 def check_spec(key, spec, freeze_blocks):
-    """Fail early, naming the params key, if a spec cannot be built as asked."""
+    """Fail early, naming the params key, if a spec cannot be built as asked; returns the meta-device model."""
     if not timm.is_model(spec.arch):
         raise BenchError(f"models.{key}.arch: unknown timm model {spec.arch!r}; pick a name from timm.list_models()")
     try:
-        with torch.device("meta"):  # structure only: no memory, no weights, no download
-            model = timm.create_model(spec.arch, pretrained=False, **_build_kwargs(spec, 10))
+        model = structure(spec)
     except (TypeError, ValueError, AssertionError) as exc:
         raise BenchError(f"models.{key}.kwargs: timm cannot build {spec.arch} with {spec.kwargs} ({exc})") from None
     patch = patch_size(model)
@@ -128,3 +138,4 @@ def check_spec(key, spec, freeze_blocks):
     depth = block_count(model)
     if freeze_blocks > depth:
         raise BenchError(f"transfer.{key}.freeze_blocks: {freeze_blocks} is more than the {depth} blocks of {spec.arch}")
+    return model

@@ -1,26 +1,43 @@
 """Read and validate params.yaml, the pipeline's only configuration.
 
-Everything is checked on load, before any work: an unknown key (a typo), a
-missing key or a bad value stops the stage with one line naming the key and
-what is allowed. Checks that need the model itself (does the timm name exist,
-is img_size a multiple of the ViT patch, does freeze_blocks fit the depth) run
-on meta-device models, which cost no memory and no download.
+- Read exactly as DVC reads it: YAML 1.2 through ruamel.yaml's safe loader, so
+  every value `dvc exp run -S` writes (`2e-05`, `1E-4`, `.5`, `true`) means here
+  what it means to DVC. (PyYAML's YAML 1.1 reads `2e-05` as a string.)
+- `models:` is the registry: one entry per model (`arch`, `pretrained`,
+  `img_size`, `kwargs`, `name`), and dvc.yaml's stage matrices iterate its keys.
+- `train:` and `transfer:` are recipes: `defaults` shared by every model plus,
+  under the model's key, only what that model does differently (a section
+  written out in full works too). `recipe(stage, key)` is the merged result.
+- Everything is checked on load: an unknown key, a missing key or a bad value
+  raises ParamsError with one line naming the key (`train.resnet18.lr: ...`).
+
+A leaf: imports nothing from cifarbench. Checks that need timm (does the
+architecture exist, does img_size fit the patch) live in cifarbench.checks.
 """
 
+import copy
+import hashlib
+import json
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-
-from cifarbench import MODELS
-from cifarbench.errors import BenchError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 DEFAULT_PATH = Path("params.yaml")
+RECIPE_SECTIONS = {"train": "train-cifar10", "transfer": "transfer-cifar100"}  # params section -> its stage
+DEFAULTS = "defaults"  # the shared recipe inside train: and transfer:; not a model key
+MODEL_KEY = re.compile(r"^[A-Za-z0-9_]+$")  # a stage-name and file-name part: no '-', '@', '/' or spaces
+MAX_MODELS = 10  # one distinct colour each in every figure
 
 PositiveInt = Annotated[int, Field(ge=1)]
 NonNegInt = Annotated[int, Field(ge=0)]
+NonNegFloat = Annotated[float, Field(ge=0)]
 Fraction = Annotated[float, Field(ge=0, lt=1)]
+
+
+class ParamsError(ValueError):
+    """params.yaml is wrong: the message is one line naming the key and what is allowed."""
 
 
 class Section(BaseModel):
@@ -44,25 +61,37 @@ class Data(Section):
 
 
 class Compute(Section):
-    device: str  # auto | cpu | cuda | cuda:N
+    device: str  # auto | cpu | cuda | cuda:N | mps
     devices: PositiveInt  # processes (GPUs) per training stage; >1 runs under torchrun
     precision: Literal["auto", "bf16", "fp16", "fp32"]
     compile: bool
     eval_batch_size: PositiveInt
+    sync_bn: bool  # under DDP, BatchNorm statistics over the global batch (SyncBatchNorm)
 
     @field_validator("device")
     @classmethod
     def _known_device(cls, v):
-        if v in ("auto", "cpu", "cuda") or (v.startswith("cuda:") and v[5:].isdigit()):
+        if v in ("auto", "cpu", "cuda", "mps") or (v.startswith("cuda:") and v[5:].isdigit()):
             return v
-        raise ValueError("must be auto, cpu, cuda or cuda:N")
+        raise ValueError("must be auto, cpu, cuda, cuda:N or mps")
 
 
 class ModelSpec(Section):
+    """What builds a model; the checkpoint carries it, so a checkpoint alone rebuilds its model."""
+
     arch: str  # any timm model name, optionally with a pretrained tag ("resnet18.a1_in1k")
-    pretrained: bool | str  # true: timm hub weights; false: random init; str: a local weights file
+    pretrained: bool | str = True  # true: timm hub weights; false: random init; str: a local weights file
     img_size: Annotated[int, Field(ge=8)]
     kwargs: dict = {}  # passed to timm.create_model (drop_path_rate, or tiny sizes for tests)
+
+
+class ModelEntry(ModelSpec):
+    """A registry entry: the spec plus how reports name the model (never part of what trains)."""
+
+    name: str | None = None  # display name; derived from the timm architecture when absent
+
+    def spec(self):
+        return ModelSpec.model_validate(self.model_dump(exclude={"name"}))
 
 
 class Augment(Section):
@@ -71,20 +100,35 @@ class Augment(Section):
     jitter: Fraction  # brightness and contrast factors drawn from [1 - jitter, 1 + jitter]
 
 
+SCHEDULES = ("cosine", "tanh", "poly", "step", "multistep", "plateau", "constant")  # timm's create_scheduler_v2
+
+
 class Recipe(Section):
     optimizer: Literal["sgd", "adamw"]
-    lr: Annotated[float, Field(gt=0)]
+    lr: Annotated[float, Field(gt=0)]  # peak lr, reached at the end of warm-up
     momentum: Fraction  # SGD (Nesterov) momentum; ignored by AdamW
-    weight_decay: Annotated[float, Field(ge=0)]
+    weight_decay: NonNegFloat
     layer_decay: Annotated[float, Field(gt=0, le=1)] | None  # per-block lr decay (timm); null = off
     batch_size: PositiveInt
     epochs: PositiveInt
-    warmup_epochs: NonNegInt  # linear lr warm-up before the plateau scheduler takes over
     label_smoothing: Fraction
-    early_stopping: NonNegInt  # stop after this many epochs without a better val accuracy; 0 = off
-    plateau_factor: Annotated[float, Field(gt=0, lt=1)]  # ReduceLROnPlateau on val accuracy
+    schedule: Literal[SCHEDULES]
+    warmup_epochs: NonNegInt  # linear warm-up from warmup_lr to lr
+    warmup_lr: NonNegFloat
+    min_lr: NonNegFloat  # the floor that cosine, tanh, poly and plateau decay to
+    decay_epochs: PositiveInt  # step: multiply the lr by decay_rate every decay_epochs
+    decay_milestones: list[PositiveInt]  # multistep: the epochs at which to multiply by decay_rate
+    decay_rate: Annotated[float, Field(gt=0)]  # step/multistep factor; poly: the power
+    plateau_factor: Annotated[float, Field(gt=0, lt=1)]  # plateau: ReduceLROnPlateau on validation accuracy
     plateau_patience: NonNegInt
+    early_stopping: NonNegInt  # stop after this many epochs without a better val accuracy; 0 = off
     augment: Augment
+
+    @model_validator(mode="after")
+    def _warmup_fits(self):
+        if self.warmup_epochs >= self.epochs and self.schedule != "constant":
+            raise ValueError(f"warmup_epochs ({self.warmup_epochs}) must be fewer than epochs ({self.epochs})")
+        return self
 
 
 class TransferRecipe(Recipe):
@@ -92,72 +136,181 @@ class TransferRecipe(Recipe):
     freeze_blocks: NonNegInt  # stem plus this many blocks stay frozen
 
 
-def _per_model(spec):
-    """A section with exactly one entry per benchmarked model."""
-    return type(f"{spec.__name__}PerModel", (Section,), {"__annotations__": {m: spec for m in MODELS}})
+class Evaluate(Section):
+    bootstrap: Annotated[int, Field(ge=1000)]  # resamples of the test images for the 95 % intervals
+    corruptions: list[str]  # CIFAR-10-C corruption names (cifarbench.corruptions), [] = none
+    severities: list[Annotated[int, Field(ge=1, le=5)]]
+    corruption_images: NonNegInt  # test images per corruption and severity; 0 = the whole test split
 
 
-class Params(Section):
+class Probe(Section):
+    shots: list[PositiveInt]  # labelled training images per class for the few-shot curve
+    draws: PositiveInt  # random draws per shot count
+
+
+class _Top(Section):
     seed: NonNegInt
+    seeds: Annotated[list[NonNegInt], Field(min_length=1)]
     data: Data
     compute: Compute
-    models: _per_model(ModelSpec)
-    train: _per_model(Recipe)
-    transfer: _per_model(TransferRecipe)
+    models: dict[str, ModelEntry]
+    train: dict[str, dict]
+    transfer: dict[str, dict]
+    evaluate: Evaluate
+    probe: Probe
+
+
+class Params:
+    """The validated params: the sections as attributes, plus the registry and merged recipes."""
+
+    def __init__(self, top, recipes, raw):
+        self._top, self._recipes, self._raw = top, recipes, raw
+        self.seed, self.seeds = top.seed, list(top.seeds)
+        self.data, self.compute, self.evaluate, self.probe = top.data, top.compute, top.evaluate, top.probe
+        self.models = dict(top.models)  # key -> ModelEntry, in params.yaml's order
+
+    @property
+    def keys(self):
+        """Model keys in registry order: the order of every table, legend and colour."""
+        return list(self.models)
 
     def model(self, key):
-        return getattr(self.models, key)
+        """The ModelSpec that builds `key` (without its display name)."""
+        return self.models[key].spec()
 
-    def recipe(self, stage, key):
-        return getattr(self.train if stage == "train" else self.transfer, key)
+    def recipe(self, section, key):
+        """`train` or `transfer` recipe of `key`: the defaults with the model's own keys on top."""
+        return self._recipes[section][key]
 
     def digest(self):
-        """12 hex digits of SHA-256 over the validated params (canonical JSON): equal digest, equal run settings."""
-        import hashlib
-        import json
-
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        """12 hex digits of SHA-256 over params.yaml's parsed content: equal digest, equal run settings."""
+        canonical = json.dumps(self._raw, sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
 
 _TYPE_TAGS = {"bool", "str", "int", "float", "dict", "list", "none"}
+_TAG_PREFIXES = ("constrained-", "function-", "literal[", "list[", "dict[")
 
 
-def _describe(error):
+def _describe(error, prefix=""):
     """One line for the first validation problem: the dotted key, then what is wrong."""
     err = error.errors()[0]
     # pydantic appends union member tags ("int", "constrained-float") after the real key
-    key = ".".join(str(p) for p in err["loc"] if str(p) not in _TYPE_TAGS and "-" not in str(p))
+    parts = [str(p) for p in err["loc"] if str(p) not in _TYPE_TAGS and not str(p).startswith(_TAG_PREFIXES)]
+    key = ".".join(p for p in [prefix, *parts] if p)
     kind = err["type"]
     if kind == "extra_forbidden":
         return f"{key}: unknown key (a typo?); see params.yaml's comments for the allowed keys"
     if kind == "missing":
         return f"{key}: missing key"
     got = err.get("input")
-    return f"{key}: {err['msg'].removeprefix('Value error, ')} (got {got!r})"
+    shown = "" if isinstance(got, dict) else f" (got {got!r})"  # a whole section would not fit one line
+    return f"{key}: {err['msg'].removeprefix('Value error, ')}{shown}"
+
+
+def _merge(base, override):
+    """`base` with `override` on top; nested mappings (augment) merge key by key."""
+    out = copy.deepcopy(base)
+    for k, v in override.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+    return out
+
+
+def _blame(exc, layers, fallback):
+    """ParamsError for the first problem, naming the last layer that holds the offending key."""
+    loc = exc.errors()[0]["loc"]
+    holders = [name for name, layer in layers if (str(loc[0]) in layer if loc else layer)]
+    return ParamsError(_describe(exc, holders[-1] if holders else fallback))
+
+
+def _check_defaults(layers, recipe_cls):
+    """A bad default is an error even where every model overrides it (it would bite the next model added)."""
+    merged = {}
+    for _, layer in layers:
+        merged = _merge(merged, layer)
+    try:
+        recipe_cls.model_validate(merged)
+    except ValidationError as exc:
+        # defaults may leave keys to the models (full per-model sections): only wrong values count here
+        wrong = [e for e in exc.errors() if e["type"] != "missing"]
+        if wrong:
+            raise _blame(ValidationError.from_exception_data(exc.title, wrong), layers, layers[-1][0]) from None
+
+
+def _recipes(section, raw, recipe_cls, keys, base=None):
+    """Merged recipe per model key: `base` (train.defaults, for transfer), `<section>.defaults`, `<section>.<key>`.
+
+    An error names the layer that holds the bad value (`train.resnet18.lr`, `train.defaults.lr`);
+    a key missing everywhere is missing from the section's defaults.
+    """
+    unknown = [k for k in raw if k != DEFAULTS and k not in keys]
+    if unknown:
+        raise ParamsError(f"{section}.{unknown[0]}: no model {unknown[0]!r} under models: (a typo?); "
+                          f"recipe sections are {DEFAULTS!r} and the model keys {', '.join(keys)}")
+    layers = [(f"{section}.{DEFAULTS}", raw.get(DEFAULTS) or {})]
+    if base is not None:
+        layers.insert(0, base)
+    for name, layer in layers:
+        if not isinstance(layer, dict):
+            raise ParamsError(f"{name}: expected a mapping of recipe keys, got {layer!r}")
+    _check_defaults(layers, recipe_cls)
+    out = {}
+    for key in keys:
+        own = (f"{section}.{key}", raw.get(key) or {})
+        if not isinstance(own[1], dict):
+            raise ParamsError(f"{own[0]}: expected a mapping of recipe keys (only those that differ "
+                              f"from {section}.{DEFAULTS}), got {own[1]!r}")
+        merged = {}
+        for _, layer in [*layers, own]:
+            merged = _merge(merged, layer)
+        try:
+            out[key] = recipe_cls.model_validate(merged)
+        except ValidationError as exc:
+            raise _blame(exc, [*layers, own], f"{section}.{DEFAULTS}") from None
+    return out
 
 
 def parse(raw, source="params.yaml"):
-    """Validate an already-loaded mapping; BenchError with one line on the first problem."""
+    """Validate an already-loaded mapping; ParamsError with one line on the first problem."""
     if not isinstance(raw, dict):
-        raise BenchError(f"{source}: expected a mapping of sections, got {type(raw).__name__}")
+        raise ParamsError(f"{source}: expected a mapping of sections, got {type(raw).__name__}")
+    for key in raw.get("models") or {} if isinstance(raw.get("models"), dict) else {}:
+        if not MODEL_KEY.match(str(key)) or key == DEFAULTS:
+            raise ParamsError(f"{source}: models.{key}: a model key is letters, digits and _ only "
+                              f"(it names stages and files) and not {DEFAULTS!r}")
     try:
-        params = Params.model_validate(raw)
+        top = _Top.model_validate(raw)
     except ValidationError as exc:
-        raise BenchError(f"{source}: {_describe(exc)}") from None
-    from cifarbench import models  # late import: torch/timm only once the YAML is known good
+        raise ParamsError(f"{source}: {_describe(exc)}") from None
+    keys = list(top.models)
+    if not keys:
+        raise ParamsError(f"{source}: models: is empty; add at least one model (arch, img_size)")
+    if len(keys) > MAX_MODELS:
+        raise ParamsError(f"{source}: models: {len(keys)} models, at most {MAX_MODELS} (one distinct colour each)")
+    if len(set(top.seeds)) != len(top.seeds):
+        raise ParamsError(f"{source}: seeds: {top.seeds} repeats a seed; list each training seed once")
+    try:
+        train = _recipes("train", top.train, Recipe, keys)
+        # a transfer recipe starts from train.defaults too: transfer: holds only what transfer does differently
+        base = ("train." + DEFAULTS, top.train.get(DEFAULTS) or {})
+        recipes = {"train": train, "transfer": _recipes("transfer", top.transfer, TransferRecipe, keys, base)}
+    except ParamsError as exc:
+        raise ParamsError(f"{source}: {exc}") from None
+    return Params(top, recipes, raw)
 
-    for key in MODELS:
-        models.check_spec(key, params.model(key), params.recipe("transfer", key).freeze_blocks)
-    return params
+
+def read_yaml(path):
+    """params.yaml as DVC reads it (YAML 1.2, ruamel's safe loader); ParamsError if it is not YAML."""
+    from ruamel.yaml import YAML, YAMLError
+
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"{path} not found: run the stage from the project root (where params.yaml lives)")
+    try:
+        return YAML(typ="safe").load(path.read_text(encoding="utf-8"))
+    except YAMLError as exc:
+        raise ParamsError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
 
 
 def load(path=DEFAULT_PATH):
-    path = Path(path)
-    if not path.is_file():
-        raise BenchError(f"{path} not found: run the stage from the project root (where params.yaml lives)")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise BenchError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    return parse(raw, source=str(path))
+    return parse(read_yaml(path), source=str(path))

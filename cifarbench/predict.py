@@ -3,7 +3,7 @@
 Any image file becomes what the pipeline's data are, a uint8 RGB image at the
 dataset's native size (32×32 for CIFAR and the stand-in, stored in the
 checkpoint), and then takes evaluate's own path: `transforms.to_tensor` →
-`engine.infer` with the checkpoint's `Preprocess` (resize to the model's
+`inference.infer` with the checkpoint's `Preprocess` (resize to the model's
 img_size, the model's mean/std). Conversion, in order:
 
 - the EXIF orientation is applied; an animated file gives its first frame;
@@ -29,7 +29,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from pydantic import ValidationError
 
-from cifarbench import engine, transforms
+from cifarbench import inference, transforms
 from cifarbench import runtime as runtimelib
 from cifarbench.errors import BenchError
 from cifarbench.params import Compute
@@ -90,17 +90,18 @@ def predict(arguments, checkpoint_path, topk=5, device="auto"):
     """[{"path", "top": [{"class", "index", "probability"}, ...]}] for every image file in `arguments`."""
     files = image_files(arguments)
     try:
-        compute = Compute(device=device, devices=1, precision="auto", compile=False, eval_batch_size=BATCH_SIZE)
+        compute = Compute(device=device, devices=1, precision="auto", compile=False, eval_batch_size=BATCH_SIZE,
+                          sync_bn=False)
     except ValidationError:
-        raise BenchError(f"--device: {device!r} is not auto, cpu, cuda or cuda:N") from None
+        raise BenchError(f"--device: {device!r} is not auto, cpu, cuda, cuda:N or mps") from None
     if not Path(checkpoint_path).is_file():
         raise BenchError(f"checkpoint {checkpoint_path} not found under {Path.cwd()}: run cifarbench from the project "
                          f"root once the pipeline has trained the model (`dvc repro` or `make demo`)")
     rt = runtimelib.resolve(compute)
-    model, preprocess, info = engine.load_for_inference(checkpoint_path, rt)
+    model, preprocess, info = inference.load(checkpoint_path, rt)
     size = info.get("image_size") or (32, 32)  # checkpoints from before image_size was stored: CIFAR's 32 px
     images = np.stack([load_image(path, size) for path in files])
-    logits = engine.infer(model, transforms.to_tensor(images, rt.device), preprocess, rt, BATCH_SIZE)
+    logits = inference.infer(model, transforms.to_tensor(images, rt.device), preprocess, rt, BATCH_SIZE)
     probabilities = torch.softmax(logits.double(), dim=1).cpu()
     top = probabilities.topk(min(topk, probabilities.shape[1]), dim=1)
     classes = info["classes"]

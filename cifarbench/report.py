@@ -1,14 +1,16 @@
-"""The report stage's work: every stage's results into summary.json, the comparison figures,
-plots/report.md and its self-contained twin plots/report.html."""
+"""The report stage's work: summary and cost files, the comparison figures, plots/report.md and its
+self-contained twin plots/report.html, for however many models params.yaml's registry holds.
+
+Per-run figures (confusion, samples, single UMAPs) show the first training
+seed; numbers are means over seeds (see results.py).
+"""
 
 import csv
 from pathlib import Path
 
 import numpy as np
 
-from cifarbench import DATASETS, MODELS, atomic, dataset, efficiency, figures, metrics, paths, report_html
-
-DATASET_NAMES = figures.DATASET_NAMES
+from cifarbench import DATASETS, atomic, dataset, figures, metrics, paths, registry, report_html, results
 
 
 def read_curve(log_dir, metric):
@@ -22,36 +24,6 @@ def read_curve(log_dir, metric):
     return [int(r["step"]) + 1 for r in rows], [float(r[column]) for r in rows]
 
 
-SUMMARY_FROM_EFFICIENCY = ("params", "trainable_params", "gflops", "throughput", "latency_ms", "peak_memory_mb",
-                           "train_peak_memory_mb", "train_seconds", "seconds_per_epoch", "epochs")
-
-
-def collect():
-    """Every stage's results: {"evaluation"|"efficiency"|"embed"|"train": {dataset: {model: dict}}}."""
-    sources = {"evaluation": paths.evaluation, "efficiency": paths.efficiency, "embed": paths.embedding_metrics,
-               "train": lambda key, ds: paths.train_log(ds, key) / "metrics.json"}
-    return {name: {ds: {key: atomic.read_json(where(key, ds)) for key in MODELS} for ds in DATASETS}
-            for name, where in sources.items()}
-
-
-def summarize(results):
-    """metrics/summary.json: {dataset: {model: {top1, top5, ece, params, gflops, throughput, latency_ms, ...}}}."""
-    summary = {}
-    for ds in DATASETS:
-        summary[ds] = {}
-        for key in MODELS:
-            evaluation, cost = results["evaluation"][ds][key], results["efficiency"][ds][key]
-            summary[ds][key] = {
-                "top1": round(evaluation["top1"], 6),
-                "top5": round(evaluation["top5"], 6),
-                "ece": round(evaluation["ece"], 6),
-                **{name: cost[name] for name in SUMMARY_FROM_EFFICIENCY},
-                "knn_top1": round(results["embed"][ds][key]["knn_top1"], 6),
-                "best_val_acc": round(results["train"][ds][key]["best_val_acc"], 6),
-            }
-    return summary
-
-
 def _pct(value):
     return f"{100 * value:.1f}%"
 
@@ -61,166 +33,212 @@ def _table(header, align, rows):
     return "\n".join(lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])
 
 
-def accuracy_table(summary):
-    """The seed README's table, model × dataset, with top-5 beside top-1."""
-    header = ["Model"] + [f"{DATASET_NAMES[d]} {k}" for d in DATASETS for k in ("top-1", "top-5")]
-    rows = [[figures.model_name(key)] + [_pct(summary[d][key][k]) for d in DATASETS for k in ("top1", "top5")]
-            for key in MODELS]
-    return _table(header, "l" + "r" * (len(header) - 1), rows)
+class Report:
+    """Everything one report needs: params, the registry's names and colours, every stage's results."""
 
+    def __init__(self, params, results_, metas):
+        self.params, self.results, self.metas = params, results_, metas
+        self.keys, self.styles = params.keys, registry.Styles.of(params)
+        self.first_seed = params.seeds[0]
+        self.summary = results.summarize(results_, params)
+        self.cost = results.costs(results_, params)
 
-def _millions(n):
-    return f"{n / 1e6:.2f} M"
+    def name(self, key):
+        return self.styles.name(key)
 
+    def first(self, kind, ds, key):
+        """One stage output of the first training seed (what per-run figures show)."""
+        return self.results[kind][ds][key][self.first_seed]
 
-def efficiency_table(summary):
-    header = ["Model", "Dataset", "Params", "Trainable", "GFLOPs", "Throughput (img/s)", "Latency (ms)",
-              "Peak mem. eval (MiB)", "Peak mem. train (MiB)", "s/epoch", "Train total (s)"]
-    rows = [[figures.model_name(key), DATASET_NAMES[ds], _millions(r["params"]), _millions(r["trainable_params"]),
-             f"{r['gflops']:.3g}", f"{r['throughput']:,.0f}", f"{r['latency_ms']:.2f}", f"{r['peak_memory_mb']:,.0f}",
-             f"{r['train_peak_memory_mb']:,.0f}", f"{r['seconds_per_epoch']:.1f}", f"{r['train_seconds']:.0f}"]
-            for ds in DATASETS for key in MODELS for r in [summary[ds][key]]]
-    return _table(header, "ll" + "r" * (len(header) - 2), rows)
+    # ---- tables
 
+    def accuracy_table(self):
+        header = ["Model"] + [f"{registry.dataset_name(d)} {k}" for d in DATASETS for k in ("top-1", "top-5")]
+        rows = [[self.name(key)] + [_pct(self.summary[d][key][k]) for d in DATASETS for k in ("top1", "top5")]
+                for key in self.keys]
+        return _table(header, "l" + "r" * (len(header) - 1), rows)
 
-def calibration_table(summary):
-    header = ["Model"] + [f"{DATASET_NAMES[d]} ECE" for d in DATASETS]
-    rows = [[figures.model_name(key)] + [_pct(summary[d][key]["ece"]) for d in DATASETS] for key in MODELS]
-    return _table(header, "l" + "r" * len(DATASETS), rows)
+    def efficiency_table(self):
+        header = ["Model", "Dataset", "Params", "Trainable", "GFLOPs", "Throughput (img/s)", "Latency (ms)",
+                  "Peak mem. eval (MiB)", "Peak mem. train (MiB)", "s/epoch", "Train total (s)"]
+        rows = [[self.name(key), registry.dataset_name(ds), f"{r['params'] / 1e6:.2f} M",
+                 f"{r['trainable_params'] / 1e6:.2f} M", f"{r['gflops']:.3g}", f"{r['throughput']:,.0f}",
+                 f"{r['latency_ms']:.2f}", f"{r['peak_memory_mb']:,.0f}", f"{r['train_peak_memory_mb']:,.0f}",
+                 f"{r['seconds_per_epoch']:.1f}", f"{r['train_seconds']:.0f}"]
+                for ds in DATASETS for key in self.keys for r in [self.cost[ds][key]]]
+        return _table(header, "ll" + "r" * (len(header) - 2), rows)
 
+    def calibration_table(self):
+        header = ["Model"] + [f"{registry.dataset_name(d)} ECE" for d in DATASETS]
+        rows = [[self.name(key)] + [_pct(self.summary[d][key]["ece"]) for d in DATASETS] for key in self.keys]
+        return _table(header, "l" + "r" * len(DATASETS), rows)
 
-def training_table(summary):
-    header = ["Model", "Dataset", "best val acc", "epochs", "s/epoch", "k-NN top-1 (features)"]
-    rows = [[figures.model_name(key), DATASET_NAMES[ds], _pct(r["best_val_acc"]), r["epochs"],
-             f"{r['seconds_per_epoch']:.1f}", _pct(r["knn_top1"])]
-            for ds in DATASETS for key in MODELS for r in [summary[ds][key]]]
-    return _table(header, "ll" + "r" * 4, rows)
+    def training_table(self):
+        header = ["Model", "Dataset", "best val acc", "epochs", "s/epoch", "k-NN top-1 (features)"]
+        rows = [[self.name(key), registry.dataset_name(ds), _pct(self.summary[ds][key]["best_val_acc"]),
+                 f"{self.cost[ds][key]['epochs']:g}", f"{self.cost[ds][key]['seconds_per_epoch']:.1f}",
+                 _pct(self.summary[ds][key]["knn_top1"])]
+                for ds in DATASETS for key in self.keys]
+        return _table(header, "ll" + "r" * 4, rows)
 
+    def devices(self):
+        """One line naming where evaluation and training ran (and, where they differ, for which model)."""
+        runs = [(ds, key, self.first("efficiency", ds, key)["device"], self.first("train_cost", ds, key)["device"])
+                for ds in DATASETS for key in self.keys]
+        lines = []
+        for index, what in ((2, "evaluation"), (3, "training")):
+            found = {run[index] for run in runs}
+            if len(found) == 1:
+                lines.append(f"{what} on {found.pop()}")
+            else:
+                lines.append(f"{what} on " + "; ".join(f"{self.name(run[1])}/{registry.dataset_name(run[0])}: "
+                                                       f"{run[index]}" for run in runs))
+        measure = sorted({self.first("efficiency", ds, key)["memory_measure"] for ds in DATASETS for key in self.keys})
+        return "Measured with " + " and ".join(lines) + f"; peak memory is {' / '.join(measure)}."
 
-def draw_comparisons(results, metas):
-    """Figures that compare the three models: curves, UMAP, per-class bars, reliability, accuracy vs cost."""
-    for ds in DATASETS:
-        name, meta = DATASET_NAMES[ds], metas[ds]
-        curves = {key: {m: read_curve(paths.train_log(ds, key), m) for m in ("val/acc", "val/loss")} for key in MODELS}
-        figures.training_curves(curves, f"{paths.TRAIN_STAGE[ds]}: validation per epoch", paths.figure(f"curves-{ds}"))
-        panels, names = [], None
-        for key in MODELS:
-            with np.load(paths.embedding_points(key, ds), allow_pickle=False) as f:
-                panels.append((figures.model_name(key), f["points"], f["colours"]))
-                names = [str(n) for n in f["names"]]
-        figures.umap_panels(panels, names, f"UMAP of penultimate features, {name} test split",
-                            paths.figure(f"umap-{ds}"))
-        per_class = {key: [np.nan if v is None else v for v in results["evaluation"][ds][key]["per_class"].values()]
-                     for key in MODELS}
-        figures.per_class_bars(per_class, meta["classes"], f"Per-class test accuracy, {name}",
-                               paths.figure(f"per-class-{ds}"), fine_to_coarse=meta.get("fine_to_coarse"),
-                               coarse_classes=meta["coarse_classes"])
-        figures.reliability([(key, results["evaluation"][ds][key]["reliability"], results["evaluation"][ds][key]["ece"])
-                             for key in MODELS], f"Reliability on the {name} test split", paths.figure(f"reliability-{ds}"))
-    points = [(key, DATASET_NAMES[ds], results["evaluation"][ds][key]["top1"], results["efficiency"][ds][key]["gflops"],
-               results["efficiency"][ds][key]["throughput"]) for ds in DATASETS for key in MODELS]
-    figures.accuracy_vs_cost(points, "Test top-1 against cost", paths.figure("accuracy-vs-cost"))
+    # ---- figures
+
+    def draw(self):
+        """Figures that compare the models: curves, UMAP, per-class bars, reliability, accuracy vs cost."""
+        seed = self.first_seed
+        for ds in DATASETS:
+            name, meta = registry.dataset_name(ds), self.metas[ds]
+            curves = {key: {m: read_curve(paths.train_log(ds, key, seed), m) for m in ("val/acc", "val/loss")}
+                      for key in self.keys}
+            figures.training_curves(curves, f"{paths.TRAIN_STAGE[ds]}: validation per epoch (seed {seed})",
+                                    paths.figure(f"curves-{ds}"), self.styles)
+            panels, names = [], None
+            for key in self.keys:
+                with np.load(paths.embedding_points(key, ds, seed), allow_pickle=False) as f:
+                    panels.append((self.name(key), f["points"], f["colours"]))
+                    names = [str(n) for n in f["names"]]
+            figures.umap_panels(panels, names, f"UMAP of penultimate features, {name} test split",
+                                paths.figure(f"umap-{ds}"))
+            per_class = {key: [np.nan if v is None else v for v in self.first("evaluation", ds, key)["per_class"].values()]
+                         for key in self.keys}
+            figures.per_class_bars(per_class, meta["classes"], f"Per-class test accuracy, {name}",
+                                   paths.figure(f"per-class-{ds}"), self.styles,
+                                   fine_to_coarse=meta.get("fine_to_coarse"), coarse_classes=meta["coarse_classes"])
+            figures.reliability([(key, self.first("evaluation", ds, key)["reliability"],
+                                  self.first("evaluation", ds, key)["ece"]) for key in self.keys],
+                                f"Reliability on the {name} test split", paths.figure(f"reliability-{ds}"),
+                                self.styles)
+        figures.accuracy_vs_cost(self.cost_points(), "Test top-1 against cost", paths.figure("accuracy-vs-cost"),
+                                 self.styles)
+
+    def cost_points(self):
+        points = []
+        for ds in DATASETS:
+            for key in self.keys:
+                top1s = [r["top1"] for r in self.results["evaluation"][ds][key].values()]
+                points.append({"key": key, "dataset": registry.dataset_name(ds), "top1": self.summary[ds][key]["top1"],
+                               "low": min(top1s), "high": max(top1s), "gflops": self.cost[ds][key]["gflops"],
+                               "throughput": self.cost[ds][key]["throughput"]})
+        return points
+
+    # ---- the document
+
+    def data_section(self):
+        params = self.params
+        out = ["## Data and parameters", ""]
+        for ds in DATASETS:
+            meta = self.metas[ds]
+            counts = ", ".join(f"{meta['counts'][s]:,} {s}" for s in dataset.SPLITS)
+            out.append(f"- **{registry.dataset_name(ds)} slot**: {meta['source']}; {len(meta['classes'])} classes; "
+                       f"{counts} images")
+        out += [f"- **Params digest** `{params.digest()}` (SHA-256 of params.yaml's content, first 12 hex digits); "
+                f"training seeds {params.seeds}, split seed {params.seed}, data.source `{params.data.source}`, "
+                f"data.limit {params.data.limit or 'none'}, compute.device `{params.compute.device}`, "
+                f"precision `{params.compute.precision}`", ""]
+        rows = []
+        for key in self.keys:
+            spec, train, transfer = params.model(key), params.recipe("train", key), params.recipe("transfer", key)
+            weights = {True: "pretrained", False: "random init"}.get(spec.pretrained, f"`{spec.pretrained}`")
+            rows.append([self.name(key), f"`{spec.arch}`", weights, spec.img_size,
+                         f"{train.optimizer}, lr {train.lr:g}, {train.schedule}, {train.epochs} ep",
+                         f"{transfer.optimizer}, lr {transfer.lr:g}, {transfer.schedule}, {transfer.epochs} ep",
+                         transfer.freeze_blocks])
+        out += [_table(["Model", "timm architecture", "weights", "img_size", "CIFAR-10 recipe",
+                        "CIFAR-100 recipe", "frozen blocks (transfer)"], "lllrllr", rows), ""]
+        return out
+
+    def markdown(self):
+        out = ["# CIFARbench report", ""]
+        if any(m["stand_in"] for m in self.metas.values()):
+            out += ["> **These results come from the offline stand-in data, not CIFAR.** They show that the",
+                    "> pipeline works end to end; they say nothing about the models' CIFAR accuracy.", ""]
+        out += self.data_section()
+        seeds = len(self.params.seeds)
+        out += ["## Test accuracy", "", self.accuracy_table(), "",
+                f"Means over {seeds} training seeds." if seeds > 1 else "One training seed.", ""]
+        batch = sorted({self.first("efficiency", d, k)["eval_batch_size"] for d in DATASETS for k in self.keys})
+        latency = self.first("efficiency", DATASETS[0], self.keys[0])["latency_runs"]
+        out += ["## Efficiency", "", self.efficiency_table(), "",
+                f"{self.devices()} GFLOPs: `torch.utils.flop_counter` FLOPs of one forward pass of one image at the "
+                f"model's img_size, divided by 1e9; a multiply-add counts as 2 FLOPs. Throughput: test images per "
+                f"second through preprocessing and the model at the evaluation batch size "
+                f"({', '.join(map(str, batch))}). Latency: one image (batch 1), {latency}. Trainable: "
+                f"parameters updated in that dataset's training stage (CIFAR-100: after freezing). Training seconds "
+                f"come from the training stages' logs.", ""]
+        out += _figure("accuracy against cost", "accuracy-vs-cost",
+                       "Test top-1 against forward GFLOPs and against throughput; colour = model, marker = dataset, "
+                       "bars = spread over training seeds.")
+        out += ["## Calibration", "", self.calibration_table(), "",
+                f"ECE: expected calibration error over {metrics.ECE_BINS} equal-width bins of the top softmax "
+                f"probability (0 = confidence matches accuracy).", ""]
+        for ds in DATASETS:
+            out += _figure(f"reliability {registry.dataset_name(ds)}", f"reliability-{ds}",
+                           f"Reliability diagrams, {registry.dataset_name(ds)} test split: accuracy per confidence "
+                           f"bin, the gap to confidence in red, the share of images per bin below.")
+        out += ["## Training and features", "", self.training_table(), "",
+                "k-NN top-1: 20 nearest training-split neighbours of each test image's penultimate features "
+                "(cosine).", ""]
+        for ds in DATASETS:
+            out += _figure(f"training curves {registry.dataset_name(ds)}", f"curves-{ds}",
+                           f"Validation accuracy and loss per epoch of every model in {paths.TRAIN_STAGE[ds]}.")
+        for ds in DATASETS:
+            coarse = bool(self.metas[ds].get("coarse_classes"))
+            out += _figure(f"UMAP {registry.dataset_name(ds)}", f"umap-{ds}",
+                           f"UMAP of penultimate-layer features of the {registry.dataset_name(ds)} test split, "
+                           f"coloured by {'coarse class' if coarse else 'class'}.")
+        out += ["## Per-class accuracy", ""]
+        for ds in DATASETS:
+            grouped = ", grouped by coarse class" if self.metas[ds].get("coarse_classes") else ""
+            out += _figure(f"per-class accuracy {registry.dataset_name(ds)}", f"per-class-{ds}",
+                           f"Test accuracy of each {registry.dataset_name(ds)} class, the models side by side"
+                           f"{grouped}.")
+        out += self.per_run_figures()
+        return "\n".join(out)
+
+    def per_run_figures(self):
+        seed = self.first_seed
+        out = ["## Confusion matrices", ""]
+        for ds in DATASETS:
+            ordered = "; classes ordered by coarse group, boundaries drawn" if self.metas[ds].get("coarse_classes") else ""
+            for key in self.keys:
+                out += _figure(f"confusion {key} {registry.dataset_name(ds)}", f"confusion-{key}-{ds}-{seed}",
+                               f"{self.name(key)} on {registry.dataset_name(ds)}: confusion matrix, each row "
+                               f"normalised to its true class{ordered}.")
+        out += ["## Sample predictions", ""]
+        for ds in DATASETS:
+            for key in self.keys:
+                out += _figure(f"samples {key} {registry.dataset_name(ds)}", f"samples-{key}-{ds}-{seed}",
+                               f"{self.name(key)} on the same evenly spaced {registry.dataset_name(ds)} test images: "
+                               f"true → predicted, mistakes in red.")
+        return out
 
 
 def _figure(alt, name, caption):
     return [f"![{alt}](figures/{name}.png)", "", f"*{caption}*", ""]
 
 
-def _devices(results):
-    """One line naming where evaluation and training ran (and, where they differ, for which model)."""
-    costs = [(ds, key, results["efficiency"][ds][key]) for ds in DATASETS for key in MODELS]
-    lines = []
-    for field, what in (("device", "evaluation"), ("train_device", "training")):
-        found = {c[field] for _, _, c in costs}
-        if len(found) == 1:
-            lines.append(f"{what} on {found.pop()}")
-        else:
-            lines.append(f"{what} on " + "; ".join(f"{figures.model_name(k)}/{DATASET_NAMES[d]}: {c[field]}"
-                                                   for d, k, c in costs))
-    measure = sorted({c["memory_measure"] for _, _, c in costs})
-    return "Measured with " + " and ".join(lines) + f"; peak memory is {' / '.join(measure)}."
-
-
-def _data_section(metas, params):
-    out = ["## Data and parameters", ""]
-    for ds in DATASETS:
-        meta = metas[ds]
-        counts = ", ".join(f"{meta['counts'][s]:,} {s}" for s in dataset.SPLITS)
-        out.append(f"- **{DATASET_NAMES[ds]} slot**: {meta['source']}; {len(meta['classes'])} classes; {counts} images")
-    out += [f"- **Params digest** `{params.digest()}` (SHA-256 of the validated params.yaml, first 12 hex digits); "
-            f"seed {params.seed}, data.source `{params.data.source}`, data.limit {params.data.limit or 'none'}, "
-            f"compute.device `{params.compute.device}`, precision `{params.compute.precision}`", ""]
-    rows = [[figures.model_name(key), f"`{spec.arch}`", {True: "pretrained", False: "random init"}.get(spec.pretrained,
-             f"`{spec.pretrained}`"), spec.img_size, params.recipe("train", key).epochs,
-             params.recipe("transfer", key).epochs, params.recipe("transfer", key).freeze_blocks]
-            for key in MODELS for spec in [params.model(key)]]
-    out += [_table(["Model", "timm architecture", "weights", "img_size", "train epochs (max)",
-                    "transfer epochs (max)", "frozen blocks (transfer)"], "lllrrrr", rows), ""]
-    return out
-
-
-def markdown(summary, results, metas, params):
-    out = ["# CIFARbench report", ""]
-    if any(m["stand_in"] for m in metas.values()):
-        out += ["> **These results come from the offline stand-in data, not CIFAR.** They show that the",
-                "> pipeline works end to end; they say nothing about the models' CIFAR accuracy.", ""]
-    out += _data_section(metas, params)
-    out += ["## Test accuracy", "", accuracy_table(summary), ""]
-    batch = {results["efficiency"][d][k]["eval_batch_size"] for d in DATASETS for k in MODELS}
-    out += ["## Efficiency", "", efficiency_table(summary), "",
-            f"{_devices(results)} GFLOPs: `torch.utils.flop_counter` FLOPs of one forward pass of one image at the "
-            f"model's img_size, divided by 1e9; a multiply-add counts as 2 FLOPs. Throughput: test images per second "
-            f"through preprocessing and the model at the evaluation batch size ({', '.join(map(str, sorted(batch)))}). "
-            f"Latency: one image (batch 1), median of at least {efficiency.LATENCY_MIN_RUNS} runs after "
-            f"{efficiency.LATENCY_WARMUP} warm-up runs. Trainable: parameters updated in that dataset's training "
-            f"stage (CIFAR-100: after freezing). Training seconds come from the training stages' logs.", ""]
-    out += _figure("accuracy against cost", "accuracy-vs-cost",
-                   "Test top-1 against forward GFLOPs and against throughput; colour = model, marker = dataset.")
-    out += ["## Calibration", "", calibration_table(summary), "",
-            f"ECE: expected calibration error over {metrics.ECE_BINS} equal-width bins of the top softmax "
-            f"probability (0 = confidence matches accuracy).", ""]
-    for ds in DATASETS:
-        out += _figure(f"reliability {DATASET_NAMES[ds]}", f"reliability-{ds}",
-                       f"Reliability diagrams, {DATASET_NAMES[ds]} test split: accuracy per confidence bin, the gap "
-                       f"to confidence in red, the share of images per bin below.")
-    out += ["## Training and features", "", training_table(summary), "",
-            "k-NN top-1: 20 nearest training-split neighbours of each test image's penultimate features (cosine).", ""]
-    for ds in DATASETS:
-        out += _figure(f"training curves {DATASET_NAMES[ds]}", f"curves-{ds}",
-                       f"Validation accuracy and loss per epoch of the three models in {paths.TRAIN_STAGE[ds]}.")
-    for ds in DATASETS:
-        grouped = " grouped by coarse class" if metas[ds].get("coarse_classes") else ""
-        out += _figure(f"UMAP {DATASET_NAMES[ds]}", f"umap-{ds}",
-                       f"UMAP of penultimate-layer features of the {DATASET_NAMES[ds]} test split, coloured by "
-                       f"{'coarse class' if grouped else 'class'}.")
-    out += ["## Per-class accuracy", ""]
-    for ds in DATASETS:
-        grouped = ", grouped by coarse class" if metas[ds].get("coarse_classes") else ""
-        out += _figure(f"per-class accuracy {DATASET_NAMES[ds]}", f"per-class-{ds}",
-                       f"Test accuracy of each {DATASET_NAMES[ds]} class, the three models side by side{grouped}.")
-    out += ["## Confusion matrices", ""]
-    for ds in DATASETS:
-        ordered = "; classes ordered by coarse group, boundaries drawn" if metas[ds].get("coarse_classes") else ""
-        for key in MODELS:
-            out += _figure(f"confusion {key} {DATASET_NAMES[ds]}", f"confusion-{key}-{ds}",
-                           f"{figures.model_name(key)} on {DATASET_NAMES[ds]}: confusion matrix, each row "
-                           f"normalised to its true class{ordered}.")
-    out += ["## Sample predictions", ""]
-    for ds in DATASETS:
-        for key in MODELS:
-            out += _figure(f"samples {key} {DATASET_NAMES[ds]}", f"samples-{key}-{ds}",
-                           f"{figures.model_name(key)} on the same evenly spaced {DATASET_NAMES[ds]} test images: "
-                           f"true → predicted, mistakes in red.")
-    return "\n".join(out)
-
-
 def build(params):
-    results = collect()
-    summary = summarize(results)
     metas = {ds: dataset.load_meta(paths.data_dir(ds)) for ds in DATASETS}
-    draw_comparisons(results, metas)
-    text = markdown(summary, results, metas, params)
-    atomic.write_json(paths.SUMMARY, summary)
+    report = Report(params, results.collect(params), metas)
+    report.draw()
+    text = report.markdown()
+    atomic.write_json(paths.SUMMARY, report.summary)
+    atomic.write_json(paths.COST, report.cost)
     atomic.write_text(paths.REPORT, text)
     atomic.write_text(paths.REPORT_HTML, report_html.render(text, paths.REPORT.parent))
-    return summary
+    return report.summary

@@ -9,7 +9,7 @@ weights so far and the per-epoch history (to rebuild the DVCLive logs).
 The state is a `persist: true` DVC output, so DVC leaves it in place when it
 reruns the stage. It is only used when its fingerprint matches the run about
 to start: the recipe, model spec, seed, compute settings, the input data and
-starting checkpoint, and the package's code. A changed recipe never resumes
+starting checkpoint, and the source files the stage runs. A changed recipe never resumes
 from another recipe's state. When a run finishes, the state shrinks to a small
 "finished" marker (no tensors), so DVC's cache does not keep gigabytes of
 optimizer state; a forced rerun then starts from scratch.
@@ -23,8 +23,7 @@ import torch
 
 from cifarbench import atomic
 
-FORMAT = 1
-PACKAGE = Path(__file__).resolve().parent
+FORMAT = 2  # 2: timm schedule state, code digest of the stage's own import closure
 
 
 def file_digest(path):
@@ -35,17 +34,12 @@ def file_digest(path):
     return digest.hexdigest()
 
 
-def code_digest():
-    """The package's source: a resumed run must finish with the code that started it."""
-    digest = hashlib.md5()
-    for path in sorted(PACKAGE.rglob("*.py")):
-        digest.update(str(path.relative_to(PACKAGE)).encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
+def fingerprint(*, stage, spec, recipe, seed, compute, inputs, code):
+    """A digest of everything that decides what an epoch computes.
 
-
-def fingerprint(*, stage, spec, recipe, seed, compute, inputs):
-    """A digest of everything that decides what an epoch computes."""
+    code: a digest of the stage's source files (sourcefiles.closure), the same
+    files dvc.yaml lists as its code dependencies.
+    """
     parts = {
         "stage": stage,
         "spec": spec.model_dump(),
@@ -53,7 +47,7 @@ def fingerprint(*, stage, spec, recipe, seed, compute, inputs):
         "seed": seed,
         "compute": compute.model_dump(),
         "inputs": {str(p): file_digest(p) for p in inputs},
-        "code": code_digest(),
+        "code": code,
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
 

@@ -35,6 +35,10 @@ class Runtime:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
 
+    @property
+    def reason(self):
+        return self.describe()
+
     def describe(self):
         if self.device.type == "cuda":
             return f"{torch.cuda.get_device_name(self.device)} ({self.precision})"

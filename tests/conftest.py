@@ -1,7 +1,8 @@
 """Shared test helpers: the real params.yaml shrunk to a CPU smoke run.
 
 Tests never use a second config: they load the committed params.yaml and
-apply the demo's overrides plus a few that make models and data tiny.
+apply the demo's overrides (per model family, as `make demo` computes them)
+plus a few that make models and data tiny.
 """
 
 import copy
@@ -15,43 +16,68 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # so tests can import their helper modules
 
-from cifarbench.demo import OVERRIDES as DEMO_OVERRIDES  # noqa: E402
+from cifarbench import demo  # noqa: E402
+from cifarbench import params as paramslib  # noqa: E402
 
 # On top of the demo (real CNNs at 32 px): fewer images and epochs and a narrower ViT,
 # so every stage takes seconds.
-TINY_OVERRIDES = {
-    **DEMO_OVERRIDES,
-    "data.limit": 300,
-    "data.val_size": 0.2,
-    "models.dinov2_vitb14.kwargs": {"depth": 2, "embed_dim": 48, "num_heads": 2, "patch_size": 7},
-    "models.dinov2_vitb14.img_size": 28,
-    "transfer.dinov2_vitb14.freeze_blocks": 1,
-    **{f"{stage}.{m}.epochs": 2 for stage in ("train", "transfer") for m in ("resnet18", "efficientnet_b0", "dinov2_vitb14")},
-    **{f"{stage}.{m}.batch_size": 32 for stage in ("train", "transfer") for m in ("resnet18", "efficientnet_b0", "dinov2_vitb14")},
-}
+TINY_DATA = {"data.limit": 300, "data.val_size": 0.2}
+TINY_VIT = {"img_size": 28, "kwargs": {"depth": 2, "embed_dim": 48, "num_heads": 2, "patch_size": 7}}
+TINY_RECIPE = {"epochs": 2, "batch_size": 32}
 
 
 def set_dotted(raw, key, value):
+    """Set `a.b.c` in nested dicts, creating missing levels (as `-S ++a.b.c=value` does)."""
     node = raw
     *parents, last = key.split(".")
     for part in parents:
-        node = node[part]
+        node = node.setdefault(part, {})
+        if node is None:
+            raise KeyError(key)
     if isinstance(value, dict) and isinstance(node.get(last), dict):
-        node[last].update(copy.deepcopy(value))  # as the demo's `++key.sub=value` overrides do
+        node[last].update(copy.deepcopy(value))  # as the demo's per-entry overrides do
     else:
         node[last] = copy.deepcopy(value)
 
 
 def committed_params():
-    return yaml.safe_load((ROOT / "params.yaml").read_text())
+    """params.yaml as DVC and the pipeline read it (YAML 1.2)."""
+    return paramslib.read_yaml(ROOT / "params.yaml")
 
 
-def tiny_params(**extra):
-    """The committed params with the tiny overrides (and `extra`, dotted keys with __ for dots)."""
-    raw = committed_params()
-    for key, value in {**TINY_OVERRIDES, **{k.replace("__", "."): v for k, v in extra.items()}}.items():
+def tiny_overrides(raw):
+    """The demo's overrides of `raw` (per model family) made tiny."""
+    parsed = paramslib.parse(raw)
+    out = {**demo.overrides(parsed), **TINY_DATA}
+    for key in parsed.keys:
+        if out.get(f"models.{key}.img_size") == demo.SIZES["vit"]["img_size"]:  # a ViT
+            out.update({f"models.{key}.{k}": v for k, v in TINY_VIT.items()})
+            if out[f"transfer.{key}.freeze_blocks"]:
+                out[f"transfer.{key}.freeze_blocks"] = 1  # of the tiny ViT's 2 blocks
+        for section in ("train", "transfer"):
+            out.update({f"{section}.{key}.{k}": v for k, v in TINY_RECIPE.items()})
+    return out
+
+
+def apply(raw, overrides):
+    raw = copy.deepcopy(raw)
+    for key, value in overrides.items():
+        if key.startswith("models.") and key.endswith(".kwargs"):
+            set_dotted(raw, key, None)  # the tiny ViT replaces the demo's kwargs, not merges with them
         set_dotted(raw, key, value)
     return raw
+
+
+def tiny_params(base=None, **extra):
+    """The committed params (or `base`) with the tiny overrides and `extra` (dotted keys with __ for dots)."""
+    raw = copy.deepcopy(base) if base is not None else committed_params()
+    raw = apply(raw, tiny_overrides(raw))
+    return apply(raw, {k.replace("__", "."): v for k, v in extra.items()})
+
+
+def dump(raw):
+    """YAML text for a params mapping (floats in a form YAML 1.1 and 1.2 both read as floats)."""
+    return yaml.safe_dump(raw, sort_keys=False)
 
 
 @pytest.fixture

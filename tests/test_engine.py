@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from cifarbench import checkpoint, engine, models, params, runtime
+from cifarbench import checkpoint, engine, inference, models, params, runtime
 from cifarbench.errors import BenchError
 from conftest import tiny_params
 
@@ -25,8 +25,8 @@ def _setup(key="dinov2_vitb14", **overrides):
     rt = runtime.resolve(p.compute)
     spec = p.model(key)
     torch.manual_seed(0)
-    model = engine.prepare_model(models.create(spec, num_classes=4), rt)
-    prep = engine.preprocess_for(model, rt, spec.img_size)
+    model = inference.prepare_model(models.create(spec, num_classes=4), rt)
+    prep = inference.preprocess_for(model, rt, spec.img_size)
     train_x, train_y = quadrant_images(256, 0)
     val_x, val_y = quadrant_images(64, 1)
     from cifarbench.transforms import to_tensor
@@ -37,7 +37,7 @@ def _setup(key="dinov2_vitb14", **overrides):
 
 def test_trainer_learns_and_reports_each_epoch():
     p, rt, spec, model, prep, tensors = _setup("resnet18", train__resnet18__epochs=4)
-    trainer = engine.Trainer(model, p.train.resnet18, rt, prep, seed=0, eval_batch_size=64)
+    trainer = engine.Trainer(model, p.recipe("train", "resnet18"), rt, prep, seed=0, eval_batch_size=64, n_train=len(tensors[1]))
     results = list(trainer.epochs(*tensors))
     assert [r.epoch for r in results] == [1, 2, 3, 4]
     assert results[-1].val_acc > 0.6  # chance is 0.25
@@ -50,7 +50,7 @@ def test_early_stopping_stops_after_patience():
     p, rt, spec, model, prep, tensors = _setup(
         train__dinov2_vitb14__epochs=20, train__dinov2_vitb14__lr=1e-12, train__dinov2_vitb14__early_stopping=2,
         train__dinov2_vitb14__warmup_epochs=0)
-    trainer = engine.Trainer(model, p.train.dinov2_vitb14, rt, prep, seed=0, eval_batch_size=64)
+    trainer = engine.Trainer(model, p.recipe("train", "dinov2_vitb14"), rt, prep, seed=0, eval_batch_size=64, n_train=len(tensors[1]))
     results = list(trainer.epochs(*tensors))
     assert trainer.stopped_early and len(results) < 20
     assert sum(r.improved for r in results) == len(results) - 2
@@ -58,15 +58,15 @@ def test_early_stopping_stops_after_patience():
 
 def test_same_seed_same_result():
     def run():
-        p, rt, spec, model, prep, tensors = _setup(train__dinov2_vitb14__epochs=1)
-        trainer = engine.Trainer(model, p.train.dinov2_vitb14, rt, prep, seed=0, eval_batch_size=64)
+        p, rt, spec, model, prep, tensors = _setup(train__dinov2_vitb14__epochs=1, train__dinov2_vitb14__warmup_epochs=0)
+        trainer = engine.Trainer(model, p.recipe("train", "dinov2_vitb14"), rt, prep, seed=0, eval_batch_size=64, n_train=len(tensors[1]))
         return [r.train_loss for r in trainer.epochs(*tensors)]
     assert run() == run()
 
 
 def test_nan_loss_stops_with_epoch_and_step():
     p, rt, spec, model, prep, tensors = _setup(train__dinov2_vitb14__epochs=2)
-    trainer = engine.Trainer(model, p.train.dinov2_vitb14, rt, prep, seed=0, eval_batch_size=64)
+    trainer = engine.Trainer(model, p.recipe("train", "dinov2_vitb14"), rt, prep, seed=0, eval_batch_size=64, n_train=len(tensors[1]))
     with torch.no_grad():
         model.head.weight.fill_(float("nan"))
     with pytest.raises(BenchError, match=r"loss is NaN or infinite at epoch 1, step 1:"):
@@ -79,30 +79,30 @@ def test_checkpoint_rebuilds_the_same_model(tmp_path, key):
     path = tmp_path / "m.pt"
     checkpoint.save(path, model, key=key, spec=spec, dataset="cifar10", classes=list("abcd"),
                     coarse_classes=None, image_size=(32, 32), epoch=1, val_acc=0.5)
-    loaded, preprocess, info = engine.load_for_inference(path, rt)
+    loaded, preprocess, info = inference.load(path, rt)
     assert info["classes"] == list("abcd") and info["spec"] == spec
     x = tensors[2][:8]
-    torch.testing.assert_close(engine.infer(loaded, x, preprocess, rt, 4), engine.infer(model, x, prep, rt, 4))
+    torch.testing.assert_close(inference.infer(loaded, x, preprocess, rt, 4), inference.infer(model, x, prep, rt, 4))
 
 
 def test_missing_checkpoint_says_which_stage_to_run(tmp_path):
-    with pytest.raises(BenchError, match=r"run `dvc repro train-cifar10@resnet18`"):
-        checkpoint.read(tmp_path / "cifar10" / "resnet18.pt")
+    with pytest.raises(BenchError, match=r"run `dvc repro train-cifar10@resnet18-0`"):
+        checkpoint.read(tmp_path / "cifar10" / "resnet18-0.pt")
 
 
 def test_bf16_autocast_and_channels_last_run_on_cpu():
     """The CUDA path's precision and memory format also work on CPU (bf16 autocast)."""
-    p, rt, spec, model, prep, tensors = _setup("resnet18", compute__precision="bf16", train__resnet18__epochs=1)
+    p, rt, spec, model, prep, tensors = _setup("resnet18", compute__precision="bf16", train__resnet18__epochs=1, train__resnet18__warmup_epochs=0)
     assert rt.amp_dtype is torch.bfloat16 and prep.channels_last
-    trainer = engine.Trainer(model, p.train.resnet18, rt, prep, seed=0, eval_batch_size=64)
+    trainer = engine.Trainer(model, p.recipe("train", "resnet18"), rt, prep, seed=0, eval_batch_size=64, n_train=len(tensors[1]))
     [result] = list(trainer.epochs(*tensors))
     assert np.isfinite(result.train_loss) and 0 <= result.val_acc <= 1
 
 
 @pytest.mark.slow
 def test_torch_compile_runs_on_cpu():
-    p, rt, spec, model, prep, tensors = _setup(compute__compile=True, train__dinov2_vitb14__epochs=1)
-    trainer = engine.Trainer(model, p.train.dinov2_vitb14, rt, prep, seed=0, eval_batch_size=64)
+    p, rt, spec, model, prep, tensors = _setup(compute__compile=True, train__dinov2_vitb14__epochs=1, train__dinov2_vitb14__warmup_epochs=0)
+    trainer = engine.Trainer(model, p.recipe("train", "dinov2_vitb14"), rt, prep, seed=0, eval_batch_size=64, n_train=len(tensors[1]))
     [result] = list(trainer.epochs(*tensors))
     assert np.isfinite(result.train_loss)
 
@@ -116,10 +116,10 @@ def test_infer_gives_the_same_rows_whatever_the_chunking(monkeypatch):
     # a GPU preprocesses many batches per chunk (transforms.batches_per_chunk); the rows must not change
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
-    prep = engine.transforms.Preprocess(40, (0.4, 0.5, 0.6), (0.2, 0.25, 0.3))
+    prep = inference.transforms.Preprocess(40, (0.4, 0.5, 0.6), (0.2, 0.25, 0.3))
     images = torch.from_numpy(quadrant_images(23, 0)[0]).permute(0, 3, 1, 2).contiguous()
     rt = runtime.Runtime(device=torch.device("cpu"), amp_dtype=None, compile=False)
-    plain = engine.infer(model, images, prep, rt, batch_size=4)
-    monkeypatch.setattr(engine.transforms, "batches_per_chunk", lambda device, batch_size: 3)
-    chunked = engine.infer(model, images, prep, rt, batch_size=4)
+    plain = inference.infer(model, images, prep, rt, batch_size=4)
+    monkeypatch.setattr(inference.transforms, "batches_per_chunk", lambda device, batch_size: 3)
+    chunked = inference.infer(model, images, prep, rt, batch_size=4)
     assert plain.shape == (23, 4) and torch.equal(plain, chunked)

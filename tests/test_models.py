@@ -3,8 +3,10 @@
 import pytest
 import torch
 
-from cifarbench import MODELS, models, params
-from conftest import ROOT, tiny_params
+from cifarbench import models, params
+from conftest import ROOT, committed_params, tiny_params
+
+MODELS = list(committed_params()["models"])  # the registry: every configured model is tested
 
 
 @pytest.fixture(scope="module")

@@ -1,23 +1,32 @@
-"""params.yaml validation: bad input stops early with one line naming the key."""
+"""params.yaml validation: read as DVC reads it, recipes as defaults plus differences, one line naming the key."""
 
+import copy
 import subprocess
 import sys
 
 import pytest
-import yaml
 
-from cifarbench import params
+from cifarbench import checks, params
 from cifarbench.errors import BenchError
-from conftest import ROOT, committed_params, set_dotted
+from conftest import ROOT, committed_params, dump, set_dotted
 
 
 def test_committed_params_are_the_real_benchmark():
     p = params.load(ROOT / "params.yaml")
-    assert p.data.source == "auto" and p.data.limit == 0
-    for key in ("resnet18", "efficientnet_b0", "dinov2_vitb14"):
+    assert p.data.source == "auto" and p.data.limit == 0 and p.seeds == [0]
+    assert p.keys == ["resnet18", "efficientnet_b0", "dinov2_vitb14"]
+    for key in p.keys:
         assert p.model(key).pretrained is True and p.model(key).img_size == 224
-    assert p.transfer.dinov2_vitb14.freeze_blocks == 9
-    assert p.train.dinov2_vitb14.optimizer == "adamw" and p.train.resnet18.optimizer == "sgd"
+        assert p.recipe("train", key).schedule == "cosine" and p.recipe("train", key).warmup_epochs == 1
+    assert p.recipe("transfer", "dinov2_vitb14").freeze_blocks == 9
+    assert p.recipe("train", "dinov2_vitb14").optimizer == "adamw" and p.recipe("train", "resnet18").optimizer == "sgd"
+    assert p.recipe("train", "dinov2_vitb14").lr == 5e-5 and p.recipe("train", "dinov2_vitb14").layer_decay == 0.75
+    assert p.recipe("train", "efficientnet_b0").weight_decay == 1e-4  # its own
+    assert p.recipe("train", "efficientnet_b0").batch_size == 128  # from train.defaults
+    # a transfer recipe starts from train.defaults, then transfer.defaults, then the model's own keys
+    assert p.recipe("transfer", "resnet18").init == "cifar10" and p.recipe("transfer", "resnet18").epochs == 15
+    assert p.recipe("transfer", "dinov2_vitb14").lr == 1e-4 and p.recipe("transfer", "dinov2_vitb14").layer_decay is None
+    checks.check(p)
 
 
 def test_tiny_params_validate(tiny_raw):
@@ -25,23 +34,85 @@ def test_tiny_params_validate(tiny_raw):
     assert p.data.source == "digits"
 
 
+def test_a_model_is_one_registry_entry():
+    """A model with no train:/transfer: section of its own trains with the defaults."""
+    raw = committed_params()
+    raw["models"]["resnet10t"] = {"arch": "resnet10t", "img_size": 176}
+    p = params.parse(raw)
+    assert p.keys[-1] == "resnet10t" and p.model("resnet10t").pretrained is True
+    defaults = raw["train"]["defaults"]
+    assert p.recipe("train", "resnet10t").lr == defaults["lr"] and p.recipe("train", "resnet10t").epochs == 15
+    assert p.recipe("transfer", "resnet10t").freeze_blocks == 0
+    checks.check(p)
+
+
+def test_a_full_per_model_section_still_works():
+    raw = committed_params()
+    full = copy.deepcopy(raw["train"]["defaults"])
+    full.update(lr=0.123, epochs=7)
+    keys = ("resnet18", "efficientnet_b0", "dinov2_vitb14")
+    raw["train"] = {key: full for key in keys}  # no defaults at all, as the pre-registry params.yaml was
+    raw["transfer"] = {key: dict(full, init="cifar10", freeze_blocks=1) for key in keys}
+    p = params.parse(raw)
+    assert p.recipe("train", "resnet18").lr == 0.123 and p.recipe("train", "dinov2_vitb14").epochs == 7
+    assert p.recipe("transfer", "dinov2_vitb14").freeze_blocks == 1
+
+
+def test_a_nested_override_merges_key_by_key():
+    raw = committed_params()
+    raw["train"]["resnet18"]["augment"] = {"flip": False}
+    augment = params.parse(raw).recipe("train", "resnet18").augment
+    assert augment.flip is False and augment.crop_padding == 4  # the rest from train.defaults
+
+
+# every spelling `dvc exp run -S` writes into params.yaml, read as DVC reads it (YAML 1.2)
+SPELLINGS = [("2e-05", 2e-5), ("1e-3", 1e-3), ("1E-4", 1e-4), (".5", 0.5), ("5", 5.0), ("5.0e-5", 5e-5)]
+
+
+@pytest.mark.parametrize("text,value", SPELLINGS, ids=[s for s, _ in SPELLINGS])
+def test_float_spellings_load_as_dvc_reads_them(tmp_path, text, value):
+    source = (ROOT / "params.yaml").read_text()
+    path = tmp_path / "params.yaml"
+    path.write_text(source.replace("    lr: 5.0e-5\n", f"    lr: {text}\n", 1))
+    assert params.load(path).recipe("train", "dinov2_vitb14").lr == pytest.approx(value)
+
+
+@pytest.mark.parametrize("text,value", [("true", True), ("false", False)])
+def test_booleans_load(tmp_path, text, value):
+    path = tmp_path / "params.yaml"
+    path.write_text((ROOT / "params.yaml").read_text().replace("  verify: true", f"  verify: {text}", 1))
+    assert params.load(path).data.verify is value
+
+
+def test_a_string_where_a_number_belongs_names_the_key(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text((ROOT / "params.yaml").read_text().replace("    lr: 5.0e-5\n", "    lr: fast\n", 1))
+    with pytest.raises(params.ParamsError, match=r"^[^\n]*train\.dinov2_vitb14\.lr: Input should be a valid number"):
+        params.load(path)
+
+
 BAD = [
     ("data.sourc", "digits", "data.sourc: unknown key"),
-    ("models.resnet34", {"arch": "resnet34", "pretrained": False, "img_size": 32}, "models.resnet34: unknown key"),
-    ("models.resnet18.arch", "resnet_does_not_exist", "models.resnet18.arch: unknown timm model"),
+    ("train.resnet34", {"lr": 0.1}, "train.resnet34: no model 'resnet34' under models:"),
     ("train.resnet18.lr", 0, "train.resnet18.lr: Input should be greater than 0"),
     ("train.resnet18.lr", -0.1, "train.resnet18.lr"),
+    ("train.defaults.lr", -0.1, "train.defaults.lr: Input should be greater than 0"),  # even where overridden
+    ("train.resnet18.lrr", 0.1, "train.resnet18.lrr: unknown key"),
+    ("train.defaults.schedule", "linear", "train.defaults.schedule: Input should be 'cosine'"),
     ("transfer.efficientnet_b0.epochs", 0, "transfer.efficientnet_b0.epochs: Input should be greater than or equal to 1"),
-    ("models.dinov2_vitb14.img_size", 100, "models.dinov2_vitb14.img_size: 100 is not a multiple of"),
-    ("transfer.dinov2_vitb14.freeze_blocks", 13, "transfer.dinov2_vitb14.freeze_blocks: 13 is more than the 12 blocks"),
-    ("transfer.resnet18.freeze_blocks", 5, "transfer.resnet18.freeze_blocks: 5 is more than the 4 blocks"),
+    ("transfer.defaults.init", "scratch", "transfer.defaults.init: Input should be 'cifar10' or 'imagenet'"),
     ("data.source", "torrent", "data.source: Input should be 'auto', 'download', 'archive', 'folder' or 'digits'"),
     ("data.limit", -1, "data.limit: Input should be greater than or equal to 0"),
     ("data.val_size", 1.5, "data.val_size"),
-    ("compute.device", "tpu", "compute.device: must be auto, cpu, cuda or cuda:N"),
+    ("compute.device", "tpu", "compute.device: must be auto, cpu, cuda, cuda:N or mps"),
     ("train.resnet18.optimizer", "lion", "train.resnet18.optimizer"),
     ("train.resnet18.augment.flip", "yes", "train.resnet18.augment.flip: Input should be a valid boolean"),
-    ("models.resnet18.kwargs", {"no_such_argument": 1}, "models.resnet18.kwargs: timm cannot build"),
+    ("train.resnet18.epochs", 1, "train.resnet18: warmup_epochs (1) must be fewer than epochs (1)"),
+    ("models.resnet18.img_size", 4, "models.resnet18.img_size: Input should be greater than or equal to 8"),
+    ("models.bad-key", {"arch": "resnet18", "img_size": 32}, "models.bad-key: a model key is letters, digits and _"),
+    ("seeds", [0, 0], "seeds: [0, 0] repeats a seed"),
+    ("seeds", [], "seeds: List should have at least 1 item"),
+    ("evaluate.bootstrap", 10, "evaluate.bootstrap: Input should be greater than or equal to 1000"),
 ]
 
 
@@ -49,42 +120,71 @@ BAD = [
 def test_bad_value_names_the_key(key, value, message):
     raw = committed_params()
     set_dotted(raw, key, value)
-    with pytest.raises(BenchError) as err:
+    with pytest.raises(params.ParamsError) as err:
         params.parse(raw)
     text = str(err.value)
     assert message in text
     assert "\n" not in text
 
 
+# what only timm can tell: checked by cifarbench.checks before any stage works
+BAD_MODELS = [
+    ("models.resnet18.arch", "resnet_does_not_exist", "models.resnet18.arch: unknown timm model"),
+    ("models.dinov2_vitb14.img_size", 100, "models.dinov2_vitb14.img_size: 100 is not a multiple of"),
+    ("transfer.dinov2_vitb14.freeze_blocks", 13, "transfer.dinov2_vitb14.freeze_blocks: 13 is more than the 12 blocks"),
+    ("transfer.resnet18.freeze_blocks", 5, "transfer.resnet18.freeze_blocks: 5 is more than the 4 blocks"),
+    ("models.resnet18.kwargs", {"no_such_argument": 1}, "models.resnet18.kwargs: timm cannot build"),
+]
+
+
+@pytest.mark.parametrize("key,value,message", BAD_MODELS, ids=[b[0] + "=" + str(b[1]) for b in BAD_MODELS])
+def test_model_that_timm_cannot_build_names_the_key(key, value, message):
+    raw = committed_params()
+    set_dotted(raw, key, value)
+    with pytest.raises(BenchError) as err:
+        checks.check(params.parse(raw))
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
 def test_missing_key_is_named():
     raw = committed_params()
-    del raw["train"]["resnet18"]["lr"]
-    with pytest.raises(BenchError, match=r"train\.resnet18\.lr: missing key"):
+    del raw["train"]["defaults"]["momentum"]
+    with pytest.raises(params.ParamsError, match=r"train\.defaults\.momentum: missing key"):
         params.parse(raw)
 
 
-def test_missing_model_is_named():
+def test_empty_registry_is_refused():
     raw = committed_params()
-    del raw["models"]["efficientnet_b0"]
-    with pytest.raises(BenchError, match=r"models\.efficientnet_b0: missing key"):
+    raw["models"] = {}
+    raw["train"] = {"defaults": raw["train"]["defaults"]}
+    raw["transfer"] = {"defaults": raw["transfer"]["defaults"]}
+    with pytest.raises(params.ParamsError, match="models: is empty"):
         params.parse(raw)
 
 
 def test_invalid_yaml(tmp_path):
     path = tmp_path / "params.yaml"
     path.write_text("seed: [unclosed\n")
-    with pytest.raises(BenchError, match="not valid YAML"):
+    with pytest.raises(params.ParamsError, match="not valid YAML"):
         params.load(path)
 
 
 def test_stage_script_prints_one_line_and_no_traceback(tmp_path):
     raw = committed_params()
     raw["train"]["resnet18"]["lr"] = -1
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
-    proc = subprocess.run([sys.executable, str(ROOT / "stages" / "train_cifar10.py"), "resnet18"],
+    (tmp_path / "params.yaml").write_text(dump(raw))
+    proc = subprocess.run([sys.executable, str(ROOT / "stages" / "train_cifar10.py"), "resnet18", "0"],
                           cwd=tmp_path, capture_output=True, text=True)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "train.resnet18.lr" in lines[0]
     assert not (tmp_path / "models").exists()  # nothing was started
+
+
+def test_stage_refuses_a_model_or_seed_not_in_params(tmp_path):
+    (tmp_path / "params.yaml").write_text(dump(committed_params()))
+    for args, message in ((["resnet99", "0"], "unknown model 'resnet99'"), (["resnet18", "7"], "seed '7' is not in")):
+        proc = subprocess.run([sys.executable, str(ROOT / "stages" / "train_cifar10.py"), *args],
+                              cwd=tmp_path, capture_output=True, text=True)
+        assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr

@@ -1,0 +1,78 @@
+"""The project source files a stage script runs: its import closure within cifarbench/ and stages/.
+
+dvc.yaml lists exactly these files as each stage's code dependencies, and a
+training stage's resume fingerprint hashes the same files, so editing a
+plotting module reruns no training and resumes none from a stale state,
+while editing the training loop reruns every training. The closure is read
+from the source (every `import` anywhere in a file, late imports included),
+not from what a run happened to import, so it does not depend on the inputs.
+A test recomputes it for every stage and compares with dvc.yaml.
+"""
+
+import ast
+import hashlib
+from pathlib import Path
+
+PACKAGE = "cifarbench"
+
+
+def _module_file(root, dotted):
+    """The file of module `dotted` under root, or None when it is not one of ours."""
+    parts = dotted.split(".")
+    if parts[0] != PACKAGE:
+        return None
+    base = Path(root, *parts)
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _imported_modules(path):
+    """Dotted names of every module `path` imports (for `from a import b`, both a and a.b)."""
+    tree = ast.parse(Path(path).read_text(encoding="utf-8"), filename=str(path))
+    names = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.append(node.module)
+            names += [f"{node.module}.{alias.name}" for alias in node.names]
+    return names
+
+
+def _with_packages(root, path):
+    """`path` plus the __init__.py of every package above it: importing a module runs them."""
+    path = Path(path)
+    files = [path]
+    for parent in path.relative_to(root).parents:
+        init = Path(root, parent, "__init__.py")
+        if parent != Path(".") and init.is_file():
+            files.append(init)
+    return files
+
+
+def closure(script, root="."):
+    """Sorted project-relative paths (str) of `script` and every project module it imports, transitively."""
+    root = Path(root).resolve()
+    script = (root / script).resolve() if not Path(script).is_absolute() else Path(script).resolve()
+    seen, todo = set(), [script]
+    while todo:
+        path = todo.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        for name in _imported_modules(path):
+            found = _module_file(root, name)
+            if found is not None:
+                todo += [p.resolve() for p in _with_packages(root, found)]
+    return sorted(p.relative_to(root).as_posix() for p in seen)
+
+
+def digest(files, root="."):
+    """MD5 over the files' names and bytes: changes exactly when one of them does."""
+    h = hashlib.md5()
+    for rel in sorted(files):
+        h.update(rel.encode())
+        h.update(Path(root, rel).read_bytes())
+    return h.hexdigest()
