@@ -17,7 +17,6 @@ import torch
 
 from cifarbench import atomic, dataset, efficiency, engine, figures, metrics, models, paths, transforms
 from cifarbench import runtime as runtimelib
-from cifarbench.errors import BenchError
 
 SAMPLES = {"cifar10": 30, "cifar100": 50}  # test images in the sample-predictions figure
 SAMPLE_COLUMNS = {"cifar10": 6, "cifar100": 10}
@@ -62,12 +61,10 @@ def run(key, ds, params):
     rt = runtimelib.resolve(params.compute)
     efficiency.reset_peak_memory(rt.device)
     data_dir = paths.data_dir(ds)
-    meta, test = dataset.load_meta(data_dir), dataset.load_split(data_dir, "test")
+    meta = dataset.load_meta(data_dir)
+    test = dataset.load_split(data_dir, "test", meta)
     model, preprocess, info = engine.load_for_inference(paths.checkpoint(ds, key), rt)
-    summary_path = paths.train_log(ds, key) / "metrics.json"
-    if not summary_path.is_file():
-        raise BenchError(f"{summary_path} is missing: run `dvc repro {paths.TRAIN_STAGE[ds]}@{key}` first")
-    train_summary = atomic.read_json(summary_path)
+    train_summary = atomic.read_json(paths.train_log(ds, key) / "metrics.json")  # missing: names the stage
     images = transforms.to_tensor(test.images, rt.device)
     batch_size = params.compute.eval_batch_size
     logits = engine.infer(model, images, preprocess, rt, batch_size)

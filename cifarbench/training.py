@@ -41,7 +41,7 @@ def run(*, stage, key, spec, recipe, params, model, data_dir, checkpoint_path, l
     efficiency.reset_peak_memory(rt.device)
     total_params, trainable_params = models.count_parameters(model)  # after any freezing
     meta = dataset.load_meta(data_dir)
-    train, val = dataset.load_split(data_dir, "train"), dataset.load_split(data_dir, "val")
+    train, val = dataset.load_split(data_dir, "train", meta), dataset.load_split(data_dir, "val", meta)
     model = engine.prepare_model(model, rt)
     preprocess = engine.preprocess_for(model, rt, spec.img_size)
     trainer = engine.Trainer(model, recipe, rt, preprocess, params.seed, params.compute.eval_batch_size)

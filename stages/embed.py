@@ -20,7 +20,7 @@ def main():
     rt = runtimelib.resolve(params.compute)
     data_dir = paths.data_dir(args.dataset)
     meta = dataset.load_meta(data_dir)
-    train, test = dataset.load_split(data_dir, "train"), dataset.load_split(data_dir, "test")
+    train, test = dataset.load_split(data_dir, "train", meta), dataset.load_split(data_dir, "test", meta)
     model, preprocess, _ = engine.load_for_inference(paths.checkpoint(args.dataset, args.model), rt)
     batch = params.compute.eval_batch_size
     test_features = embedding.features(model, test.images, preprocess, rt, batch)
