@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cifarbench import DATASETS, MODELS, atomic, dataset, efficiency, figures, metrics, paths, report_html
+from cifarbench import DATASETS, MODELS, atomic, dataset, efficiency, figures, inputs, metrics, paths, report_html
 
 DATASET_NAMES = figures.DATASET_NAMES
 
@@ -16,10 +16,14 @@ def read_curve(log_dir, metric):
     path = Path(log_dir) / "plots" / "metrics" / f"{metric}.tsv"
     if not path.is_file():
         return [], []
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f, delimiter="\t"))
     column = metric.rsplit("/", 1)[-1]
-    return [int(r["step"]) + 1 for r in rows], [float(r[column]) for r in rows]
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f, delimiter="\t"))
+        return [int(r["step"]) + 1 for r in rows], [float(r[column]) for r in rows]
+    except (UnicodeDecodeError, KeyError, TypeError, ValueError) as exc:  # a row cut short gives None: TypeError
+        problem = f"not a DVCLive table with step and {column} columns: {inputs.first_line(exc)}"
+        raise inputs.damaged(path, problem) from None
 
 
 SUMMARY_FROM_EFFICIENCY = ("params", "trainable_params", "gflops", "throughput", "latency_ms", "peak_memory_mb",
@@ -105,9 +109,9 @@ def draw_comparisons(results, metas):
         figures.training_curves(curves, f"{paths.TRAIN_STAGE[ds]}: validation per epoch", paths.figure(f"curves-{ds}"))
         panels, names = [], None
         for key in MODELS:
-            with np.load(paths.embedding_points(key, ds), allow_pickle=False) as f:
-                panels.append((figures.model_name(key), f["points"], f["colours"]))
-                names = [str(n) for n in f["names"]]
+            f = inputs.read_npz(paths.embedding_points(key, ds), ("points", "colours", "names"))
+            panels.append((figures.model_name(key), f["points"], f["colours"]))
+            names = [str(n) for n in f["names"]]
         figures.umap_panels(panels, names, f"UMAP of penultimate features, {name} test split",
                             paths.figure(f"umap-{ds}"))
         per_class = {key: [np.nan if v is None else v for v in results["evaluation"][ds][key]["per_class"].values()]
