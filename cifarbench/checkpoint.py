@@ -4,11 +4,12 @@ A checkpoint is a plain dict of tensors, strings and numbers, so it loads with
 `torch.load(weights_only=True)`: a downloaded or tampered file cannot run code.
 """
 
+import pickle
 from pathlib import Path
 
 import torch
 
-from cifarbench import atomic
+from cifarbench import atomic, inputs, paths
 from cifarbench import models as modellib
 from cifarbench.errors import BenchError
 from cifarbench.params import ModelSpec
@@ -44,16 +45,27 @@ def read(path):
     """The checkpoint dict, loaded without executing anything from the file."""
     path = Path(path)
     if not path.is_file():
-        stage = "train-cifar10" if path.parent.name == "cifar10" else "transfer-cifar100"
-        raise BenchError(f"checkpoint {path} not found: run `dvc repro {stage}@{path.stem}` first")
+        stage = paths.producing_stage(path) or "<the stage that writes it>"
+        raise BenchError(f"checkpoint {path} not found: run `dvc repro {stage}` first")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - unpickling errors have many types; all mean "unusable file"
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise BenchError(f"checkpoint {path} cannot be loaded safely ({first}); delete it and rerun its stage") from None
+        raise _unreadable(path, exc) from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise BenchError(f"checkpoint {path} is not a CIFARbench checkpoint (format {FORMAT}); rerun its stage")
+        raise inputs.unusable(path, f"is not a CIFARbench checkpoint (format {FORMAT})")
     return ckpt
+
+
+def _unreadable(path, exc):
+    """A truncated or overwritten file is damaged; one whose pickle names a function or class is refused.
+
+    torch wraps the weights-only unpickler's own error in a long help text: the cause is its context.
+    """
+    cause = exc.__context__ if isinstance(exc, pickle.UnpicklingError) and exc.__context__ else exc
+    reason = inputs.first_line(cause)
+    if "Unsupported global" in reason:  # the pickle would import and call something: refuse, never run it
+        return inputs.unusable(path, f"cannot be loaded safely ({reason})")
+    return inputs.damaged(path, f"not a readable checkpoint: {reason}")
 
 
 def load_model(path):

@@ -4,7 +4,9 @@ A source (official archive, image folder, digits stand-in) yields a `Dataset`
 of uint8 (N, 32, 32, 3) arrays. `prepare` caps it (`data.limit`) and carves the
 validation split out of the training set; `save` writes one small .npz per
 split plus meta.json under data/<dataset>/. Training reads train and val only;
-the test split is read only by evaluate and embed.
+the test split is read only by evaluate and embed. `load_meta` and `load_split`
+check each file (arrays, shapes, dtypes, label range, counts) against meta.json
+before a stage uses it: a damaged file stops the stage in one line naming it.
 """
 
 import json
@@ -15,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cifarbench import atomic
+from cifarbench import atomic, inputs
 from cifarbench.errors import BenchError
 
 SPLITS = ("train", "val", "test")
@@ -135,23 +137,105 @@ def _write(ds, splits, out_dir):
     atomic.write_json(out_dir / "meta.json", meta)
 
 
-def _missing(path):
-    return BenchError(f"{path} is missing: run `dvc repro download@{Path(path).parent.name}` first")
+# meta.json's keys; stages read every one of them
+META_KEYS = ("dataset", "source", "stand_in", "classes", "coarse_classes", "fine_to_coarse", "counts", "image_size")
 
 
 def load_meta(data_dir):
+    """meta.json of a prepared data folder, checked to be well-formed; a BenchError names any fault."""
     path = Path(data_dir) / "meta.json"
-    if not path.is_file():
-        raise _missing(path)
-    return json.loads(path.read_text())
+    meta = inputs.read_json(path)
+    problem = _meta_problem(meta)
+    if problem:
+        raise inputs.damaged(path, problem)
+    return meta
 
 
-def load_split(data_dir, split):
-    path = Path(data_dir) / f"{split}.npz"
-    if not path.is_file():
-        raise _missing(path)
-    with np.load(path, allow_pickle=False) as f:  # never unpickle object arrays
-        return Split(f["images"], f["labels"], f["coarse"] if "coarse" in f.files else None)
+def load_split(data_dir, split, meta=None):
+    """One split, checked against meta.json (loaded when not given) before any stage uses it.
+
+    Labels outside the class range would otherwise surface mid-training as an IndexError.
+    For 50,000 CIFAR images (150 MB) the checks add one min and one max over the 50,000
+    labels (well under a millisecond); shapes and dtypes cost nothing. No pass over the images.
+    """
+    data_dir = Path(data_dir)
+    path = data_dir / f"{split}.npz"
+    arrays = inputs.read_npz(path, ("images", "labels"), ("coarse",))
+    meta = load_meta(data_dir) if meta is None else meta
+    if split not in meta["counts"]:
+        raise inputs.damaged(data_dir / "meta.json", f"counts has no {split!r} entry")
+    problem = _split_problem(arrays, meta, meta["counts"][split])
+    if problem:
+        raise inputs.damaged(path, problem)
+    return Split(arrays["images"], arrays["labels"], arrays.get("coarse"))
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_names(value):
+    return isinstance(value, list) and len(value) > 0 and all(isinstance(v, str) for v in value)
+
+
+def _brief(value):
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _meta_problem(meta):
+    """What is wrong with meta.json's content (as save() writes it), or None."""
+    if not isinstance(meta, dict):
+        return f"not a JSON object but {_brief(meta)}"
+    absent = [key for key in META_KEYS if key not in meta]
+    if absent:
+        return f"no {', '.join(absent)} key{'s' if len(absent) > 1 else ''}"
+    checks = {
+        "dataset": (isinstance(meta["dataset"], str), "a name"),
+        "source": (isinstance(meta["source"], str), "a description"),
+        "stand_in": (isinstance(meta["stand_in"], bool), "true or false"),
+        "classes": (_is_names(meta["classes"]), "a non-empty list of class names"),
+        "coarse_classes": (meta["coarse_classes"] is None or _is_names(meta["coarse_classes"]),
+                           "null or a non-empty list of class names"),
+        "counts": (isinstance(meta["counts"], dict) and all(_is_int(n) and n >= 0 for n in meta["counts"].values()),
+                   "an object of image counts per split"),
+        "image_size": (isinstance(meta["image_size"], list) and len(meta["image_size"]) == 2
+                       and all(_is_int(v) and v > 0 for v in meta["image_size"]), "[height, width]"),
+    }
+    for key, (ok, expected) in checks.items():
+        if not ok:
+            return f"{key} should be {expected}, not {_brief(meta[key])}"
+    mapping, coarse = meta["fine_to_coarse"], meta["coarse_classes"]
+    if mapping is not None:
+        n, groups = len(meta["classes"]), len(coarse or [])
+        # -1 marks a fine class that none of the splits holds
+        valid = isinstance(mapping, list) and len(mapping) == n
+        if not (valid and all(_is_int(g) and -1 <= g < groups for g in mapping)):
+            return f"fine_to_coarse should be null or {n} coarse indices below {groups}, not {_brief(mapping)}"
+    return None
+
+
+def _split_problem(arrays, meta, count):
+    """What is wrong with a split's arrays, given meta.json, or None."""
+    images = arrays["images"]
+    height, width = meta["image_size"]
+    if images.dtype != np.uint8 or images.shape[1:] != (height, width, 3):
+        return f"images are {images.dtype} {images.shape}, expected uint8 (N, {height}, {width}, 3)"
+    if len(images) != count:
+        return f"{len(images)} images, but meta.json counts {count}"
+    coarse = meta["coarse_classes"]
+    if "coarse" in arrays and coarse is None:
+        return "holds coarse labels, but meta.json has no coarse_classes"
+    for name, n_classes in (("labels", len(meta["classes"])), ("coarse", len(coarse or []))):
+        values = arrays.get(name)
+        if values is None:
+            continue
+        if not np.issubdtype(values.dtype, np.integer) or values.shape != (count,):
+            return f"{name} are {values.dtype} {values.shape}, expected integers ({count},)"
+        low, high = (int(values.min()), int(values.max())) if count else (0, 0)
+        if low < 0 or high >= n_classes:
+            return f"{name} run from {low} to {high}, but meta.json has {n_classes} classes: 0 to {n_classes - 1}"
+    return None
 
 
 def fine_to_coarse(split, n_classes):

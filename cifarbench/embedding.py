@@ -78,7 +78,7 @@ def run(s):
     key, ds, seed, rt = s.model, s.dataset, s.seed, s.runtime
     data_dir = paths.data_dir(ds)
     meta = dataset.load_meta(data_dir)
-    train, test = dataset.load_split(data_dir, "train"), dataset.load_split(data_dir, "test")
+    train, test = dataset.load_split(data_dir, "train", meta), dataset.load_split(data_dir, "test", meta)
     model, preprocess, _ = inference.load(paths.checkpoint(ds, key, seed), rt)
     batch = s.params.compute.eval_batch_size
     test_features = features(model, test.images, preprocess, rt, batch)

@@ -50,7 +50,8 @@ def run(s):
     rt, key, ds, seed = s.runtime, s.model, s.dataset, s.seed
     memory.reset_peak(rt.device)
     data_dir = paths.data_dir(ds)
-    meta, test = dataset.load_meta(data_dir), dataset.load_split(data_dir, "test")
+    meta = dataset.load_meta(data_dir)
+    test = dataset.load_split(data_dir, "test", meta)
     model, preprocess, info = inference.load(paths.checkpoint(ds, key, seed), rt)
     images = transforms.to_tensor(test.images, rt.device)
     batch_size = s.params.compute.eval_batch_size

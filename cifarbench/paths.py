@@ -6,6 +6,7 @@ training run is a model key and a training seed: its files carry both,
 A leaf: imports nothing from cifarbench.
 """
 
+import re
 from pathlib import Path
 
 DATA = Path("data")
@@ -26,6 +27,45 @@ TRAIN_STAGE = {"cifar10": "train-cifar10", "cifar100": "transfer-cifar100"}
 
 def run_name(key, seed):
     return f"{key}-{seed}"
+
+
+# Which stage writes which file, matched on the end of the path so absolute paths work too.
+# The one place to update when dvc.yaml's stages or file names change. A checkpoint's stem
+# (<model>-<seed>) is its stage's matrix item.
+_PRODUCERS = (
+    (re.compile(r"(?:^|/)(?:data/)?(?P<ds>[^/]+)/(?:train\.npz|val\.npz|test\.npz|meta\.json)$"),
+     lambda m: f"download@{m['ds']}"),
+    (re.compile(r"(?:^|/)models/(?P<kind>umap|predictions)/(?P<run>[^/]+)\.npz$"),
+     lambda m: f"{'embed' if m['kind'] == 'umap' else 'evaluate'}@{m['run']}"),
+    (re.compile(r"(?:^|/)(?:models/)?(?P<ds>cifar10|cifar100)/(?P<run>[^/]+?)(?:\.state)?\.pt$"),
+     lambda m: f"{TRAIN_STAGE[m['ds']]}@{m['run']}"),
+    (re.compile(r"(?:^|/)logs/(?P<stage>[^/]+)/(?P<run>[^/]+)/"), lambda m: f"{m['stage']}@{m['run']}"),
+    (re.compile(r"(?:^|/)metrics/(?P<kind>evaluate|efficiency|embed|probe)/(?P<run>[^/]+)\.json$"),
+     lambda m: f"{'evaluate' if m['kind'] == 'efficiency' else m['kind']}@{m['run']}"),
+    (re.compile(r"(?:^|/)metrics/(?:summary|cost|comparisons)\.json$"), lambda m: "report"),
+    (re.compile(r"(?:^|/)recipes/"), lambda m: "recipes"),
+)
+
+
+def producing_stage(path):
+    """The DVC stage that writes `path` (e.g. `download@cifar10`), or None when no known stage does."""
+    text = Path(path).as_posix()
+    for pattern, stage in _PRODUCERS:
+        match = pattern.search(text)
+        if match:
+            return stage(match)
+    return None
+
+
+def restore_command(path):
+    """The command that puts back the committed version of `path`.
+
+    data/ and models/ live in DVC's cache (`--force`: DVC will not overwrite a changed file
+    without it); metrics/, logs/, plots/ and recipes/ are `cache: false` outputs kept in git.
+    """
+    roots = re.findall(r"(?:^|/)(data|models|metrics|logs|plots|recipes)/", Path(path).as_posix())
+    in_git = bool(roots) and roots[-1] in ("metrics", "logs", "plots", "recipes")
+    return f"git checkout {path}" if in_git else f"dvc checkout --force {path}"
 
 
 def data_dir(dataset):

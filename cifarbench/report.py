@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cifarbench import DATASETS, atomic, dataset, figures, metrics, paths, registry, report_html, results
+from cifarbench import DATASETS, atomic, dataset, figures, inputs, metrics, paths, registry, report_html, results
 
 
 def read_curve(log_dir, metric):
@@ -18,10 +18,14 @@ def read_curve(log_dir, metric):
     path = Path(log_dir) / "plots" / "metrics" / f"{metric}.tsv"
     if not path.is_file():
         return [], []
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f, delimiter="\t"))
     column = metric.rsplit("/", 1)[-1]
-    return [int(r["step"]) + 1 for r in rows], [float(r[column]) for r in rows]
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f, delimiter="\t"))
+        return [int(r["step"]) + 1 for r in rows], [float(r[column]) for r in rows]
+    except (UnicodeDecodeError, KeyError, TypeError, ValueError) as exc:  # a row cut short gives None: TypeError
+        problem = f"not a DVCLive table with step and {column} columns: {inputs.first_line(exc)}"
+        raise inputs.damaged(path, problem) from None
 
 
 def _pct(value):
@@ -109,9 +113,9 @@ class Report:
                                     paths.figure(f"curves-{ds}"), self.styles)
             panels, names = [], None
             for key in self.keys:
-                with np.load(paths.embedding_points(key, ds, seed), allow_pickle=False) as f:
-                    panels.append((self.name(key), f["points"], f["colours"]))
-                    names = [str(n) for n in f["names"]]
+                f = inputs.read_npz(paths.embedding_points(key, ds, seed), ("points", "colours", "names"))
+                panels.append((self.name(key), f["points"], f["colours"]))
+                names = [str(n) for n in f["names"]]
             figures.umap_panels(panels, names, f"UMAP of penultimate features, {name} test split",
                                 paths.figure(f"umap-{ds}"))
             per_class = {key: [np.nan if v is None else v for v in self.first("evaluation", ds, key)["per_class"].values()]

@@ -41,8 +41,8 @@ def _cpu_weights(model):
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
 
-def _tensors(data_dir, device):
-    train, val = dataset.load_split(data_dir, "train"), dataset.load_split(data_dir, "val")
+def _tensors(data_dir, meta, device):
+    train, val = dataset.load_split(data_dir, "train", meta), dataset.load_split(data_dir, "val", meta)
     return (transforms.to_tensor(train.images, device), torch.from_numpy(train.labels).to(device),
             transforms.to_tensor(val.images, device), torch.from_numpy(val.labels).to(device))
 
@@ -61,7 +61,7 @@ def run(s, stage, model, init_path=None):
     memory.reset_peak(rt.device)
     total_params, trainable_params = models.count_parameters(model)  # after any freezing
     meta = dataset.load_meta(data_dir)
-    tensors = _tensors(data_dir, rt.device)
+    tensors = _tensors(data_dir, meta, rt.device)
     model = inference.prepare_model(model, rt)
     preprocess = inference.preprocess_for(model, rt, spec.img_size)
     trainer = engine.Trainer(model, recipe, rt, preprocess, seed, params.compute.eval_batch_size, len(tensors[1]))

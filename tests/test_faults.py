@@ -4,12 +4,13 @@ import pickle
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 import yaml
 
-from cifar_fixtures import write_official_archive
-from cifarbench import checkpoint
+from cifar_fixtures import fake_dataset, write_official_archive
+from cifarbench import checkpoint, dataset, paths
 from cifarbench.errors import BenchError
 from conftest import ROOT, tiny_params
 
@@ -87,4 +88,96 @@ def test_checkpoint_that_is_not_ours_is_refused(tmp_path):
     torch.save({"weights": torch.zeros(2)}, path)
     assert "not a CIFARbench checkpoint" in refused(path)
     path.write_bytes(pickle.dumps([1, 2, 3])[:5])  # truncated
-    assert "cannot be loaded safely" in refused(path)
+    assert "is damaged (not a readable checkpoint" in refused(path)
+
+
+def test_truncated_checkpoint_names_the_stage_that_writes_it(tmp_path):
+    path = tmp_path / "models" / "cifar100" / "resnet18-0.pt"  # the per-seed name
+    path.parent.mkdir(parents=True)
+    torch.save({"format": 1, "state_dict": {"w": torch.zeros(1000)}}, path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    assert refused(path) == (
+        f"{path} is damaged (not a readable checkpoint: PytorchStreamReader failed reading zip archive: failed "
+        f"finding central directory); rerun its stage: dvc repro -f transfer-cifar100@resnet18-0, "
+        f"or restore it: dvc checkout --force {path}")
+
+
+@pytest.mark.parametrize("path, stage", [
+    ("data/cifar10/train.npz", "download@cifar10"),
+    ("/elsewhere/data/cifar100/meta.json", "download@cifar100"),
+    ("models/cifar10/resnet18.pt", "train-cifar10@resnet18"),
+    ("models/cifar10/dinov2_vitb14-2.pt", "train-cifar10@dinov2_vitb14-2"),
+    ("models/cifar100/efficientnet_b0.state.pt", "transfer-cifar100@efficientnet_b0"),
+    ("models/cifar100/resnet18-umap.npz", "embed@resnet18-cifar100"),
+    ("logs/transfer-cifar100/resnet18/metrics.json", "transfer-cifar100@resnet18"),
+    ("metrics/efficiency/resnet18-cifar10.json", "evaluate@resnet18-cifar10"),
+    ("metrics/embed/resnet18-cifar100.json", "embed@resnet18-cifar100"),
+    ("metrics/summary.json", "report"),
+    ("params.yaml", None),
+])
+def test_every_handed_over_file_has_its_producing_stage(path, stage):
+    assert paths.producing_stage(path) == stage
+
+
+def prepared_project(folder, *datasets):
+    (folder / "params.yaml").write_text(yaml.safe_dump(tiny_params()))
+    for name in datasets:
+        ds = fake_dataset(name, n_train=40, n_test=10)
+        dataset.save(ds, dataset.prepare(ds, 0, 8, 0), folder / paths.data_dir(name))
+
+
+def truncate(path):
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def label_52(path):
+    with np.load(path) as f:
+        labels = f["labels"].copy()
+        images = f["images"]
+    labels[3] = 52  # as in the issue: "IndexError: Target 52 is out of bounds"
+    with open(path, "wb") as f:
+        np.savez(f, images=images, labels=labels)
+
+
+def truncated_checkpoint(folder):
+    path = folder / paths.checkpoint("cifar10", "resnet18")
+    path.parent.mkdir(parents=True)
+    torch.save({"format": 1, "state_dict": {"w": torch.zeros(1000)}}, path)
+    truncate(path)
+
+
+@pytest.mark.parametrize("script, damage, expected", [
+    ("train_cifar10.py", lambda f: truncate(f / "data/cifar10/train.npz"),
+     "error: data/cifar10/train.npz is damaged (not a readable .npz: File is not a zip file); rerun its stage: "
+     "dvc repro -f download@cifar10, or restore it: dvc checkout --force data/cifar10/train.npz"),
+    ("train_cifar10.py", lambda f: label_52(f / "data/cifar10/train.npz"),
+     "error: data/cifar10/train.npz is damaged (labels run from 0 to 52, but meta.json has 10 classes: 0 to 9); "
+     "rerun its stage: dvc repro -f download@cifar10, or restore it: dvc checkout --force data/cifar10/train.npz"),
+    ("transfer_cifar100.py", truncated_checkpoint,
+     "error: models/cifar10/resnet18.pt is damaged (not a readable checkpoint: PytorchStreamReader failed reading "
+     "zip archive: failed finding central directory); rerun its stage: dvc repro -f train-cifar10@resnet18, "
+     "or restore it: dvc checkout --force models/cifar10/resnet18.pt"),
+], ids=["truncated-npz", "label-52", "truncated-checkpoint"])
+def test_stage_with_a_damaged_input_stops_in_one_line(tmp_path, script, damage, expected):
+    prepared_project(tmp_path, "cifar10", "cifar100")
+    damage(tmp_path)
+    proc = run_stage(tmp_path, script, "resnet18")
+    assert one_line_error(proc) == expected
+    assert "Traceback" not in proc.stdout
+
+
+def test_damaged_training_curve_names_the_training_stage(tmp_path, monkeypatch):
+    from cifarbench import report
+
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "logs/train-cifar10/resnet18/plots/metrics/val/acc.tsv"
+    path.parent.mkdir(parents=True)
+    path.write_text("timestamp\tstep\tacc\n1\t0\t0.5\n2\t1\n")  # the last row cut short
+    with pytest.raises(BenchError) as err:
+        report.read_curve("logs/train-cifar10/resnet18", "val/acc")
+    message = str(err.value)
+    assert message.startswith("logs/train-cifar10/resnet18/plots/metrics/val/acc.tsv is damaged (not a DVCLive table")
+    assert message.endswith("rerun its stage: dvc repro -f train-cifar10@resnet18, or restore it: "
+                            "git checkout logs/train-cifar10/resnet18/plots/metrics/val/acc.tsv")
