@@ -205,11 +205,12 @@ def per_class_bars(accuracy, classes, title, path, styles, fine_to_coarse=None, 
                         transform=ax.get_xaxis_transform())
         columns = min(len(keys), 3)
         legend_rows = -(-len(keys) // columns)
-        top = 1 - (0.35 + 0.18 * legend_rows) / fig.get_figheight()  # room for the title and legend rows
-        fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="upper right", ncol=columns, frameon=False,
-                   bbox_to_anchor=(1.0, 1.0), fontsize=8)
-        fig.suptitle(title, x=0.02, ha="left")
-        fig.tight_layout(rect=(0, 0, 1, top))
+        height = fig.get_figheight()
+        title_room, legend_room = 0.4 / height, (0.2 * legend_rows + 0.1) / height  # inches, as figure fractions
+        fig.suptitle(title, x=0.02, y=1 - 0.08 / height, ha="left", va="top")
+        fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="upper left", ncol=columns, frameon=False,
+                   bbox_to_anchor=(0.02, 1 - title_room), fontsize=8)
+        fig.tight_layout(rect=(0, 0, 1, 1 - title_room - legend_room))
         save(fig, path)
 
 

@@ -52,10 +52,18 @@ def _with_packages(root, path):
     return files
 
 
-def closure(script, root="."):
-    """Sorted project-relative paths (str) of `script` and every project module it imports, transitively."""
-    root = Path(root).resolve()
-    script = (root / script).resolve() if not Path(script).is_absolute() else Path(script).resolve()
+def project_root(script):
+    """The project a stage script belongs to: the folder holding its stages/ folder (and cifarbench/)."""
+    return Path(script).resolve().parent.parent
+
+
+def closure(script, root=None):
+    """Sorted project-relative paths (str) of `script` and every project module it imports, transitively.
+
+    root: the project folder (default: the script's, see project_root), not the working directory.
+    """
+    script = Path(script).resolve()
+    root = Path(root).resolve() if root is not None else project_root(script)
     seen, todo = set(), [script]
     while todo:
         path = todo.pop()
@@ -69,7 +77,7 @@ def closure(script, root="."):
     return sorted(p.relative_to(root).as_posix() for p in seen)
 
 
-def digest(files, root="."):
+def digest(files, root):
     """MD5 over the files' names and bytes: changes exactly when one of them does."""
     h = hashlib.md5()
     for rel in sorted(files):

@@ -71,7 +71,8 @@ def run(s, stage, model, init_path=None):
               f"{f' x {distributed.world_size()} processes' if distributed.world_size() > 1 else ''}", flush=True)
 
     inputs = [data_dir / "train.npz", data_dir / "val.npz", data_dir / "meta.json"] + ([init_path] if init_path else [])
-    code = sourcefiles.digest(sourcefiles.closure(s.script))  # the same files dvc.yaml lists for this stage
+    # the same files dvc.yaml lists as this stage's code
+    code = sourcefiles.digest(sourcefiles.closure(s.script), sourcefiles.project_root(s.script))
     fingerprint = resume.fingerprint(stage=stage, spec=spec, recipe=recipe, seed=seed, compute=params.compute,
                                      inputs=inputs, code=code)
     state, why = resume.load(state_path, fingerprint)

@@ -80,6 +80,19 @@ def dump(raw):
     return yaml.safe_dump(raw, sort_keys=False)
 
 
+def write_params(folder, raw=None):
+    """A project folder's params.yaml, and the recipes/ folder the recipes stage would write for it
+    (training stages refuse to run with recipes older than params.yaml)."""
+    from cifarbench import recipes
+
+    raw = tiny_params() if raw is None else raw
+    folder = Path(folder)
+    (folder / "params.yaml").write_text(dump(raw))
+    for path, content in recipes.contents(paramslib.parse(raw)).items():
+        (folder / path).parent.mkdir(parents=True, exist_ok=True)
+        (folder / path).write_text(recipes._text(content))
+
+
 @pytest.fixture
 def tiny_raw():
     return tiny_params()

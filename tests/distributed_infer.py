@@ -5,16 +5,16 @@ import sys
 
 import torch
 
-from cifarbench import dataset, distributed, engine, transforms
+from cifarbench import dataset, distributed, inference, transforms
 from cifarbench.params import Compute
 from cifarbench.runtime import resolve
 
 checkpoint_path, data_dir, out_path = sys.argv[1:4]
-rt = resolve(Compute(device="cpu", devices=1, precision="fp32", compile=False, eval_batch_size=7))
+rt = resolve(Compute(device="cpu", devices=1, precision="fp32", compile=False, eval_batch_size=7, sync_bn=False))
 distributed.init(rt.device)
-model, preprocess, _ = engine.load_for_inference(checkpoint_path, rt)
+model, preprocess, _ = inference.load(checkpoint_path, rt)
 test = dataset.load_split(data_dir, "test")
-logits = engine.infer(model, transforms.to_tensor(test.images, rt.device), preprocess, rt, batch_size=7)
+logits = inference.infer(model, transforms.to_tensor(test.images, rt.device), preprocess, rt, batch_size=7)
 if distributed.is_main():
     predicted = logits.argmax(1)
     json.dump({"rows": len(logits), "world": distributed.world_size(),

@@ -5,7 +5,7 @@ import time
 import pytest
 import torch
 
-from cifarbench import efficiency
+from cifarbench import efficiency, memory
 from cifarbench.runtime import Runtime
 from cifarbench.transforms import Preprocess
 
@@ -76,6 +76,6 @@ def test_time_runs_honours_minimum_runs_and_seconds():
 def test_peak_memory_on_cpu_is_the_process_peak_rss():
     import psutil
 
-    peak, measure = efficiency.peak_memory("cpu")
+    peak, measure = memory.peak("cpu")
     assert measure == "process peak RSS"
     assert peak >= psutil.Process().memory_info().rss / 2**20 * 0.99

@@ -12,7 +12,7 @@ import yaml
 from cifar_fixtures import fake_dataset, write_official_archive
 from cifarbench import checkpoint, dataset, paths
 from cifarbench.errors import BenchError
-from conftest import ROOT, tiny_params
+from conftest import ROOT, dump, tiny_params, write_params
 
 
 def run_stage(folder, script, *args):
@@ -47,16 +47,24 @@ def test_truncated_archive_leaves_no_data_folder_and_keeps_the_old_one(tmp_path)
 
 
 def test_later_stage_without_data_says_to_run_download(tmp_path):
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params()))
-    line = one_line_error(run_stage(tmp_path, "train_cifar10.py", "resnet18"))
+    write_params(tmp_path)
+    line = one_line_error(run_stage(tmp_path, "train_cifar10.py", "resnet18", "0"))
     assert "dvc repro download@cifar10" in line
 
 
+def test_training_with_stale_recipes_says_to_run_dvc_repro(tmp_path):
+    write_params(tmp_path)
+    (tmp_path / "params.yaml").write_text(dump(tiny_params(train__resnet18__lr=0.123)))  # edited after recipes ran
+    line = one_line_error(run_stage(tmp_path, "train_cifar10.py", "resnet18", "0"))
+    assert line == ("error: recipes/train-cifar10/resnet18.json is out of date with params.yaml: run `dvc repro` "
+                    "(its recipes stage resolves params.yaml first)")
+
+
 def test_evaluate_without_checkpoint_says_which_stage_to_run(tmp_path):
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tiny_params()))
+    write_params(tmp_path)
     assert run_stage(tmp_path, "download.py", "cifar10").returncode == 0
-    line = one_line_error(run_stage(tmp_path, "evaluate.py", "resnet18", "cifar10"))
-    assert "dvc repro train-cifar10@resnet18" in line
+    line = one_line_error(run_stage(tmp_path, "evaluate.py", "resnet18", "cifar10", "0"))
+    assert "dvc repro train-cifar10@resnet18-0" in line
 
 
 class _Payload:
@@ -109,11 +117,13 @@ def test_truncated_checkpoint_names_the_stage_that_writes_it(tmp_path):
     ("models/cifar10/resnet18.pt", "train-cifar10@resnet18"),
     ("models/cifar10/dinov2_vitb14-2.pt", "train-cifar10@dinov2_vitb14-2"),
     ("models/cifar100/efficientnet_b0.state.pt", "transfer-cifar100@efficientnet_b0"),
-    ("models/cifar100/resnet18-umap.npz", "embed@resnet18-cifar100"),
-    ("logs/transfer-cifar100/resnet18/metrics.json", "transfer-cifar100@resnet18"),
-    ("metrics/efficiency/resnet18-cifar10.json", "evaluate@resnet18-cifar10"),
-    ("metrics/embed/resnet18-cifar100.json", "embed@resnet18-cifar100"),
+    ("models/umap/resnet18-cifar100-0.npz", "embed@resnet18-cifar100-0"),
+    ("logs/transfer-cifar100/resnet18-0/metrics.json", "transfer-cifar100@resnet18-0"),
+    ("metrics/efficiency/resnet18-cifar10-0.json", "evaluate@resnet18-cifar10-0"),
+    ("metrics/embed/resnet18-cifar100-1.json", "embed@resnet18-cifar100-1"),
     ("metrics/summary.json", "report"),
+    ("metrics/cost.json", "report"),
+    ("recipes/train-cifar10/resnet18.json", "recipes"),
     ("params.yaml", None),
 ])
 def test_every_handed_over_file_has_its_producing_stage(path, stage):
@@ -121,7 +131,7 @@ def test_every_handed_over_file_has_its_producing_stage(path, stage):
 
 
 def prepared_project(folder, *datasets):
-    (folder / "params.yaml").write_text(yaml.safe_dump(tiny_params()))
+    write_params(folder)
     for name in datasets:
         ds = fake_dataset(name, n_train=40, n_test=10)
         dataset.save(ds, dataset.prepare(ds, 0, 8, 0), folder / paths.data_dir(name))
@@ -142,7 +152,7 @@ def label_52(path):
 
 
 def truncated_checkpoint(folder):
-    path = folder / paths.checkpoint("cifar10", "resnet18")
+    path = folder / paths.checkpoint("cifar10", "resnet18", 0)
     path.parent.mkdir(parents=True)
     torch.save({"format": 1, "state_dict": {"w": torch.zeros(1000)}}, path)
     truncate(path)
@@ -156,14 +166,14 @@ def truncated_checkpoint(folder):
      "error: data/cifar10/train.npz is damaged (labels run from 0 to 52, but meta.json has 10 classes: 0 to 9); "
      "rerun its stage: dvc repro -f download@cifar10, or restore it: dvc checkout --force data/cifar10/train.npz"),
     ("transfer_cifar100.py", truncated_checkpoint,
-     "error: models/cifar10/resnet18.pt is damaged (not a readable checkpoint: PytorchStreamReader failed reading "
-     "zip archive: failed finding central directory); rerun its stage: dvc repro -f train-cifar10@resnet18, "
-     "or restore it: dvc checkout --force models/cifar10/resnet18.pt"),
+     "error: models/cifar10/resnet18-0.pt is damaged (not a readable checkpoint: PytorchStreamReader failed reading "
+     "zip archive: failed finding central directory); rerun its stage: dvc repro -f train-cifar10@resnet18-0, "
+     "or restore it: dvc checkout --force models/cifar10/resnet18-0.pt"),
 ], ids=["truncated-npz", "label-52", "truncated-checkpoint"])
 def test_stage_with_a_damaged_input_stops_in_one_line(tmp_path, script, damage, expected):
     prepared_project(tmp_path, "cifar10", "cifar100")
     damage(tmp_path)
-    proc = run_stage(tmp_path, script, "resnet18")
+    proc = run_stage(tmp_path, script, "resnet18", "0")
     assert one_line_error(proc) == expected
     assert "Traceback" not in proc.stdout
 
@@ -172,12 +182,12 @@ def test_damaged_training_curve_names_the_training_stage(tmp_path, monkeypatch):
     from cifarbench import report
 
     monkeypatch.chdir(tmp_path)
-    path = tmp_path / "logs/train-cifar10/resnet18/plots/metrics/val/acc.tsv"
+    path = tmp_path / "logs/train-cifar10/resnet18-0/plots/metrics/val/acc.tsv"
     path.parent.mkdir(parents=True)
     path.write_text("timestamp\tstep\tacc\n1\t0\t0.5\n2\t1\n")  # the last row cut short
     with pytest.raises(BenchError) as err:
-        report.read_curve("logs/train-cifar10/resnet18", "val/acc")
+        report.read_curve("logs/train-cifar10/resnet18-0", "val/acc")
     message = str(err.value)
-    assert message.startswith("logs/train-cifar10/resnet18/plots/metrics/val/acc.tsv is damaged (not a DVCLive table")
-    assert message.endswith("rerun its stage: dvc repro -f train-cifar10@resnet18, or restore it: "
-                            "git checkout logs/train-cifar10/resnet18/plots/metrics/val/acc.tsv")
+    assert message.startswith("logs/train-cifar10/resnet18-0/plots/metrics/val/acc.tsv is damaged (not a DVCLive table")
+    assert message.endswith("rerun its stage: dvc repro -f train-cifar10@resnet18-0, or restore it: "
+                            "git checkout logs/train-cifar10/resnet18-0/plots/metrics/val/acc.tsv")

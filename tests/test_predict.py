@@ -13,21 +13,23 @@ import pytest
 import torch
 from PIL import Image
 
-from cifarbench import checkpoint, cli, engine, models, params, predict, runtime, transforms
-from conftest import tiny_params
+from cifarbench import checkpoint, cli, inference, models, params, predict, runtime, transforms
+from conftest import dump, tiny_params
 
 CLASSES = [f"class{i}" for i in range(10)]
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
-    """A project folder holding a tiny ResNet-18 checkpoint, as the pipeline writes it."""
+    """A project folder holding a tiny ResNet-18 checkpoint (seed 0), as the pipeline writes it."""
     root = tmp_path_factory.mktemp("project")
-    p = params.parse(tiny_params())
+    raw = tiny_params()
+    (root / "params.yaml").write_text(dump(raw))
+    p = params.parse(raw)
     spec = p.model("resnet18")
     torch.manual_seed(0)
     model = models.create(spec, num_classes=10, key="resnet18")
-    checkpoint.save(root / "models" / "cifar10" / "resnet18.pt", model, key="resnet18", spec=spec, dataset="cifar10",
+    checkpoint.save(root / "models" / "cifar10" / "resnet18-0.pt", model, key="resnet18", spec=spec, dataset="cifar10",
                     classes=CLASSES, coarse_classes=None, image_size=(32, 32), epoch=1, val_acc=0.1)
     return root
 
@@ -39,8 +41,8 @@ def images_32(n, seed=0):
 def reference_probabilities(root, images):
     """What evaluate computes for uint8 (N, 32, 32, 3) images."""
     rt = runtime.resolve(params.parse(tiny_params()).compute)
-    model, preprocess, _ = engine.load_for_inference(root / "models" / "cifar10" / "resnet18.pt", rt)
-    logits = engine.infer(model, transforms.to_tensor(images, rt.device), preprocess, rt, 512)
+    model, preprocess, _ = inference.load(root / "models" / "cifar10" / "resnet18-0.pt", rt)
+    logits = inference.infer(model, transforms.to_tensor(images, rt.device), preprocess, rt, 512)
     return torch.softmax(logits.double(), dim=1).numpy()
 
 
@@ -164,9 +166,11 @@ def test_bad_inputs_are_one_line_errors(project, monkeypatch, capsys):
         assert err.count("\n") == 1 and err.startswith("error: ") and message in err, err
         assert time.perf_counter() - start < 10, paths  # the bomb is refused from its header, not decoded
     code, _, err = run_cli(capsys, "predict", "ok.png", "--model", "resnet18", "--dataset", "cifar100")
-    assert code == 2 and err.count("\n") == 1 and "checkpoint models/cifar100/resnet18.pt not found" in err
+    assert code == 2 and err.count("\n") == 1 and "checkpoint models/cifar100/resnet18-0.pt not found" in err
     code, _, err = run_cli(capsys, "predict", "ok.png", "--model", "vgg16", "--dataset", "cifar10")
-    assert code == 2 and err.count("\n") == 1 and "invalid choice: 'vgg16'" in err
+    assert code == 2 and err.count("\n") == 1 and "--model: unknown model 'vgg16'; params.yaml's models: has" in err
+    code, _, err = run_cli(capsys, "predict", "ok.png", "--model", "resnet18", "--dataset", "cifar10", "--seed", "3")
+    assert code == 2 and err.count("\n") == 1 and "--seed: 3 is not one of params.yaml's seeds [0]" in err
     code, _, err = run_cli(capsys, "predict", "ok.png", "--model", "resnet18", "--dataset", "cifar10", "--topk", "0")
     assert code == 2 and err.count("\n") == 1 and "--topk" in err
 

@@ -15,19 +15,19 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from cifarbench import paths
-from conftest import ROOT, tiny_params
+from conftest import ROOT, tiny_params, write_params
 
 MODEL = "dinov2_vitb14"  # the tiny ViT: the fastest epochs
+SEED = 0
 EPOCHS = 3
 DETERMINISTIC_LOGS = ("train/loss", "train/acc", "val/loss", "val/acc", "lr")
 
 
-def write_params(folder, **extra):
-    raw = tiny_params(**{f"train__{MODEL}__epochs": EPOCHS, f"train__{MODEL}__early_stopping": 0, **extra})
-    (folder / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+def project_params(folder, **extra):
+    write_params(folder, tiny_params(**{f"train__{MODEL}__epochs": EPOCHS, f"train__{MODEL}__early_stopping": 0,
+                                        **extra}))
 
 
 def stage(folder, script, *args, **popen):
@@ -43,7 +43,7 @@ def finish(proc, timeout=600):
 
 
 def saved_epoch(folder):
-    path = folder / paths.training_state("cifar10", MODEL)
+    path = folder / paths.training_state("cifar10", MODEL, SEED)
     if not path.is_file():
         return 0
     state = torch.load(path, map_location="cpu", weights_only=True)
@@ -55,7 +55,7 @@ def downloaded(tmp_path_factory):
     """One prepared data folder, copied by each test (the download stage once, not per test)."""
     folder = tmp_path_factory.mktemp("resume") / "template"
     folder.mkdir()
-    write_params(folder)
+    project_params(folder)
     finish(stage(folder, "download.py", "cifar10"))
     return folder
 
@@ -63,29 +63,29 @@ def downloaded(tmp_path_factory):
 def make_project(downloaded, folder, **extra):
     shutil.copytree(downloaded, folder)
     if extra:
-        write_params(folder, **extra)
+        project_params(folder, **extra)
     return folder
 
 
 def training_logs(folder):
-    logs = folder / paths.train_log("cifar10", MODEL) / "plots" / "metrics"
+    logs = folder / paths.train_log("cifar10", MODEL, SEED) / "plots" / "metrics"
     return {name: (logs / f"{name}.tsv").read_bytes() for name in DETERMINISTIC_LOGS}
 
 
 def best_weights(folder):
-    return torch.load(folder / paths.checkpoint("cifar10", MODEL), weights_only=True)["state_dict"]
+    return torch.load(folder / paths.checkpoint("cifar10", MODEL, SEED), weights_only=True)["state_dict"]
 
 
 @pytest.fixture(scope="module")
 def uninterrupted(downloaded, tmp_path_factory):
     folder = make_project(downloaded, tmp_path_factory.mktemp("resume") / "uninterrupted")
-    finish(stage(folder, "train_cifar10.py", MODEL))
-    finish(stage(folder, "evaluate.py", MODEL, "cifar10"))
+    finish(stage(folder, "train_cifar10.py", MODEL, str(SEED)))
+    finish(stage(folder, "evaluate.py", MODEL, "cifar10", str(SEED)))
     return folder
 
 
 def kill_after_first_epoch(folder, sig):
-    proc = stage(folder, "train_cifar10.py", MODEL)
+    proc = stage(folder, "train_cifar10.py", MODEL, str(SEED))
     deadline = time.monotonic() + 300
     while saved_epoch(folder) < 1:  # the kill lands somewhere in the second epoch
         assert proc.poll() is None and time.monotonic() < deadline, "training ended before it could be killed"
@@ -99,13 +99,13 @@ def kill_after_first_epoch(folder, sig):
 def test_kill_9_then_rerun_gives_byte_identical_metrics(downloaded, uninterrupted, tmp_path):
     folder = make_project(downloaded, tmp_path / "killed")
     kill_after_first_epoch(folder, signal.SIGKILL)
-    out = finish(stage(folder, "train_cifar10.py", MODEL))
+    out = finish(stage(folder, "train_cifar10.py", MODEL, str(SEED)))
     assert "resuming after epoch" in out
-    finish(stage(folder, "evaluate.py", MODEL, "cifar10"))
-    metrics = paths.evaluation(MODEL, "cifar10")
+    finish(stage(folder, "evaluate.py", MODEL, "cifar10", str(SEED)))
+    metrics = paths.evaluation(MODEL, "cifar10", SEED)
     assert (folder / metrics).read_bytes() == (uninterrupted / metrics).read_bytes()
     assert training_logs(folder) == training_logs(uninterrupted)
-    rows = (folder / paths.train_log("cifar10", MODEL) / "plots" / "metrics" / "val" / "acc.tsv").read_text()
+    rows = (folder / paths.train_log("cifar10", MODEL, SEED) / "plots" / "metrics" / "val" / "acc.tsv").read_text()
     assert len(rows.strip().splitlines()) == 1 + EPOCHS  # header + one row per epoch, none repeated
 
 
@@ -113,7 +113,7 @@ def test_kill_9_then_rerun_gives_byte_identical_metrics(downloaded, uninterrupte
 def test_terminated_or_interrupted_run_resumes_exactly(downloaded, uninterrupted, tmp_path, sig):
     folder = make_project(downloaded, tmp_path / "stopped")
     kill_after_first_epoch(folder, sig)
-    assert "resuming after epoch" in finish(stage(folder, "train_cifar10.py", MODEL))
+    assert "resuming after epoch" in finish(stage(folder, "train_cifar10.py", MODEL, str(SEED)))
     assert training_logs(folder) == training_logs(uninterrupted)
     ours, reference = best_weights(folder), best_weights(uninterrupted)
     assert ours.keys() == reference.keys() and all(torch.equal(ours[k], reference[k]) for k in ours)
@@ -123,24 +123,25 @@ def test_terminated_or_interrupted_run_resumes_exactly(downloaded, uninterrupted
 def test_changed_recipe_does_not_resume(downloaded, tmp_path):
     folder = make_project(downloaded, tmp_path / "changed")
     kill_after_first_epoch(folder, signal.SIGKILL)
-    write_params(folder, **{f"train__{MODEL}__lr": 5e-4})
-    out = finish(stage(folder, "train_cifar10.py", MODEL))
+    project_params(folder, **{f"train__{MODEL}__lr": 5e-4})
+    out = finish(stage(folder, "train_cifar10.py", MODEL, str(SEED)))
     assert "belongs to another recipe" in out and "resuming" not in out
     assert out.count("epoch ") >= EPOCHS
 
 
 def test_finished_run_reruns_from_scratch(downloaded, tmp_path):
-    folder = make_project(downloaded, tmp_path / "finished", **{f"train__{MODEL}__epochs": 1})
-    finish(stage(folder, "train_cifar10.py", MODEL))
-    out = finish(stage(folder, "train_cifar10.py", MODEL))  # what `dvc repro -f` does
+    folder = make_project(downloaded, tmp_path / "finished", **{f"train__{MODEL}__epochs": 1,
+                                                                 f"train__{MODEL}__warmup_epochs": 0})
+    finish(stage(folder, "train_cifar10.py", MODEL, str(SEED)))
+    out = finish(stage(folder, "train_cifar10.py", MODEL, str(SEED)))  # what `dvc repro -f` does
     assert "previous run with this recipe finished" in out
-    state = torch.load(folder / paths.training_state("cifar10", MODEL), weights_only=True)
-    assert state == {"format": 1, "fingerprint": state["fingerprint"], "finished": True}  # no tensors kept
+    state = torch.load(folder / paths.training_state("cifar10", MODEL, SEED), weights_only=True)
+    assert state == {"format": 2, "fingerprint": state["fingerprint"], "finished": True}  # no tensors kept
 
 
 def test_nan_loss_stops_keeping_the_last_good_epoch(downloaded, tmp_path, monkeypatch):
     """A loss that turns NaN in epoch 2: clear error, epoch 1's checkpoint and state stay, no summary."""
-    from cifarbench import engine, params, training
+    from cifarbench import engine, params, runtime, stage, training
 
     folder = make_project(downloaded, tmp_path / "nan")
     monkeypatch.chdir(folder)
@@ -166,12 +167,11 @@ def test_nan_loss_stops_keeping_the_last_good_epoch(downloaded, tmp_path, monkey
 
     torch.manual_seed(0)
     model = models.create(spec, num_classes=10)
+    s = stage.Stage(p, MODEL, None, SEED, runtime.resolve(p.compute), str(ROOT / "stages" / "train_cifar10.py"))
     with pytest.raises(BenchError, match=r"NaN or infinite at epoch 2, step 3:"):
-        training.run(stage="train-cifar10", key=MODEL, spec=spec, recipe=recipe, params=p, model=model,
-                     data_dir=paths.data_dir("cifar10"), checkpoint_path=paths.checkpoint("cifar10", MODEL),
-                     log_dir=paths.train_log("cifar10", MODEL), state_path=paths.training_state("cifar10", MODEL))
-    ckpt = torch.load(paths.checkpoint("cifar10", MODEL), weights_only=True)
+        training.run(s, "train-cifar10", model)
+    ckpt = torch.load(paths.checkpoint("cifar10", MODEL, SEED), weights_only=True)
     assert ckpt["epoch"] == 1 and all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
     assert saved_epoch(folder) == 1
-    summary = json.loads((paths.train_log("cifar10", MODEL) / "metrics.json").read_text())
+    summary = json.loads((paths.train_log("cifar10", MODEL, SEED) / "metrics.json").read_text())
     assert "best_val_acc" not in summary  # the run's summary metrics are never written
