@@ -1,0 +1,609 @@
+"""The CIFAR-10-C corruptions as batched tensor ops on uint8 images, deterministic under a seed.
+
+The protocol of Hendrycks & Dietterich 2019, "Benchmarking Neural Network
+Robustness to Common Corruptions and Perturbations": 15 corruptions x 5
+severities applied to the 32x32 test images. The constants are those of the
+CIFAR-10-C generator (make_cifar_c.py in github.com/hendrycks/robustness,
+ImageNet-C/create_c/), which are milder than ImageNet-C's. Each corruption
+follows the reference step by step (same draws, same order of operations, same
+uint8 truncations), but for a whole batch at once on the images' device:
+convolutions, gathers and one matrix product instead of per-image numpy loops.
+Two places follow the maintained port `imagecorruptions` instead of the 2019
+script, because the script's own dependencies are gone: motion blur (ImageMagick
+through Wand in the script) uses imagecorruptions' numpy port of
+ImageMagick's kernel, and frost uses the same frost pictures, resized by 0.2
+with OpenCV's bilinear resize as the script does (frost_textures.npz beside this
+file, 130 KB, five pictures; derived from the Apache-2.0 frost images shipped
+with imagecorruptions). JPEG compression is libjpeg through Pillow, image by
+image, as in the script; it runs on the CPU whatever the images' device.
+
+`corrupt(images, name, severity, seed)` takes a uint8 tensor (N, 3, 32, 32) on
+any device and returns one of the same layout on the same device; a uint8 numpy
+array (N, 32, 32, 3) gives one back in that layout. The same seed gives the
+same bytes on the same device type (the draws come from a torch.Generator on
+that device); each (corruption, severity) draws from its own stream derived
+from the seed. The draws depend on the batch: corrupt the whole test set in one
+call (10,000 CIFAR images take about 120 MB as float32) or give each chunk its
+own seed. tests/test_corruptions.py checks each corruption against the
+reference libraries (imagecorruptions, OpenCV, scikit-image, SciPy, Pillow) on
+sample images with the same random draws.
+"""
+
+import functools
+import io
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+CORRUPTIONS = (
+    "gaussian_noise", "shot_noise", "impulse_noise",
+    "defocus_blur", "glass_blur", "motion_blur", "zoom_blur",
+    "snow", "frost", "fog", "brightness",
+    "contrast", "elastic_transform", "pixelate", "jpeg_compression",
+)
+SEVERITIES = (1, 2, 3, 4, 5)
+SIZE = 32  # the constants below are for 32x32 images only
+
+# Per corruption, the constants for severities 1-5, copied from make_cifar_c.py.
+_IM = SIZE  # the script's IMSIZE in elastic_transform
+CONSTANTS = {
+    "gaussian_noise": (0.04, 0.06, 0.08, 0.09, 0.10),  # noise std on [0, 1]
+    "shot_noise": (500, 250, 100, 75, 50),  # photons per unit intensity
+    "impulse_noise": (0.01, 0.02, 0.03, 0.05, 0.07),  # fraction of salt-and-pepper values
+    "defocus_blur": ((0.3, 0.4), (0.4, 0.5), (0.5, 0.6), (1, 0.2), (1.5, 0.1)),  # disk radius, alias blur
+    "glass_blur": ((0.05, 1, 1), (0.25, 1, 1), (0.4, 1, 1), (0.25, 1, 2), (0.4, 1, 2)),  # sigma, delta, iterations
+    "motion_blur": ((6, 1), (6, 1.5), (6, 2), (8, 2), (9, 2.5)),  # radius, sigma
+    "zoom_blur": tuple(tuple(np.arange(1, stop, 0.01)) for stop in (1.06, 1.11, 1.16, 1.21, 1.26)),
+    # loc, scale, zoom, threshold, blur radius, blur sigma, image weight
+    "snow": ((0.1, 0.2, 1, 0.6, 8, 3, 0.95), (0.1, 0.2, 1, 0.5, 10, 4, 0.9),
+             (0.15, 0.3, 1.75, 0.55, 10, 4, 0.9), (0.25, 0.3, 2.25, 0.6, 12, 6, 0.85),
+             (0.3, 0.3, 1.25, 0.65, 14, 12, 0.8)),
+    "frost": ((1, 0.2), (1, 0.3), (0.9, 0.4), (0.85, 0.4), (0.75, 0.45)),  # image weight, frost weight
+    "fog": ((0.2, 3), (0.5, 3), (0.75, 2.5), (1, 2), (1.5, 1.75)),  # strength, fractal decay
+    "brightness": (0.05, 0.1, 0.15, 0.2, 0.3),  # added to HSV value
+    "contrast": (0.75, 0.5, 0.4, 0.3, 0.15),  # factor on the distance to the channel mean
+    "elastic_transform": ((_IM * 0, _IM * 0, _IM * 0.08), (_IM * 0.05, _IM * 0.2, _IM * 0.07),
+                          (_IM * 0.08, _IM * 0.06, _IM * 0.06), (_IM * 0.1, _IM * 0.04, _IM * 0.05),
+                          (_IM * 0.1, _IM * 0.03, _IM * 0.03)),  # alpha, sigma, affine jitter
+    "pixelate": (0.95, 0.9, 0.85, 0.75, 0.65),  # size factor of the box downsampling
+    "jpeg_compression": (80, 65, 58, 50, 40),  # quality
+}
+FROST_TEXTURES = Path(__file__).with_name("frost_textures.npz")
+
+
+class TorchDraws:
+    """Random draws for a batch of n images from one torch.Generator on the images' device.
+
+    Each method returns (n, *shape): one draw of `shape` per image, named and
+    parameterised like numpy's (uniform(low, high), normal(loc, scale),
+    randint with an exclusive high), so the corruptions read like the reference
+    and a test can hand in the reference's own per-image numpy draws instead.
+    """
+
+    def __init__(self, n, seed, device):
+        self.n, self.device = n, torch.device(device)
+        self.generator = torch.Generator(device=self.device)
+        self.generator.manual_seed(seed)
+
+    def random(self, shape=()):
+        return torch.rand((self.n, *shape), generator=self.generator, device=self.device)
+
+    def uniform(self, low, high, shape=()):
+        return low + (high - low) * self.random(shape)
+
+    def normal(self, loc, scale, shape=()):
+        return loc + scale * torch.randn((self.n, *shape), generator=self.generator, device=self.device)
+
+    def poisson(self, lam):
+        return torch.poisson(lam, generator=self.generator)
+
+    def randint(self, low, high, shape=()):
+        """Integers in [low, high); `high` may be a per-image tensor of shape (n,)."""
+        if not torch.is_tensor(high):
+            return torch.randint(low, high, (self.n, *shape), generator=self.generator, device=self.device)
+        u = torch.rand((self.n, *shape), generator=self.generator, device=self.device, dtype=torch.float64)
+        span = (high - low).to(torch.float64).reshape(-1, *[1] * len(shape))
+        return low + (u * span).long()
+
+
+def stream_seed(seed, name, severity):
+    """The generator seed of one (corruption, severity): independent child streams of `seed`."""
+    sequence = np.random.SeedSequence(seed, spawn_key=(CORRUPTIONS.index(name), severity))
+    return int(sequence.generate_state(1, dtype=np.uint64)[0])
+
+
+def corrupt(images, name, severity, seed=0):
+    """Apply corruption `name` at `severity` (1-5) to uint8 images, deterministically under `seed`.
+
+    images: uint8 torch tensor (N, 3, 32, 32) on any device, or uint8 numpy
+    array (N, 32, 32, 3). Returns uint8 images in the same layout, type and
+    device.
+    """
+    if name not in CORRUPTIONS:
+        raise ValueError(f"unknown corruption {name!r}; allowed: {', '.join(CORRUPTIONS)}")
+    if isinstance(severity, bool) or not isinstance(severity, (int, np.integer)) or severity not in SEVERITIES:
+        raise ValueError(f"severity must be one of {SEVERITIES}, got {severity!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    numpy_in = isinstance(images, np.ndarray)
+    nhwc = _as_nhwc(images)
+    draws = TorchDraws(nhwc.shape[0], stream_seed(int(seed), name, int(severity)), nhwc.device)
+    out = apply(nhwc, name, CONSTANTS[name][int(severity) - 1], draws)
+    return out.numpy() if numpy_in else out.permute(0, 3, 1, 2).contiguous()
+
+
+def apply(nhwc, name, constants, draws):
+    """One corruption with explicit constants and draws: uint8 (N, H, W, 3) -> uint8 (N, H, W, 3)."""
+    out = values(nhwc, name, constants, draws)
+    if out.dtype != torch.uint8:
+        # The reference ends every corruption with np.uint8(float image in [0, 255]): truncation.
+        out = out.clamp(0, 255).floor().to(torch.uint8)
+    return out
+
+
+def values(nhwc, name, constants, draws):
+    """The corrupted images before the final truncation to uint8: float (N, H, W, 3) in [0, 255]
+    (uint8 already for pixelate and JPEG, whose reference works in 8 bits throughout)."""
+    if nhwc.shape[0] == 0:
+        return nhwc.clone()
+    return _FUNCTIONS[name](nhwc, constants, draws)
+
+
+def _as_nhwc(images):
+    if isinstance(images, np.ndarray):
+        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (SIZE, SIZE, 3):
+            raise ValueError(f"numpy images must be uint8 (N, {SIZE}, {SIZE}, 3), got {images.dtype} {images.shape}")
+        return torch.from_numpy(np.ascontiguousarray(images))
+    if not torch.is_tensor(images) or images.dtype != torch.uint8 or images.ndim != 4 \
+            or tuple(images.shape[1:]) != (3, SIZE, SIZE):
+        shape = tuple(images.shape) if hasattr(images, "shape") else type(images).__name__
+        raise ValueError(f"images must be a uint8 tensor (N, 3, {SIZE}, {SIZE}), got {shape}")
+    return images.permute(0, 2, 3, 1).contiguous()
+
+
+def _unit(nhwc):
+    return nhwc.to(torch.float32) / 255
+
+
+def _nchw(x):
+    return x.permute(0, 3, 1, 2)
+
+
+def _nhwc(x):
+    return x.permute(0, 2, 3, 1)
+
+
+# ---------------------------------------------------------------- noise
+
+
+def _gaussian_noise(x, c, draws):
+    n, h, w, ch = x.shape
+    return (_unit(x) + draws.normal(0.0, c, (h, w, ch))).clamp(0, 1) * 255
+
+
+def _shot_noise(x, c, draws):
+    return (draws.poisson(_unit(x) * c) / c).clamp(0, 1) * 255
+
+
+def _impulse_noise(x, c, draws):
+    # scikit-image's random_noise(mode='s&p'): a value flips with probability c,
+    # to 1 or 0 with equal odds; two uniform draws over the image, in that order.
+    n, h, w, ch = x.shape
+    flipped = draws.random((h, w, ch)) <= c
+    salted = draws.random((h, w, ch)) <= 0.5
+    return torch.where(flipped, salted.to(torch.float32), _unit(x)) * 255
+
+
+# ---------------------------------------------------------------- blur
+
+
+def _depthwise(x_nchw, kernel_2d, pad_mode):
+    """Correlate every channel with one small 2-D kernel (odd sizes), borders by F.pad's mode."""
+    kh, kw = kernel_2d.shape
+    weight = kernel_2d.to(x_nchw).expand(x_nchw.shape[1], 1, kh, kw)
+    padded = F.pad(x_nchw, (kw // 2, kw // 2, kh // 2, kh // 2), mode=pad_mode)
+    return F.conv2d(padded, weight, groups=x_nchw.shape[1])
+
+
+def _cv2_gaussian_blur_reflect101(array, ksize, sigma):
+    """cv2.GaussianBlur(array, (ksize, ksize), sigma) in numpy: separable, BORDER_REFLECT_101."""
+    taps = np.exp(-((np.arange(ksize) - (ksize - 1) / 2) ** 2) / (2 * sigma ** 2))
+    taps /= taps.sum()
+    pad = ksize // 2
+    padded = np.pad(array.astype(np.float64), pad, mode="reflect")  # numpy's reflect is reflect-101
+    rows = sum(taps[i] * padded[i:i + array.shape[0]] for i in range(ksize))
+    return sum(taps[i] * rows[:, i:i + array.shape[1]] for i in range(ksize))
+
+
+@functools.lru_cache(maxsize=None)
+def disk_kernel(radius, alias_blur):
+    """The defocus kernel: an aliased disk on a 17x17 grid (wider for radius > 8), anti-aliased
+    by a small Gaussian blur, cropped to its non-zero support (the zero border adds nothing)."""
+    half, ksize = (8, 3) if radius <= 8 else (int(radius), 5)
+    grid = np.arange(-half, half + 1)
+    xx, yy = np.meshgrid(grid, grid)
+    disk = (xx ** 2 + yy ** 2 <= radius ** 2).astype(np.float32)
+    disk /= disk.sum()
+    kernel = _cv2_gaussian_blur_reflect101(disk, ksize, alias_blur).astype(np.float32)
+    used = np.flatnonzero(kernel.any(axis=0))
+    reach = max(half - used.min(), used.max() - half)
+    return kernel[half - reach: half + reach + 1, half - reach: half + reach + 1]
+
+
+def _defocus_blur(x, c, draws):
+    kernel = torch.from_numpy(disk_kernel(*c))
+    # cv2.filter2D's default border is BORDER_REFLECT_101, torch's 'reflect'.
+    return _nhwc(_depthwise(_nchw(_unit(x)), kernel, "reflect")).clamp(0, 1) * 255
+
+
+def _gaussian_taps(sigma, truncate):
+    """scipy.ndimage.gaussian_filter1d's kernel: radius int(truncate * sigma + 0.5)."""
+    radius = int(truncate * sigma + 0.5)
+    taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
+    return torch.from_numpy(taps / taps.sum())
+
+
+def _gaussian_nearest(x_nchw, sigma):
+    """skimage.filters.gaussian(sigma, channel_axis=-1) with its defaults: mode 'nearest', truncate 4."""
+    taps = _gaussian_taps(sigma, 4.0)
+    if taps.numel() == 1:
+        return x_nchw  # radius 0: scipy's kernel is [1.0]
+    x_nchw = _depthwise(x_nchw, taps[:, None], "replicate")
+    return _depthwise(x_nchw, taps[None, :], "replicate")
+
+
+def _glass_blur(x, c, draws):
+    sigma, delta, iterations = c
+    n, h, w, ch = x.shape
+    blurred = _gaussian_nearest(_nchw(_unit(x)), sigma)
+    pixels = _nhwc((blurred * 255).floor()).reshape(n, h * w, ch)  # the script's np.uint8(...)
+    # The script visits (row, col) from (h - delta, w - delta) down to (delta + 1, delta + 1),
+    # each time with a random offset in [-delta, delta) per axis, and does
+    # `x[r, c], x[r2, c2] = x[r2, c2], x[r, c]`. On numpy pixel views that is a copy, not a
+    # swap: the second assignment reads the already-overwritten first pixel. So each visit sets
+    # pixel (r, c) to pixel (r + dy, c + dx) of the current image.
+    rows = torch.arange(h - delta, delta, -1, device=x.device)
+    cols = torch.arange(w - delta, delta, -1, device=x.device)
+    steps = len(rows) * len(cols)
+    offsets = draws.randint(-delta, delta, (iterations * steps, 2)).reshape(n, iterations, steps, 2)
+    target = (rows[:, None] * w + cols[None, :]).reshape(-1)
+    for it in range(iterations):
+        source = target + offsets[:, it, :, 1] * w + offsets[:, it, :, 0]
+        if delta == 1:
+            # Offsets in {-1, 0} only read pixels up and to the left, which the descending visit
+            # order has not overwritten yet: every copy of the iteration reads the image as it
+            # was at its start, so they can all happen at once.
+            pixels[:, target] = torch.gather(pixels, 1, source[..., None].expand(-1, -1, ch))
+        else:
+            batch = torch.arange(n, device=x.device)
+            for step in range(steps):
+                pixels[:, target[step]] = pixels[batch, source[:, step]]
+    shuffled = _nchw(pixels.reshape(n, h, w, ch) / 255)
+    return _nhwc(_gaussian_nearest(shuffled, sigma)).clamp(0, 1) * 255
+
+
+def motion_blur_taps(radius, sigma):
+    """ImageMagick's motion-blur kernel (as ported by imagecorruptions): 2 * radius + 1 taps of a
+    one-sided Gaussian, normalised."""
+    width = 2 * int(radius) + 1
+    taps = np.exp(-(np.arange(width) ** 2) / (2 * sigma ** 2)) / (math.sqrt(2 * math.pi) * sigma)
+    return taps / taps.sum()
+
+
+def _motion_blur_values(x, radius, sigma, angles):
+    """imagecorruptions' _motion_blur for a batch: x (N, H, W, C) float, angles (N,) in degrees.
+
+    Tap i samples the image shifted by ceil(i * (cos, sin)(angle) - 0.5) pixels, edges
+    replicated; like the reference, taps stop at the first one shifted past the image.
+    """
+    n, h, w, ch = x.shape
+    taps = torch.from_numpy(motion_blur_taps(radius, sigma)).to(x.device)
+    width = taps.numel()
+    radians = torch.deg2rad(angles.to(torch.float64))
+    point_y, point_x = width * torch.sin(radians), width * torch.cos(radians)
+    hypot = torch.hypot(point_y, point_x)
+    i = torch.arange(width, device=x.device, dtype=torch.float64)
+    shift_y = torch.ceil(i * (point_y / hypot)[:, None] - 0.5).long()  # (N, width)
+    shift_x = torch.ceil(i * (point_x / hypot)[:, None] - 0.5).long()
+    past_edge = (shift_y.abs() >= h) | (shift_x.abs() >= w)
+    weights = torch.where(past_edge.cummax(dim=1).values, 0.0, taps).to(x.dtype)
+    batch = torch.arange(n, device=x.device)[:, None, None]
+    row = torch.arange(h, device=x.device)
+    col = torch.arange(w, device=x.device)
+    out = torch.zeros_like(x)
+    for tap in range(width):
+        rows = (row[None, :] + shift_y[:, tap, None]).clamp(0, h - 1)
+        cols = (col[None, :] + shift_x[:, tap, None]).clamp(0, w - 1)
+        out += weights[:, tap, None, None, None] * x[batch, rows[:, :, None], cols[:, None, :]]
+    return out
+
+
+def _motion_blur(x, c, draws):
+    radius, sigma = c
+    angles = draws.uniform(-45, 45)
+    return _motion_blur_values(x.to(torch.float32), radius, sigma, angles)
+
+
+@functools.lru_cache(maxsize=None)
+def zoom_matrix(size, factor, centred=True):
+    """(size x size) matrix Z with Z @ image @ Z.T = the script's clipped_zoom of one channel.
+
+    clipped_zoom crops the central ceil(size / factor) pixels, zooms them with
+    scipy.ndimage.zoom(order=1) to round(crop * factor) pixels (sample k reads
+    input coordinate k * (crop - 1) / (out - 1)), then keeps the central `size`
+    (centred=False keeps the first `size`, as imagecorruptions does).
+    """
+    crop = int(np.ceil(size / factor))
+    top = (size - crop) // 2
+    out = int(round(crop * factor))
+    trim = (out - size) // 2 if centred else 0
+    ratio = (crop - 1) / (out - 1) if out > 1 else 1.0
+    matrix = np.zeros((size, size))
+    for i in range(size):
+        position = (i + trim) * ratio
+        left = int(np.floor(position))
+        weight = position - left
+        matrix[i, top + left] += 1 - weight
+        if weight > 0:
+            matrix[i, top + left + 1] += weight
+    return matrix
+
+
+@functools.lru_cache(maxsize=None)
+def _zoom_blur_operator(size, factors, centred=True):
+    """The whole zoom blur as one linear map of flattened images: (x + sum of zooms) / (count + 1)."""
+    total = np.eye(size * size)
+    for factor in factors:
+        zoom = zoom_matrix(size, factor, centred)
+        total += np.kron(zoom, zoom)
+    return torch.from_numpy((total / (len(factors) + 1)).astype(np.float32))
+
+
+def _zoom_blur(x, c, draws, centred=True):
+    n, h, w, ch = x.shape
+    operator = _zoom_blur_operator(h, tuple(c), centred).to(x.device)
+    flat = _nchw(_unit(x)).reshape(n * ch, h * w)
+    return _nhwc((flat @ operator.T).reshape(n, ch, h, w)).clamp(0, 1) * 255
+
+
+# ---------------------------------------------------------------- weather
+
+
+def _snow(x, c, draws):
+    loc, scale, factor, threshold, radius, sigma, weight = c
+    n, h, w, ch = x.shape
+    layer = draws.normal(loc, scale, (h, w)).to(torch.float32)
+    zoom = torch.from_numpy(zoom_matrix(h, factor)).to(layer)
+    layer = zoom @ layer @ zoom.T
+    layer = torch.where(layer < threshold, 0.0, layer)
+    layer = (layer.clamp(0, 1) * 255).floor()  # the script's .astype(np.uint8) before the blur
+    layer = _motion_blur_values(layer[..., None], radius, sigma, draws.uniform(-135, -45))
+    layer = torch.round(layer) / 255  # the blur's 8-bit output
+    image = _unit(x)
+    grey = image @ torch.tensor([0.299, 0.587, 0.114], device=x.device)  # cv2 RGB2GRAY
+    image = weight * image + (1 - weight) * torch.maximum(image, grey[..., None] * 1.5 + 0.5)
+    return (image + layer + layer.flip(1, 2)).clamp(0, 1) * 255
+
+
+@functools.lru_cache(maxsize=None)
+def frost_textures():
+    """The five frost pictures the CIFAR script draws from, already resized by 0.2, RGB uint8."""
+    with np.load(FROST_TEXTURES) as archive:
+        return tuple(archive[f"frost{i}"] for i in range(1, 6))
+
+
+@functools.lru_cache(maxsize=4)
+def _frost_stack(device):
+    textures = frost_textures()
+    height = max(t.shape[0] for t in textures)
+    width = max(t.shape[1] for t in textures)
+    stack = np.zeros((len(textures), height, width, 3), np.uint8)
+    for i, texture in enumerate(textures):
+        stack[i, : texture.shape[0], : texture.shape[1]] = texture
+    sizes = torch.tensor([t.shape[:2] for t in textures], device=device)
+    return torch.from_numpy(stack).to(device), sizes
+
+
+def _frost(x, c, draws):
+    image_weight, frost_weight = c
+    n, h, w, ch = x.shape
+    stack, sizes = _frost_stack(x.device)
+    which = draws.randint(0, 5)  # the script's randint(5): frost6 is never used
+    top = draws.randint(0, sizes[which, 0] - h)
+    left = draws.randint(0, sizes[which, 1] - w)
+    rows = top[:, None, None] + torch.arange(h, device=x.device)[None, :, None]
+    cols = left[:, None, None] + torch.arange(w, device=x.device)[None, None, :]
+    crop = stack[which[:, None, None], rows, cols].to(torch.float32)
+    return (image_weight * x.to(torch.float32) + frost_weight * crop).clamp(0, 255)
+
+
+def plasma_fractal(draws, mapsize, decay):
+    """Diamond-square height maps (N, mapsize, mapsize) in [0, 1], as the script's plasma_fractal."""
+    maps = torch.zeros((draws.n, mapsize, mapsize), device=draws.device)
+    step, wibble = mapsize, 100.0
+
+    def wibbled_mean(total):
+        return total / 4 + wibble * draws.uniform(-wibble, wibble, tuple(total.shape[1:])).to(total)
+
+    while step >= 2:
+        half = step // 2
+        corners = maps[:, 0::step, 0::step]
+        squares = corners + corners.roll(-1, dims=1)
+        squares = squares + squares.roll(-1, dims=2)
+        maps[:, half::step, half::step] = wibbled_mean(squares)
+        centres = maps[:, half::step, half::step]
+        corners = maps[:, 0::step, 0::step]
+        left_top = centres + centres.roll(1, dims=1) + corners + corners.roll(-1, dims=2)
+        maps[:, 0::step, half::step] = wibbled_mean(left_top)
+        top_left = centres + centres.roll(1, dims=2) + corners + corners.roll(-1, dims=1)
+        maps[:, half::step, 0::step] = wibbled_mean(top_left)
+        step //= 2
+        wibble /= decay
+    maps = maps - maps.amin(dim=(1, 2), keepdim=True)
+    return maps / maps.amax(dim=(1, 2), keepdim=True)
+
+
+def _fog(x, c, draws):
+    strength, decay = c
+    n, h, w, ch = x.shape
+    image = _unit(x)
+    peak = image.amax(dim=(1, 2, 3), keepdim=True)
+    fog = plasma_fractal(draws, 32, decay)[:, :h, :w, None]
+    return ((image + strength * fog) * peak / (peak + strength)).clamp(0, 1) * 255
+
+
+def _brightness(x, c, draws):
+    # HSV value + c: with hue and saturation fixed every channel scales by new/old value
+    # (skimage's rgb2hsv -> hsv2rgb round trip, in closed form); black becomes grey c.
+    image = _unit(x)
+    value = image.amax(dim=3, keepdim=True)
+    brighter = (value + c).clamp(max=1)
+    scaled = image * (brighter / value.clamp(min=1e-12))
+    return torch.where(value > 0, scaled, brighter).clamp(0, 1) * 255
+
+
+# ---------------------------------------------------------------- digital
+
+
+def _contrast(x, c, draws):
+    image = _unit(x)
+    means = image.mean(dim=(1, 2), keepdim=True)
+    return ((image - means) * c + means).clamp(0, 1) * 255
+
+
+def _fold(index, size, mode):
+    """Out-of-range indices mapped back: 'reflect101' (OpenCV BORDER_REFLECT_101) or
+    'symmetric' (scipy.ndimage mode 'reflect', the edge sample repeated)."""
+    if mode == "reflect101":
+        period = 2 * size - 2
+        index = index.remainder(period)
+        return torch.where(index >= size, period - index, index)
+    index = index.remainder(2 * size)
+    return torch.where(index >= size, 2 * size - 1 - index, index)
+
+
+def _bilinear(image, rows, cols, mode):
+    """Sample image (N, H, W, C) at float coordinates rows, cols (N, H, W) with folded borders."""
+    n, h, w, ch = image.shape
+    top, left = rows.floor(), cols.floor()
+    dy, dx = (rows - top)[..., None], (cols - left)[..., None]
+    top, left = top.long(), left.long()
+    batch = torch.arange(n, device=image.device)[:, None, None]
+    r0, r1 = _fold(top, h, mode), _fold(top + 1, h, mode)
+    c0, c1 = _fold(left, w, mode), _fold(left + 1, w, mode)
+    upper = image[batch, r0, c0] * (1 - dx) + image[batch, r0, c1] * dx
+    lower = image[batch, r1, c0] * (1 - dx) + image[batch, r1, c1] * dx
+    return upper * (1 - dy) + lower * dy
+
+
+def _gaussian_symmetric(field, sigma):
+    """skimage.filters.gaussian(field, sigma, mode='reflect', truncate=3) of (N, H, W) fields."""
+    taps = _gaussian_taps(sigma, 3.0).to(field)
+    radius = taps.numel() // 2
+    for dim in (1, 2):
+        size = field.shape[dim]
+        index = _fold(torch.arange(-radius, size + radius, device=field.device), size, "symmetric")
+        padded = field.index_select(dim, index)
+        field = sum(taps[k] * padded.narrow(dim, k, size) for k in range(taps.numel()))
+    return field
+
+
+def _elastic_transform(x, c, draws):
+    alpha, sigma, jitter = c
+    n, h, w, ch = x.shape
+    # A random affine map that moves three fixed points by up to `jitter` pixels
+    # (cv2.getAffineTransform + cv2.warpAffine, bilinear, BORDER_REFLECT_101) ...
+    centre, side = SIZE // 2, SIZE // 3
+    source = torch.tensor([[centre + side] * 2, [centre + side, centre - side], [centre - side] * 2],
+                          dtype=torch.float32, device=x.device)
+    target = source + draws.uniform(-jitter, jitter, (3, 2)).to(torch.float32)
+    points = torch.cat([source, torch.ones(3, 1, device=x.device)], dim=1).to(torch.float64)
+    forward = torch.linalg.solve(points, target.to(torch.float64)).transpose(1, 2)  # (N, 2, 3): x', y'
+    linear, shift = forward[:, :, :2], forward[:, :, 2:]
+    inverse = torch.linalg.inv(linear)
+    row, col = torch.meshgrid(torch.arange(h, device=x.device), torch.arange(w, device=x.device), indexing="ij")
+    grid = torch.stack([col, row]).reshape(2, -1).to(torch.float64)  # (x, y) of every output pixel
+    src = inverse @ (grid[None] - shift)  # (N, 2, H*W)
+    image = _bilinear(_unit(x), src[:, 1].reshape(n, h, w).float(), src[:, 0].reshape(n, h, w).float(), "reflect101")
+    # ... then a smooth random displacement field (scipy map_coordinates, bilinear, mode 'reflect').
+    noise_x, noise_y = draws.uniform(-1, 1, (h, w)), draws.uniform(-1, 1, (h, w))
+    if alpha == 0:
+        return image.clamp(0, 1) * 255  # severity 1: no displacement (and sigma 0)
+    dx = _gaussian_symmetric(noise_x.to(torch.float64), sigma) * alpha
+    dy = _gaussian_symmetric(noise_y.to(torch.float64), sigma) * alpha
+    rows = row[None] + dy.float()
+    cols = col[None] + dx.float()
+    return _bilinear(image, rows, cols, "symmetric").clamp(0, 1) * 255
+
+
+@functools.lru_cache(maxsize=None)
+def pil_box_taps(in_size, out_size):
+    """Pillow's 8-bit BOX resampling along one axis: (source index, fixed-point weight) per output.
+
+    Pillow's precompute_coeffs: output k is centred on input position (k + 0.5) * scale with
+    support scale / 2 (at least 1/2); input pixels whose centre lies in (-1/2, 1/2] of the
+    support get weight 1 (not the overlap area), normalised, then rounded to 22-bit fixed
+    point. Returns int64 arrays (out_size, taps), unused taps with weight 0.
+    """
+    scale = in_size / out_size
+    support = 0.5 * max(scale, 1.0)
+    rows = []
+    for k in range(out_size):
+        center = (k + 0.5) * scale
+        first = max(int(center - support + 0.5), 0)
+        last = min(int(center + support + 0.5), in_size)
+        pixels = np.arange(first, last)
+        position = (pixels - center + 0.5) / max(scale, 1.0)
+        weights = ((position > -0.5) & (position <= 0.5)).astype(np.float64)  # Pillow's box_filter
+        weights = weights / weights.sum()
+        rows.append((pixels, (0.5 + weights * (1 << 22)).astype(np.int64)))
+    taps = max(len(p) for p, _ in rows)
+    index = np.zeros((out_size, taps), np.int64)
+    weight = np.zeros((out_size, taps), np.int64)
+    for k, (pixels, weights) in enumerate(rows):
+        index[k, : len(pixels)], weight[k, : len(pixels)] = pixels, weights
+    return index, weight
+
+
+def _pil_box_resize_axis(x, dim, out_size):
+    """Resample int64 image values along `dim` like Pillow: sum in 22-bit fixed point, round, clip."""
+    index, weight = (torch.from_numpy(a).to(x.device) for a in pil_box_taps(x.shape[dim], out_size))
+    shape = [1] * x.ndim
+    shape[dim] = out_size
+    total = torch.full((), 1 << 21, dtype=torch.int64, device=x.device)
+    for tap in range(index.shape[1]):
+        total = total + x.index_select(dim, index[:, tap]) * weight[:, tap].reshape(shape)
+    return (total >> 22).clamp(0, 255)
+
+
+def _pixelate(x, c, draws):
+    n, h, w, ch = x.shape
+    small_h, small_w = int(h * c), int(w * c)
+    values = x.to(torch.int64)
+    # PIL.Image.resize(BOX) down then up; each resize runs horizontally then vertically, 8-bit in between.
+    values = _pil_box_resize_axis(_pil_box_resize_axis(values, 2, small_w), 1, small_h)
+    values = _pil_box_resize_axis(_pil_box_resize_axis(values, 2, w), 1, h)
+    return values.to(torch.uint8)
+
+
+def _jpeg_compression(x, c, draws):
+    images = x.cpu().numpy()
+    out = np.empty_like(images)
+    for i, image in enumerate(images):  # libjpeg works on one image at a time
+        buffer = io.BytesIO()
+        Image.fromarray(image).save(buffer, "JPEG", quality=c)
+        out[i] = np.asarray(Image.open(buffer).convert("RGB"))
+    return torch.from_numpy(out).to(x.device)
+
+
+_FUNCTIONS = {
+    "gaussian_noise": _gaussian_noise, "shot_noise": _shot_noise, "impulse_noise": _impulse_noise,
+    "defocus_blur": _defocus_blur, "glass_blur": _glass_blur, "motion_blur": _motion_blur,
+    "zoom_blur": _zoom_blur, "snow": _snow, "frost": _frost, "fog": _fog, "brightness": _brightness,
+    "contrast": _contrast, "elastic_transform": _elastic_transform, "pixelate": _pixelate,
+    "jpeg_compression": _jpeg_compression,
+}
