@@ -6,8 +6,12 @@ severities applied to the 32x32 test images. The constants are those of the
 CIFAR-10-C generator (make_cifar_c.py in github.com/hendrycks/robustness,
 ImageNet-C/create_c/), which are milder than ImageNet-C's. Each corruption
 follows the reference step by step (same draws, same order of operations, same
-uint8 truncations), but for a whole batch at once on the images' device:
-convolutions, gathers and one matrix product instead of per-image numpy loops.
+uint8 truncations), but for a whole batch at once on the images' device, in
+float32: filters and zooms as products with 32x32 matrices that also carry the
+reference's border rule, gathers for shifts and shuffles, grid_sample for
+warps, instead of per-image numpy loops. Where the reference truncates a value
+that is an integer up to rounding, float32 and float64 can fall on either side:
+a value may end one level away from the reference's, never more.
 Two places follow the maintained port `imagecorruptions` instead of the 2019
 script, because the script's own dependencies are gone: motion blur (ImageMagick
 through Wand in the script) uses imagecorruptions' numpy port of
@@ -29,6 +33,7 @@ reference libraries (imagecorruptions, OpenCV, scikit-image, SciPy, Pillow) on
 sample images with the same random draws.
 """
 
+import contextlib
 import functools
 import io
 import math
@@ -130,19 +135,22 @@ def corrupt(images, name, severity, seed=0):
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     numpy_in = isinstance(images, np.ndarray)
-    nhwc = _as_nhwc(images)
-    draws = TorchDraws(nhwc.shape[0], stream_seed(int(seed), name, int(severity)), nhwc.device)
-    out = apply(nhwc, name, CONSTANTS[name][int(severity) - 1], draws)
-    return out.numpy() if numpy_in else out.permute(0, 3, 1, 2).contiguous()
+    device = torch.device("cpu") if numpy_in else images.device
+    with _one_cpu_thread(device):
+        nhwc = _as_nhwc(images)
+        draws = TorchDraws(nhwc.shape[0], stream_seed(int(seed), name, int(severity)), nhwc.device)
+        out = apply(nhwc, name, CONSTANTS[name][int(severity) - 1], draws)
+        return out.numpy() if numpy_in else out.permute(0, 3, 1, 2).contiguous()
 
 
 def apply(nhwc, name, constants, draws):
     """One corruption with explicit constants and draws: uint8 (N, H, W, 3) -> uint8 (N, H, W, 3)."""
-    out = values(nhwc, name, constants, draws)
-    if out.dtype != torch.uint8:
-        # The reference ends every corruption with np.uint8(float image in [0, 255]): truncation.
-        out = out.clamp(0, 255).floor().to(torch.uint8)
-    return out
+    with _one_cpu_thread(nhwc.device):
+        out = values(nhwc, name, constants, draws)
+        if out.dtype != torch.uint8:
+            # The reference ends every corruption with np.uint8(float image in [0, 255]): truncation.
+            out = out.clamp_(0, 255).floor_().to(torch.uint8)
+        return out
 
 
 def values(nhwc, name, constants, draws):
@@ -150,7 +158,25 @@ def values(nhwc, name, constants, draws):
     (uint8 already for pixelate and JPEG, whose reference works in 8 bits throughout)."""
     if nhwc.shape[0] == 0:
         return nhwc.clone()
-    return _FUNCTIONS[name](nhwc, constants, draws)
+    with _one_cpu_thread(nhwc.device):
+        return _FUNCTIONS[name](nhwc, constants, draws)
+
+
+@contextlib.contextmanager
+def _one_cpu_thread(device):
+    """Run on one CPU thread (no-op elsewhere). The ops here are many and small: split across
+    threads each also waits at an OpenMP barrier, a scheduler time slice when another process
+    holds a core; on the shared 2-core build machine the 15 corruptions of 1,000 images took
+    3.9 s on 2 threads and 2.2 s on one (cifarbench.transforms measured the same for its ops)."""
+    threads = torch.get_num_threads()
+    if device.type != "cpu" or threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _as_nhwc(images):
@@ -201,12 +227,35 @@ def _impulse_noise(x, c, draws):
 # ---------------------------------------------------------------- blur
 
 
-def _depthwise(x_nchw, kernel_2d, pad_mode):
-    """Correlate every channel with one small 2-D kernel (odd sizes), borders by F.pad's mode."""
-    kh, kw = kernel_2d.shape
-    weight = kernel_2d.to(x_nchw).expand(x_nchw.shape[1], 1, kh, kw)
-    padded = F.pad(x_nchw, (kw // 2, kw // 2, kh // 2, kh // 2), mode=pad_mode)
-    return F.conv2d(padded, weight, groups=x_nchw.shape[1])
+def _fold(index, size, mode):
+    """An out-of-range sample index mapped back into [0, size): 'nearest' (edge repeated),
+    'reflect101' (OpenCV's BORDER_REFLECT_101, numpy's 'reflect') or 'symmetric' (scipy.ndimage's
+    'reflect': d c b a | a b c d)."""
+    if mode == "nearest":
+        return min(max(index, 0), size - 1)
+    period = 2 * size - 2 if mode == "reflect101" else 2 * size
+    index %= period
+    return index if index < size else period - index - (mode == "symmetric")
+
+
+@functools.lru_cache(maxsize=None)
+def filter_matrix(taps, size, mode):
+    """(size x size) matrix M: M @ signal = the signal correlated with `taps` (odd count, centred),
+    borders by `mode` (see _fold). On 32-pixel images two such matmuls per channel (rows, then
+    columns) beat a depthwise convolution many times over on a CPU, and bake in any border rule."""
+    radius = len(taps) // 2
+    matrix = np.zeros((size, size))
+    for i in range(size):
+        for k, tap in enumerate(taps):
+            matrix[i, _fold(i + k - radius, size, mode)] += tap
+    return matrix
+
+
+def _separable(x, rows, cols):
+    """x (..., H, W) filtered by row matrix `rows` (H x H) and column matrix `cols` (W x W)."""
+    rows = torch.as_tensor(rows, dtype=x.dtype, device=x.device)
+    cols = torch.as_tensor(cols, dtype=x.dtype, device=x.device)
+    return rows @ x @ cols.T
 
 
 def _cv2_gaussian_blur_reflect101(array, ksize, sigma):
@@ -234,26 +283,41 @@ def disk_kernel(radius, alias_blur):
     return kernel[half - reach: half + reach + 1, half - reach: half + reach + 1]
 
 
+@functools.lru_cache(maxsize=None)
+def _disk_factors(radius, alias_blur, size):
+    """The disk kernel as a sum of separable terms (SVD, rank 2-3 here), as row/column filter matrices."""
+    kernel = disk_kernel(radius, alias_blur).astype(np.float64)
+    u, s, vt = np.linalg.svd(kernel)
+    return tuple((filter_matrix(tuple(u[:, r] * s[r]), size, "reflect101"),
+                  filter_matrix(tuple(vt[r]), size, "reflect101"))
+                 for r in range(len(s)) if s[r] > 1e-12 * s[0])
+
+
 def _defocus_blur(x, c, draws):
-    kernel = torch.from_numpy(disk_kernel(*c))
-    # cv2.filter2D's default border is BORDER_REFLECT_101, torch's 'reflect'.
-    return _nhwc(_depthwise(_nchw(_unit(x)), kernel, "reflect")).clamp(0, 1) * 255
+    # cv2.filter2D with the disk kernel; its default border is BORDER_REFLECT_101.
+    image = _nchw(_unit(x))
+    out = sum(_separable(image, rows, cols) for rows, cols in _disk_factors(*c, x.shape[1]))
+    return _nhwc(out).clamp(0, 1) * 255
 
 
 def _gaussian_taps(sigma, truncate):
     """scipy.ndimage.gaussian_filter1d's kernel: radius int(truncate * sigma + 0.5)."""
     radius = int(truncate * sigma + 0.5)
     taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
-    return torch.from_numpy(taps / taps.sum())
+    return tuple(taps / taps.sum())
+
+
+def _gaussian(x, sigma, truncate, mode):
+    """scipy.ndimage.gaussian_filter over the last two axes of x (..., H, W)."""
+    taps = _gaussian_taps(sigma, truncate)
+    if len(taps) == 1:
+        return x  # radius 0: scipy's kernel is [1.0]
+    return _separable(x, filter_matrix(taps, x.shape[-2], mode), filter_matrix(taps, x.shape[-1], mode))
 
 
 def _gaussian_nearest(x_nchw, sigma):
     """skimage.filters.gaussian(sigma, channel_axis=-1) with its defaults: mode 'nearest', truncate 4."""
-    taps = _gaussian_taps(sigma, 4.0)
-    if taps.numel() == 1:
-        return x_nchw  # radius 0: scipy's kernel is [1.0]
-    x_nchw = _depthwise(x_nchw, taps[:, None], "replicate")
-    return _depthwise(x_nchw, taps[None, :], "replicate")
+    return _gaussian(x_nchw, sigma, 4.0, "nearest")
 
 
 def _glass_blur(x, c, draws):
@@ -311,15 +375,16 @@ def _motion_blur_values(x, radius, sigma, angles):
     shift_x = torch.ceil(i * (point_x / hypot)[:, None] - 0.5).long()
     past_edge = (shift_y.abs() >= h) | (shift_x.abs() >= w)
     weights = torch.where(past_edge.cummax(dim=1).values, 0.0, taps).to(x.dtype)
-    batch = torch.arange(n, device=x.device)[:, None, None]
+    flat = _nchw(x).reshape(n, ch, h * w)
     row = torch.arange(h, device=x.device)
     col = torch.arange(w, device=x.device)
-    out = torch.zeros_like(x)
+    out = torch.zeros_like(flat)
     for tap in range(width):
         rows = (row[None, :] + shift_y[:, tap, None]).clamp(0, h - 1)
         cols = (col[None, :] + shift_x[:, tap, None]).clamp(0, w - 1)
-        out += weights[:, tap, None, None, None] * x[batch, rows[:, :, None], cols[:, None, :]]
-    return out
+        index = (rows[:, :, None] * w + cols[:, None, :]).reshape(n, 1, h * w).expand(-1, ch, -1)
+        out += weights[:, tap, None, None] * torch.gather(flat, 2, index)
+    return _nhwc(out.reshape(n, ch, h, w))
 
 
 def _motion_blur(x, c, draws):
@@ -475,41 +540,20 @@ def _contrast(x, c, draws):
     return ((image - means) * c + means).clamp(0, 1) * 255
 
 
-def _fold(index, size, mode):
-    """Out-of-range indices mapped back: 'reflect101' (OpenCV BORDER_REFLECT_101) or
-    'symmetric' (scipy.ndimage mode 'reflect', the edge sample repeated)."""
-    if mode == "reflect101":
-        period = 2 * size - 2
-        index = index.remainder(period)
-        return torch.where(index >= size, period - index, index)
-    index = index.remainder(2 * size)
-    return torch.where(index >= size, 2 * size - 1 - index, index)
+def _sample(image_nchw, rows, cols, align_corners):
+    """Bilinear samples of image (N, C, H, W) at pixel coordinates rows, cols (N, H, W).
 
-
-def _bilinear(image, rows, cols, mode):
-    """Sample image (N, H, W, C) at float coordinates rows, cols (N, H, W) with folded borders."""
-    n, h, w, ch = image.shape
-    top, left = rows.floor(), cols.floor()
-    dy, dx = (rows - top)[..., None], (cols - left)[..., None]
-    top, left = top.long(), left.long()
-    batch = torch.arange(n, device=image.device)[:, None, None]
-    r0, r1 = _fold(top, h, mode), _fold(top + 1, h, mode)
-    c0, c1 = _fold(left, w, mode), _fold(left + 1, w, mode)
-    upper = image[batch, r0, c0] * (1 - dx) + image[batch, r0, c1] * dx
-    lower = image[batch, r1, c0] * (1 - dx) + image[batch, r1, c1] * dx
-    return upper * (1 - dy) + lower * dy
-
-
-def _gaussian_symmetric(field, sigma):
-    """skimage.filters.gaussian(field, sigma, mode='reflect', truncate=3) of (N, H, W) fields."""
-    taps = _gaussian_taps(sigma, 3.0).to(field)
-    radius = taps.numel() // 2
-    for dim in (1, 2):
-        size = field.shape[dim]
-        index = _fold(torch.arange(-radius, size + radius, device=field.device), size, "symmetric")
-        padded = field.index_select(dim, index)
-        field = sum(taps[k] * padded.narrow(dim, k, size) for k in range(taps.numel()))
-    return field
+    grid_sample's 'reflection' padding with align_corners=True mirrors about the
+    edge pixels' centres (OpenCV's BORDER_REFLECT_101); with align_corners=False
+    about their outer edges (scipy.ndimage's 'reflect', the edge sample repeated).
+    """
+    h, w = image_nchw.shape[-2:]
+    if align_corners:
+        grid = torch.stack([cols * (2 / (w - 1)) - 1, rows * (2 / (h - 1)) - 1], dim=-1)
+    else:
+        grid = torch.stack([(2 * cols + 1) / w - 1, (2 * rows + 1) / h - 1], dim=-1)
+    return F.grid_sample(image_nchw, grid.to(image_nchw.dtype), mode="bilinear",
+                         padding_mode="reflection", align_corners=align_corners)
 
 
 def _elastic_transform(x, c, draws):
@@ -523,71 +567,58 @@ def _elastic_transform(x, c, draws):
     target = source + draws.uniform(-jitter, jitter, (3, 2)).to(torch.float32)
     points = torch.cat([source, torch.ones(3, 1, device=x.device)], dim=1).to(torch.float64)
     forward = torch.linalg.solve(points, target.to(torch.float64)).transpose(1, 2)  # (N, 2, 3): x', y'
-    linear, shift = forward[:, :, :2], forward[:, :, 2:]
-    inverse = torch.linalg.inv(linear)
+    inverse = torch.linalg.inv(forward[:, :, :2])
     row, col = torch.meshgrid(torch.arange(h, device=x.device), torch.arange(w, device=x.device), indexing="ij")
     grid = torch.stack([col, row]).reshape(2, -1).to(torch.float64)  # (x, y) of every output pixel
-    src = inverse @ (grid[None] - shift)  # (N, 2, H*W)
-    image = _bilinear(_unit(x), src[:, 1].reshape(n, h, w).float(), src[:, 0].reshape(n, h, w).float(), "reflect101")
+    src = inverse @ (grid[None] - forward[:, :, 2:])  # (N, 2, H*W): where each output pixel comes from
+    image = _sample(_nchw(_unit(x)), src[:, 1].reshape(n, h, w), src[:, 0].reshape(n, h, w), True)
     # ... then a smooth random displacement field (scipy map_coordinates, bilinear, mode 'reflect').
     noise_x, noise_y = draws.uniform(-1, 1, (h, w)), draws.uniform(-1, 1, (h, w))
     if alpha == 0:
-        return image.clamp(0, 1) * 255  # severity 1: no displacement (and sigma 0)
-    dx = _gaussian_symmetric(noise_x.to(torch.float64), sigma) * alpha
-    dy = _gaussian_symmetric(noise_y.to(torch.float64), sigma) * alpha
-    rows = row[None] + dy.float()
-    cols = col[None] + dx.float()
-    return _bilinear(image, rows, cols, "symmetric").clamp(0, 1) * 255
+        return _nhwc(image).clamp(0, 1) * 255  # severity 1: no displacement (and sigma 0)
+    dx = _gaussian(noise_x.to(torch.float64), sigma, 3.0, "symmetric") * alpha
+    dy = _gaussian(noise_y.to(torch.float64), sigma, 3.0, "symmetric") * alpha
+    image = _sample(image, row[None] + dy.float(), col[None] + dx.float(), False)
+    return _nhwc(image).clamp(0, 1) * 255
 
 
 @functools.lru_cache(maxsize=None)
-def pil_box_taps(in_size, out_size):
-    """Pillow's 8-bit BOX resampling along one axis: (source index, fixed-point weight) per output.
+def pil_box_matrix(in_size, out_size):
+    """Pillow's 8-bit BOX resampling along one axis as an (out_size x in_size) matrix of integer
+    weights in 22-bit fixed point (each row sums to about 2**22).
 
     Pillow's precompute_coeffs: output k is centred on input position (k + 0.5) * scale with
     support scale / 2 (at least 1/2); input pixels whose centre lies in (-1/2, 1/2] of the
-    support get weight 1 (not the overlap area), normalised, then rounded to 22-bit fixed
-    point. Returns int64 arrays (out_size, taps), unused taps with weight 0.
+    support get weight 1 (not the overlap area), normalised, then rounded to fixed point.
     """
     scale = in_size / out_size
     support = 0.5 * max(scale, 1.0)
-    rows = []
+    matrix = np.zeros((out_size, in_size))
     for k in range(out_size):
         center = (k + 0.5) * scale
-        first = max(int(center - support + 0.5), 0)
-        last = min(int(center + support + 0.5), in_size)
-        pixels = np.arange(first, last)
+        pixels = np.arange(max(int(center - support + 0.5), 0), min(int(center + support + 0.5), in_size))
         position = (pixels - center + 0.5) / max(scale, 1.0)
         weights = ((position > -0.5) & (position <= 0.5)).astype(np.float64)  # Pillow's box_filter
-        weights = weights / weights.sum()
-        rows.append((pixels, (0.5 + weights * (1 << 22)).astype(np.int64)))
-    taps = max(len(p) for p, _ in rows)
-    index = np.zeros((out_size, taps), np.int64)
-    weight = np.zeros((out_size, taps), np.int64)
-    for k, (pixels, weights) in enumerate(rows):
-        index[k, : len(pixels)], weight[k, : len(pixels)] = pixels, weights
-    return index, weight
+        matrix[k, pixels] = np.trunc(0.5 + weights / weights.sum() * (1 << 22))
+    return matrix
 
 
-def _pil_box_resize_axis(x, dim, out_size):
-    """Resample int64 image values along `dim` like Pillow: sum in 22-bit fixed point, round, clip."""
-    index, weight = (torch.from_numpy(a).to(x.device) for a in pil_box_taps(x.shape[dim], out_size))
-    shape = [1] * x.ndim
-    shape[dim] = out_size
-    total = torch.full((), 1 << 21, dtype=torch.int64, device=x.device)
-    for tap in range(index.shape[1]):
-        total = total + x.index_select(dim, index[:, tap]) * weight[:, tap].reshape(shape)
-    return (total >> 22).clamp(0, 255)
+def _pil_box_resize(x, out_h, out_w):
+    """Pillow's Image.resize(BOX) of 8-bit values (N, C, H, W) as float64: horizontal pass, then
+    vertical, each summing integer products in fixed point (exact in float64: all < 2**53),
+    rounding and clipping to 8 bits."""
+    rows = torch.from_numpy(pil_box_matrix(x.shape[-2], out_h)).to(x.device)
+    cols = torch.from_numpy(pil_box_matrix(x.shape[-1], out_w)).to(x.device)
+    x = torch.floor((x @ cols.T + (1 << 21)) / (1 << 22)).clamp(0, 255)
+    return torch.floor((rows @ x + (1 << 21)) / (1 << 22)).clamp(0, 255)
 
 
 def _pixelate(x, c, draws):
     n, h, w, ch = x.shape
-    small_h, small_w = int(h * c), int(w * c)
-    values = x.to(torch.int64)
-    # PIL.Image.resize(BOX) down then up; each resize runs horizontally then vertically, 8-bit in between.
-    values = _pil_box_resize_axis(_pil_box_resize_axis(values, 2, small_w), 1, small_h)
-    values = _pil_box_resize_axis(_pil_box_resize_axis(values, 2, w), 1, h)
-    return values.to(torch.uint8)
+    values = _nchw(x).to(torch.float64)
+    # PIL.Image.resize(BOX) down to int(32 * c) pixels, then BOX up to 32 again.
+    values = _pil_box_resize(_pil_box_resize(values, int(h * c), int(w * c)), h, w)
+    return _nhwc(values).to(torch.uint8)
 
 
 def _jpeg_compression(x, c, draws):
