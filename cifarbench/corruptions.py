@@ -158,16 +158,16 @@ def values(nhwc, name, constants, draws):
     (uint8 already for pixelate and JPEG, whose reference works in 8 bits throughout)."""
     if nhwc.shape[0] == 0:
         return nhwc.clone()
-    with _one_cpu_thread(nhwc.device):
-        return _FUNCTIONS[name](nhwc, constants, draws)
+    return _FUNCTIONS[name](nhwc, constants, draws)
 
 
 @contextlib.contextmanager
 def _one_cpu_thread(device):
     """Run on one CPU thread (no-op elsewhere). The ops here are many and small: split across
     threads each also waits at an OpenMP barrier, a scheduler time slice when another process
-    holds a core; on the shared 2-core build machine the 15 corruptions of 1,000 images took
-    3.9 s on 2 threads and 2.2 s on one (cifarbench.transforms measured the same for its ops)."""
+    holds a core. On the shared 2-core build machine (load average 4) the 15 corruptions of
+    1,000 images took 2.6-4.3 s on 2 threads and 1.8-2.1 s on one; cifarbench.transforms found
+    the same for its ops."""
     threads = torch.get_num_threads()
     if device.type != "cpu" or threads == 1:
         yield
@@ -374,7 +374,7 @@ def _motion_blur_values(x, radius, sigma, angles):
     shift_y = torch.ceil(i * (point_y / hypot)[:, None] - 0.5).long()  # (N, width)
     shift_x = torch.ceil(i * (point_x / hypot)[:, None] - 0.5).long()
     past_edge = (shift_y.abs() >= h) | (shift_x.abs() >= w)
-    weights = torch.where(past_edge.cummax(dim=1).values, 0.0, taps).to(x.dtype)
+    weights = torch.where(past_edge.int().cummax(dim=1).values.bool(), 0.0, taps).to(x.dtype)
     flat = _nchw(x).reshape(n, ch, h * w)
     row = torch.arange(h, device=x.device)
     col = torch.arange(w, device=x.device)

@@ -10,8 +10,10 @@ constants against its own functions. Where the CIFAR script differs from it
 the reference is assembled from the libraries the script calls (SciPy, OpenCV,
 scikit-image, Pillow, imagecorruptions' motion-blur port). Reference tests are
 skipped when those packages are missing; they need
-`pip install opencv-python-headless scikit-image` and
-`pip install --no-deps imagecorruptions-imaug` (see the module's docstring).
+`pip install opencv-python-headless==5.0.0.93 scikit-image==0.26.0` and
+`pip install --no-deps imagecorruptions-imaug==1.1.5` (its opencv-python
+dependency wants libGL, hence --no-deps and the headless build; imagecorruptions
+1.1.2 itself no longer imports: it needs pkg_resources, gone from setuptools).
 """
 
 import io
