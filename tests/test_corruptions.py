@@ -198,6 +198,16 @@ def test_each_corruption_and_severity_has_its_own_stream():
     assert noise1.std().item() == pytest.approx(0.04 * 255, rel=0.05)  # CIFAR-10-C severity 1
 
 
+def test_batches_are_cut_into_chunks_with_their_own_streams():
+    images = torch.full((C.CHUNK + 100, 3, 32, 32), 128, dtype=torch.uint8)
+    out = C.corrupt(images, "gaussian_noise", 3, seed=5).permute(0, 2, 3, 1)
+    nhwc = images.permute(0, 2, 3, 1).contiguous()
+    for chunk, part in enumerate((slice(0, C.CHUNK), slice(C.CHUNK, None))):
+        draws = C.TorchDraws(nhwc[part].shape[0], C.stream_seed(5, "gaussian_noise", 3, chunk), "cpu")
+        assert torch.equal(out[part], C.apply(nhwc[part], "gaussian_noise", C.CONSTANTS["gaussian_noise"][2], draws))
+    assert not torch.equal(out[:100], out[C.CHUNK:])  # the second chunk does not repeat the first's noise
+
+
 def test_noise_statistics_of_the_torch_draws():
     # The production draws (torch) are not the reference's numpy draws: check their statistics.
     images = torch.full((64, 3, 32, 32), 100, dtype=torch.uint8)
