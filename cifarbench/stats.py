@@ -1,0 +1,124 @@
+"""Uncertainty and significance for per-image test results: bootstrap and t intervals, McNemar, Holm.
+
+Inputs are per-image values over one test set (0/1 correctness, or correctness
+averaged over training seeds, floats in [0, 1]) or per-seed accuracies; outputs
+are plain Python floats, bools and lists, ready for a JSON metrics file. Every
+random draw comes from the `seed` argument, so a rerun gives the same numbers.
+A leaf: numpy and scipy only, nothing of ours.
+"""
+
+import math
+
+import numpy as np
+from scipy import stats as sps
+
+# Bootstrap resamples are drawn as an index matrix of (batch, n) ints; this caps
+# that matrix at 4M entries (32 MB) whatever n is, and the batch depends on n
+# only, so the numbers do not depend on the machine.
+_BOOTSTRAP_CELLS = 1 << 22
+
+
+def _vector(values, name):
+    array = np.asarray(values, dtype=np.float64).reshape(-1)
+    if array.size == 0:
+        raise ValueError(f"{name} is empty")
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"{name} holds NaN or infinite values")
+    return array
+
+
+def _check_level(level):
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+
+
+def bootstrap_ci(values, resamples=1000, seed=0, level=0.95):
+    """Percentile bootstrap interval (lo, hi) of the mean of per-image values.
+
+    Images are resampled with replacement `resamples` times; the interval is
+    the (1-level)/2 and (1+level)/2 quantiles of the resampled means
+    (scipy.stats.bootstrap, method='percentile', vectorised in batches).
+    """
+    values = _vector(values, "values")
+    _check_level(level)
+    if resamples < 1:
+        raise ValueError(f"resamples must be >= 1, got {resamples}")
+    if np.all(values == values[0]):
+        # Every resample has the same mean; scipy warns about a degenerate
+        # distribution for this case, the answer is exact without it.
+        return float(values[0]), float(values[0])
+    result = sps.bootstrap(
+        (values,), np.mean, n_resamples=resamples, confidence_level=level,
+        method="percentile", vectorized=True, rng=np.random.default_rng(seed),
+        batch=max(1, _BOOTSTRAP_CELLS // values.size),
+    )
+    interval = result.confidence_interval
+    return float(interval.low), float(interval.high)
+
+
+def paired_bootstrap_ci(a, b, resamples=1000, seed=0, level=0.95):
+    """(mean(a) - mean(b), lo, hi) for two models scored on the same test images.
+
+    Resampling images jointly means resampling the per-image differences:
+    mean(a*) - mean(b*) over a joint resample is the mean of (a - b) over it,
+    so the interval is the bootstrap interval of the mean difference.
+    """
+    a = _vector(a, "a")
+    b = _vector(b, "b")
+    if a.shape != b.shape:
+        raise ValueError(f"a and b must score the same images: {a.size} != {b.size} values")
+    difference = a - b
+    lo, hi = bootstrap_ci(difference, resamples=resamples, seed=seed, level=level)
+    return float(difference.mean()), lo, hi
+
+
+def mcnemar_exact(a, b):
+    """Exact two-sided McNemar p-value for two per-image correctness vectors.
+
+    Only discordant images count: n01 (a right, b wrong) and n10 (a wrong,
+    b right). Under the null each is Binomial(n01 + n10, 1/2);
+    p = min(1, 2 * P[X <= min(n01, n10)]). No discordant pair: p = 1.
+    """
+    a = np.asarray(a).reshape(-1).astype(bool)
+    b = np.asarray(b).reshape(-1).astype(bool)
+    if a.shape != b.shape:
+        raise ValueError(f"a and b must score the same images: {a.size} != {b.size} values")
+    n01 = int(np.count_nonzero(a & ~b))
+    n10 = int(np.count_nonzero(~a & b))
+    n = n01 + n10
+    if n == 0:
+        return 1.0
+    return float(min(1.0, 2.0 * sps.binom.cdf(min(n01, n10), n, 0.5)))
+
+
+def holm(pvalues, alpha=0.05):
+    """Holm-Bonferroni step-down: (adjusted p-values, reject flags), in input order.
+
+    With p sorted ascending, the i-th (0-based) adjusted value is
+    max over j <= i of min(1, (m - j) * p_(j)); a hypothesis is rejected when its
+    adjusted value is <= alpha, which is Holm's step-down rule.
+    """
+    p = np.asarray(pvalues, dtype=np.float64).reshape(-1)
+    if p.size == 0:
+        return [], []
+    if np.any(np.isnan(p)) or np.any(p < 0) or np.any(p > 1):
+        raise ValueError("p-values must lie in [0, 1]")
+    m = p.size
+    order = np.argsort(p, kind="stable")
+    scaled = np.minimum(1.0, (m - np.arange(m)) * p[order])
+    adjusted = np.empty(m)
+    adjusted[order] = np.maximum.accumulate(scaled)
+    return [float(x) for x in adjusted], [bool(x <= alpha) for x in adjusted]
+
+
+def t_interval(values, level=0.95):
+    """(mean, lo, hi): Student-t interval of the mean over a few training seeds (n >= 2)."""
+    values = _vector(values, "values")
+    _check_level(level)
+    n = values.size
+    if n < 2:
+        raise ValueError(f"a t interval needs at least 2 values, got {n}")
+    mean = float(values.mean())
+    sem = float(values.std(ddof=1)) / math.sqrt(n)
+    half = float(sps.t.ppf(0.5 + level / 2, df=n - 1)) * sem
+    return mean, mean - half, mean + half
