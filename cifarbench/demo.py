@@ -48,6 +48,11 @@ DATA = {
     "data.val_size": 0.1,
     "compute.device": "cpu",
     "compute.eval_batch_size": 512,
+    # one corruption of each CIFAR-10-C family (noise, blur, weather, digital) at three severities; the
+    # report says which it ran
+    "evaluate.corruptions": ["gaussian_noise", "motion_blur", "fog", "jpeg_compression"],
+    "evaluate.severities": [1, 3, 5],
+    "evaluate.corruption_images": 300,
 }
 
 
@@ -77,6 +82,8 @@ def hydra_value(value):
         return "true" if value else "false"
     if value is None:
         return "null"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(hydra_value(v) for v in value) + "]"
     return str(value)
 
 

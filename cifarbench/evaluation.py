@@ -1,9 +1,12 @@
-"""The evaluate stage's work: accuracy, calibration and cost of one checkpoint on the test split.
+"""The evaluate stage's work: accuracy, calibration, robustness and cost of one checkpoint on the test split.
 
-Two files per model and dataset, kept apart on purpose:
-- metrics/evaluate/<model>-<dataset>-<seed>.json: top1, top5, ece, n_test,
-  per_class and the reliability bins, all deterministic on CPU (a resumed
-  training run can be compared byte for byte with an uninterrupted one);
+Two files per model, dataset and training seed, kept apart on purpose:
+- metrics/evaluate/<model>-<dataset>-<seed>.json: top1, top5 with their 95 %
+  bootstrap intervals over the test images, ece, n_test, per_class, the
+  reliability bins, out-of-distribution detection of the other dataset's test
+  images (`ood`), and accuracy under the CIFAR-10-C corruptions; all
+  deterministic on CPU (a resumed training run can be compared byte for byte
+  with an uninterrupted one);
 - metrics/efficiency/<model>-<dataset>-<seed>.json: params, gflops, throughput,
   latency_ms, peak memory and the device, which vary from run to run (the report
   adds the training stage's own cost to them in metrics/cost.json).
@@ -15,8 +18,8 @@ import io
 import numpy as np
 import torch
 
-from cifarbench import atomic, dataset, efficiency, figures, inference, memory, metrics, models, paths, registry
-from cifarbench import transforms
+from cifarbench import DATASETS, atomic, dataset, efficiency, figures, inference, memory, metrics, models, ood, paths
+from cifarbench import registry, robustness, stats, transforms
 
 SAMPLES = {"cifar10": 30, "cifar100": 50}  # test images in the sample-predictions figure
 SAMPLE_COLUMNS = {"cifar10": 6, "cifar100": 10}
@@ -45,21 +48,44 @@ def cost(model, images, preprocess, rt, batch_size, img_size):
             "device": rt.describe()}
 
 
+def intervals(correct1, correct5, settings, seed):
+    """95 % bootstrap intervals of top-1 and top-5 over the test images (seeded: deterministic)."""
+    return {f"top{k}_ci": list(stats.bootstrap_ci(correct, resamples=settings.bootstrap, seed=seed))
+            for k, correct in ((1, correct1), (5, correct5))}
+
+
+def out_of_distribution(model, preprocess, rt, batch_size, logits, dataset_name):
+    """The other dataset's test images as out-of-distribution (CIFAR-10 and CIFAR-100 share no class)."""
+    other = next(d for d in DATASETS if d != dataset_name)
+    other_dir = paths.data_dir(other)
+    images = dataset.load_split(other_dir, "test", dataset.load_meta(other_dir)).images
+    other_logits = inference.infer(model, transforms.to_tensor(images, rt.device), preprocess, rt, batch_size)
+    return {"dataset": other, "n_out": len(images), **ood.detection(logits, other_logits)}
+
+
 def run(s):
     """Evaluate models/<dataset>/<model>-<seed>.pt on the test split; writes every output of its evaluate stage."""
-    rt, key, ds, seed = s.runtime, s.model, s.dataset, s.seed
+    rt, key, ds, seed, params = s.runtime, s.model, s.dataset, s.seed, s.params
     memory.reset_peak(rt.device)
     data_dir = paths.data_dir(ds)
     meta = dataset.load_meta(data_dir)
     test = dataset.load_split(data_dir, "test", meta)
     model, preprocess, info = inference.load(paths.checkpoint(ds, key, seed), rt)
     images = transforms.to_tensor(test.images, rt.device)
-    batch_size = s.params.compute.eval_batch_size
+    labels = torch.from_numpy(test.labels)
+    batch_size = params.compute.eval_batch_size
     logits = inference.infer(model, images, preprocess, rt, batch_size)
-    result, predicted, confusion = metrics.classification(logits, torch.from_numpy(test.labels), meta["classes"])
-    classes, name, ds_name = meta["classes"], registry.display_name(s.params.models[key]), registry.dataset_name(ds)
+    result, predicted, confusion = metrics.classification(logits, labels, meta["classes"])
+    correct1, correct5 = metrics.topk_correct(logits, labels, 1), metrics.topk_correct(logits, labels, 5)
+    result.update(intervals(correct1, correct5, params.evaluate, params.seed))
+    result["ood"] = out_of_distribution(model, preprocess, rt, batch_size, logits, ds)
+    result.update(robustness.accuracy(model, images, labels.to(rt.device), preprocess, rt, batch_size,
+                                      params.evaluate, params.seed))
+    classes, name, ds_name = meta["classes"], registry.display_name(params.models[key]), registry.dataset_name(ds)
 
     atomic.write_json(paths.evaluation(key, ds, seed), result)
+    atomic.save_npz(paths.predictions(key, ds, seed), predicted=predicted.astype(np.int16), correct1=correct1,
+                    correct5=correct5)
     atomic.write_text(paths.confusion_rows(key, ds, seed), confusion_csv(test.labels, predicted, classes))
     figures.confusion(confusion, classes, f"{name} on {ds_name} (top-1 {result['top1']:.1%})",
                       paths.figure(f"confusion-{key}-{ds}-{seed}"), fine_to_coarse=meta.get("fine_to_coarse"),

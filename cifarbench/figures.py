@@ -361,3 +361,54 @@ def accuracy_vs_cost(points, title, path, styles):
         fig.legend(handles=handles, loc="center left", bbox_to_anchor=(0.75, 0.5), frameon=False, fontsize=8)
         fig.suptitle(title)
         save(fig, path)
+
+
+def roc_curves(panels, title, path, styles):
+    """ROC curves of out-of-distribution detection, one panel per dataset and a line per model.
+
+    panels = [(panel title, {model key: {"fpr": [...], "tpr": [...], "auroc": float}})].
+    """
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels) + 2.4, 3.8), squeeze=False)
+        for ax, (panel_title, curves) in zip(axes[0], panels):
+            for key, curve in curves.items():
+                ax.plot(curve["fpr"], curve["tpr"], color=styles.colour(key), lw=1.6,
+                        label=_wrapped(f"{styles.name(key)} (AUROC {curve['auroc']:.3f})", 40))
+            ax.plot([0, 1], [0, 1], ls="--", color="0.6", lw=1)
+            ax.axhline(0.95, color="0.75", lw=0.8, ls=":")  # the TPR at which FPR95 is read
+            ax.set_xlim(0, 1)
+            ax.set_ylim(0, 1.01)
+            ax.set_xlabel("false-positive rate (OOD images called in-distribution)")
+            ax.set_ylabel("true-positive rate")
+            ax.set_title(panel_title)
+            ax.grid(alpha=0.3)
+            ax.legend(frameon=False, fontsize=7, loc="lower right")
+        fig.suptitle(title)
+        fig.tight_layout()
+        save(fig, path)
+
+
+def corruption_severity(panels, title, path, styles):
+    """Top-1 against corruption severity (0 = clean), one panel per dataset and a line per model.
+
+    panels = [(panel title, {model key: (severities, accuracies)})], accuracies averaged over corruptions.
+    """
+    from matplotlib.ticker import PercentFormatter
+
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels) + 2.6, 3.4), squeeze=False)
+        for ax, (panel_title, lines) in zip(axes[0], panels):
+            for key, (severities, accuracies) in lines.items():
+                ax.plot(severities, accuracies, marker="o", ms=3.5, color=styles.colour(key),
+                        label=_wrapped(styles.name(key)))
+            ax.set_xticks(sorted({s for severities, _ in lines.values() for s in severities}))
+            ax.set_xlabel("corruption severity (0 = clean test images)")
+            ax.set_ylabel("test top-1, mean over corruptions")
+            ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+            ax.set_title(panel_title)
+            ax.grid(alpha=0.3)
+        fig.legend(*axes[0][0].get_legend_handles_labels(), loc="center left", bbox_to_anchor=(1.0, 0.5),
+                   frameon=False, fontsize=8)
+        fig.suptitle(title)
+        fig.tight_layout()
+        save(fig, path)

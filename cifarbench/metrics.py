@@ -4,10 +4,15 @@ import numpy as np
 import torch
 
 
-def topk_accuracy(logits, labels, k):
+def topk_correct(logits, labels, k):
+    """Per image: is the true class among the k highest logits? (bool numpy array)"""
     k = min(k, logits.shape[1])
     top = torch.as_tensor(logits).topk(k, dim=1).indices
-    return (top == torch.as_tensor(labels)[:, None]).any(dim=1).float().mean().item()
+    return (top == torch.as_tensor(labels)[:, None]).any(dim=1).cpu().numpy()
+
+
+def topk_accuracy(logits, labels, k):
+    return float(topk_correct(logits, labels, k).mean())
 
 
 def confusion_matrix(predicted, labels, n_classes):

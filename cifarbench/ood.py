@@ -107,3 +107,17 @@ def roc_curve(scores_in, scores_out, points=101):
     grid = np.linspace(0.0, 1.0, points)
     curve = np.interp(grid, fpr[top], tpr[top])
     return [float(x) for x in grid], [float(y) for y in curve]
+
+
+SCORES = {"msp": msp, "energy": energy}  # maximum softmax probability, and the stronger energy score
+
+
+def detection(in_logits, out_logits, points=101):
+    """Both scores' AUROC, FPR at 95 % TPR and ROC curve: in_logits on the test set, out_logits on OOD images."""
+    out = {}
+    for name, score in SCORES.items():
+        scores_in, scores_out = score(in_logits), score(out_logits)
+        fpr, tpr = roc_curve(scores_in, scores_out, points)
+        out[name] = {"auroc": auroc(scores_in, scores_out), "fpr95": fpr_at_tpr(scores_in, scores_out, 0.95),
+                     "roc": {"fpr": fpr, "tpr": tpr}}
+    return out

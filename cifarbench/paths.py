@@ -110,6 +110,11 @@ def efficiency(key, dataset, seed):
     return METRICS / "efficiency" / f"{key}-{dataset}-{seed}.json"
 
 
+def predictions(key, dataset, seed):
+    """Per test image: predicted class, top-1 and top-5 correctness (the report's paired tests and intervals)."""
+    return MODELS / "predictions" / f"{key}-{dataset}-{seed}.npz"
+
+
 def embedding_metrics(key, dataset, seed):
     return METRICS / "embed" / f"{key}-{dataset}-{seed}.json"
 

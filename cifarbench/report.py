@@ -32,6 +32,15 @@ def _pct(value):
     return f"{100 * value:.1f}%"
 
 
+def _with_interval(value, interval):
+    """97.1 (96.8–97.4): a top-1 in percent with its 95 % interval."""
+    return f"{100 * value:.1f} ({100 * interval[0]:.1f}–{100 * interval[1]:.1f})"
+
+
+def _p(value):
+    return "<0.001" if value < 0.001 else f"{value:.3f}"
+
+
 def _table(header, align, rows):
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" ---: " if a == "r" else " --- " for a in align) + "|"]
     return "\n".join(lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])
@@ -46,6 +55,7 @@ class Report:
         self.first_seed = params.seeds[0]
         self.summary = results.summarize(results_, params)
         self.cost = results.costs(results_, params)
+        self.comparisons = results.comparisons(results_, params)
 
     def name(self, key):
         return self.styles.name(key)
@@ -57,9 +67,61 @@ class Report:
     # ---- tables
 
     def accuracy_table(self):
-        header = ["Model"] + [f"{registry.dataset_name(d)} {k}" for d in DATASETS for k in ("top-1", "top-5")]
-        rows = [[self.name(key)] + [_pct(self.summary[d][key][k]) for d in DATASETS for k in ("top1", "top5")]
-                for key in self.keys]
+        """Top-1 and top-5 in percent with their 95 % bootstrap intervals over the test images."""
+        header = ["Model"] + [f"{registry.dataset_name(d)} {k} (95% CI)" for d in DATASETS for k in ("top-1", "top-5")]
+        rows = [[self.name(key)] + [_with_interval(self.summary[d][key][k], self.summary[d][key][f"{k}_ci"])
+                                    for d in DATASETS for k in ("top1", "top5")] for key in self.keys]
+        return _table(header, "l" + "r" * (len(header) - 1), rows)
+
+    def seeds_table(self):
+        """With several training seeds: each seed's top-1 and the t-interval over them."""
+        header = ["Model"] + [f"{registry.dataset_name(d)} top-1 per seed {self.params.seeds}" for d in DATASETS] + \
+                 [f"{registry.dataset_name(d)} 95% t-interval over seeds" for d in DATASETS]
+        rows = [[self.name(key)] + [", ".join(f"{100 * v:.1f}" for v in self.summary[d][key]["top1_seeds"])
+                                    for d in DATASETS] +
+                [f"{100 * self.summary[d][key]['top1_seed_ci'][0]:.1f}–{100 * self.summary[d][key]['top1_seed_ci'][1]:.1f}"
+                 for d in DATASETS] for key in self.keys]
+        return _table(header, "l" + "r" * (len(header) - 1), rows)
+
+    def comparison_section(self):
+        """Paired differences between every two models, and which hold after Holm's correction."""
+        if len(self.keys) < 2:
+            return ["One model: nothing to compare.", ""]
+        out = []
+        for ds in DATASETS:
+            rows, holding = [], []
+            for pair, r in self.comparisons[ds].items():
+                a, b = pair.split("-vs-")
+                rows.append([f"{self.name(a)} − {self.name(b)}", f"{100 * r['top1_diff']:+.1f}",
+                             f"{100 * r['top1_diff_ci'][0]:+.1f} to {100 * r['top1_diff_ci'][1]:+.1f}",
+                             _p(r["mcnemar_p"]), _p(r["holm_p"]), "yes" if r["significant"] else "no"])
+                if r["significant"]:
+                    better, worse = (a, b) if r["top1_diff"] > 0 else (b, a)
+                    holding.append(f"{self.name(better)} beats {self.name(worse)}")
+            out += [f"**{registry.dataset_name(ds)}**", "",
+                    _table(["Difference in top-1", "points", "95% CI (paired bootstrap)", "McNemar p", "Holm p",
+                            f"holds at {results.SIGNIFICANCE}"], "lrrrrl", rows), "",
+                    ("Differences that hold at 0.05 after Holm's correction: " + "; ".join(holding) + "."
+                     if holding else "No difference holds at 0.05 after Holm's correction."), ""]
+        return out
+
+    def ood_table(self):
+        header = ["Model", "Trained on", "OOD images", "MSP AUROC", "MSP FPR95", "energy AUROC", "energy FPR95"]
+        rows = []
+        for ds in DATASETS:
+            for key in self.keys:
+                per_seed = self.results["evaluation"][ds][key]
+                scores = {name: {seed: r["ood"][name] for seed, r in per_seed.items()} for name in ("msp", "energy")}
+                rows.append([self.name(key), registry.dataset_name(ds),
+                             registry.dataset_name(self.first("evaluation", ds, key)["ood"]["dataset"])] +
+                            [f"{results.mean_over_seeds(scores[n], f):.3f}" for n in ("msp", "energy")
+                             for f in ("auroc", "fpr95")])
+        return _table(header, "lll" + "r" * 4, rows)
+
+    def corruption_table(self):
+        header = ["Model"] + [f"{registry.dataset_name(d)} {k}" for d in DATASETS for k in ("clean", "corrupted")]
+        rows = [[self.name(key)] + [_pct(self.summary[d][key][k]) for d in DATASETS
+                                    for k in ("top1", "corruption_top1")] for key in self.keys]
         return _table(header, "l" + "r" * (len(header) - 1), rows)
 
     def efficiency_table(self):
@@ -129,14 +191,39 @@ class Report:
                                 self.styles)
         figures.accuracy_vs_cost(self.cost_points(), "Test top-1 against cost", paths.figure("accuracy-vs-cost"),
                                  self.styles)
+        figures.roc_curves([(f"{registry.dataset_name(ds)} models, {registry.dataset_name(other)} images as OOD",
+                             {key: {**self.first("evaluation", ds, key)["ood"]["msp"]["roc"],
+                                    "auroc": self.first("evaluation", ds, key)["ood"]["msp"]["auroc"]}
+                              for key in self.keys})
+                            for ds, other in zip(DATASETS, DATASETS[::-1])],
+                           "Out-of-distribution detection by maximum softmax probability", paths.figure("ood-roc"),
+                           self.styles)
+        if self.corrupted():
+            figures.corruption_severity([(registry.dataset_name(ds), {key: self.severity_curve(ds, key)
+                                                                       for key in self.keys}) for ds in DATASETS],
+                                        "Accuracy under CIFAR-10-C corruptions", paths.figure("corruption-severity"),
+                                        self.styles)
+
+    def corrupted(self):
+        return bool(self.params.evaluate.corruptions and self.params.evaluate.severities)
+
+    def severity_curve(self, ds, key):
+        """([0, severities...], [clean top-1, mean over corruptions and seeds at each severity...])."""
+        per_seed = self.results["evaluation"][ds][key].values()
+        severities = list(self.params.evaluate.severities)
+        means = [float(np.mean([r["corruptions"][name][str(s)] for r in per_seed for name in r["corruptions"]]))
+                 for s in severities]
+        return [0, *severities], [self.summary[ds][key]["top1"], *means]
 
     def cost_points(self):
+        """One point per model and dataset; the bar is the spread over seeds (min to max), else the 95 % interval."""
         points = []
         for ds in DATASETS:
             for key in self.keys:
-                top1s = [r["top1"] for r in self.results["evaluation"][ds][key].values()]
-                points.append({"key": key, "dataset": registry.dataset_name(ds), "top1": self.summary[ds][key]["top1"],
-                               "low": min(top1s), "high": max(top1s), "gflops": self.cost[ds][key]["gflops"],
+                row = self.summary[ds][key]
+                low, high = (min(row["top1_seeds"]), max(row["top1_seeds"])) if "top1_seeds" in row else row["top1_ci"]
+                points.append({"key": key, "dataset": registry.dataset_name(ds), "top1": row["top1"], "low": low,
+                               "high": high, "gflops": self.cost[ds][key]["gflops"],
                                "throughput": self.cost[ds][key]["throughput"]})
         return points
 
@@ -174,7 +261,18 @@ class Report:
         out += self.data_section()
         seeds = len(self.params.seeds)
         out += ["## Test accuracy", "", self.accuracy_table(), "",
-                f"Means over {seeds} training seeds." if seeds > 1 else "One training seed.", ""]
+                f"Top-1 and top-5 in percent; in brackets the 95 % bootstrap interval over the test images "
+                f"({self.params.evaluate.bootstrap:,} resamples" +
+                (f", each image's correctness averaged over the {seeds} training seeds)." if seeds > 1
+                 else ", one training seed)."), ""]
+        if seeds > 1:
+            out += ["### Spread over training seeds", "", self.seeds_table(), "",
+                    "The interval over seeds is Student's t on the seeds' top-1 (how much retraining moves it); "
+                    "the interval above is over test images (how much another test set would).", ""]
+        out += ["### Which differences hold", "",
+                "Every pair of models on the same test images: the difference in top-1 with a paired bootstrap "
+                "interval, and an exact McNemar test on the first training seed's predictions, corrected over "
+                "the pairs with Holm's method.", "", *self.comparison_section()]
         batch = sorted({self.first("efficiency", d, k)["eval_batch_size"] for d in DATASETS for k in self.keys})
         latency = self.first("efficiency", DATASETS[0], self.keys[0])["latency_runs"]
         out += ["## Efficiency", "", self.efficiency_table(), "",
@@ -194,6 +292,26 @@ class Report:
             out += _figure(f"reliability {registry.dataset_name(ds)}", f"reliability-{ds}",
                            f"Reliability diagrams, {registry.dataset_name(ds)} test split: accuracy per confidence "
                            f"bin, the gap to confidence in red, the share of images per bin below.")
+        out += ["## Out-of-distribution detection", "", self.ood_table(), "",
+                "Each model scores the other dataset's test images as out-of-distribution (CIFAR-10 and CIFAR-100 "
+                "share no class). MSP: the maximum softmax probability; energy: the logits' log-sum-exp, a stronger "
+                "score. AUROC: 1 separates perfectly, 0.5 is chance; FPR95: the share of OOD images taken as "
+                "in-distribution at the threshold that keeps 95 % of the test images.", ""]
+        out += _figure("out-of-distribution ROC curves", "ood-roc",
+                       "ROC curves of the maximum softmax probability separating each dataset's test images from "
+                       "the other dataset's.")
+        if self.corrupted():
+            ev = self.params.evaluate
+            images = self.first("evaluation", DATASETS[0], self.keys[0])["corruption_images"]
+            scope = ("all 15 CIFAR-10-C corruptions" if len(ev.corruptions) == 15 else
+                     f"{len(ev.corruptions)} of the 15 CIFAR-10-C corruptions ({', '.join(ev.corruptions)})")
+            out += ["## Corruption robustness", "", self.corruption_table(), "",
+                    f"Corrupted: the mean top-1 over {scope} at severities {list(ev.severities)}, each applied to "
+                    f"{images:,} test images at 32x32 before the model's own preprocessing (Hendrycks & Dietterich "
+                    f"2019).", ""]
+            out += _figure("accuracy against corruption severity", "corruption-severity",
+                           "Top-1 against corruption severity, the mean over the corruptions; severity 0 is the "
+                           "clean test split.")
         out += ["## Training and features", "", self.training_table(), "",
                 "k-NN top-1: 20 nearest training-split neighbours of each test image's penultimate features "
                 "(cosine).", ""]
@@ -243,6 +361,7 @@ def build(params):
     text = report.markdown()
     atomic.write_json(paths.SUMMARY, report.summary)
     atomic.write_json(paths.COST, report.cost)
+    atomic.write_json(paths.COMPARISONS, report.comparisons)
     atomic.write_text(paths.REPORT, text)
     atomic.write_text(paths.REPORT_HTML, report_html.render(text, paths.REPORT.parent))
     return report.summary

@@ -6,6 +6,8 @@ plotting module reruns no training and resumes none from a stale state,
 while editing the training loop reruns every training. The closure is read
 from the source (every `import` anywhere in a file, late imports included),
 not from what a run happened to import, so it does not depend on the inputs.
+Data files a module reads from its own folder (frost_textures.npz beside
+corruptions.py) count too: a string in the module that names such a file.
 A test recomputes it for every stage and compares with dvc.yaml.
 """
 
@@ -41,6 +43,14 @@ def _imported_modules(path):
     return names
 
 
+def _data_files(path):
+    """Files beside `path` that it names in a string literal (data it loads, e.g. "frost_textures.npz")."""
+    tree = ast.parse(Path(path).read_text(encoding="utf-8"), filename=str(path))
+    names = {node.value for node in ast.walk(tree) if isinstance(node, ast.Constant) and isinstance(node.value, str)}
+    beside = {p.name for p in Path(path).parent.iterdir() if p.is_file() and p.suffix != ".py"}
+    return [Path(path).parent / name for name in sorted(names & beside)]
+
+
 def _with_packages(root, path):
     """`path` plus the __init__.py of every package above it: importing a module runs them."""
     path = Path(path)
@@ -70,6 +80,9 @@ def closure(script, root=None):
         if path in seen:
             continue
         seen.add(path)
+        if path.suffix != ".py":
+            continue  # a data file: nothing imported from it
+        todo += [p.resolve() for p in _data_files(path)]
         for name in _imported_modules(path):
             found = _module_file(root, name)
             if found is not None:

@@ -1,0 +1,78 @@
+"""dvc.yaml lists exactly the project files each stage runs, so code edits rerun only what they touch.
+
+Fast (no DVC run): each stage's import closure within cifarbench/ and stages/
+is computed from the source and compared with its dvc.yaml deps; a new import
+that is not listed (or a listed file no longer imported) fails here, naming the
+file, instead of going stale in silence.
+"""
+
+import re
+
+import pytest
+from ruamel.yaml import YAML
+
+from cifarbench import sourcefiles
+from conftest import ROOT
+
+STAGES = YAML(typ="safe").load((ROOT / "dvc.yaml").read_text())["stages"]
+CODE = re.compile(r"^(cifarbench|stages)/")
+
+
+def script_of(stage):
+    return re.search(r"python (stages/\S+\.py)", stage["cmd"]).group(1)
+
+
+@pytest.mark.parametrize("name", list(STAGES))
+def test_stage_deps_are_exactly_its_import_closure(name):
+    stage = STAGES[name]
+    listed = {d for d in stage["deps"] if isinstance(d, str) and CODE.match(d)}
+    needed = set(sourcefiles.closure(ROOT / script_of(stage)))
+    missing, extra = sorted(needed - listed), sorted(listed - needed)
+    assert not missing, f"dvc.yaml stage {name!r} runs but does not list: {', '.join(missing)}"
+    assert not extra, f"dvc.yaml stage {name!r} lists files it does not import: {', '.join(extra)}"
+
+
+def test_training_code_holds_no_reporting_code():
+    """Editing a figure, the report or evaluation measurements must never rerun a training."""
+    for script in ("stages/train_cifar10.py", "stages/transfer_cifar100.py"):
+        closure = set(sourcefiles.closure(ROOT / script))
+        for module in ("figures", "report", "report_html", "results", "evaluation", "efficiency", "metrics",
+                       "embedding", "registry"):
+            assert f"cifarbench/{module}.py" not in closure, f"{script} imports cifarbench/{module}.py"
+
+
+def test_closure_follows_late_imports_and_package_inits(tmp_path):
+    (tmp_path / "stages").mkdir()
+    package = tmp_path / "cifarbench"
+    (package / "sub").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "sub" / "__init__.py").write_text("")
+    (package / "sub" / "leaf.py").write_text("import numpy\n")
+    (package / "late.py").write_text("def f():\n    from cifarbench.sub import leaf\n")
+    (package / "data.py").write_text("TABLE = 'table.npz'\n")
+    (package / "table.npz").write_bytes(b"x")
+    (package / "unused.py").write_text("")
+    (tmp_path / "stages" / "s.py").write_text("from cifarbench import late, data\n")
+    assert sourcefiles.closure(tmp_path / "stages" / "s.py") == [
+        "cifarbench/__init__.py", "cifarbench/data.py", "cifarbench/late.py", "cifarbench/sub/__init__.py",
+        "cifarbench/sub/leaf.py", "cifarbench/table.npz", "stages/s.py"]
+
+
+def test_fingerprint_code_changes_with_the_training_loop_not_with_a_figure(tmp_path):
+    """The resume fingerprint's code digest: a stale state is never resumed, a figure edit keeps it."""
+    import shutil
+
+    for folder in ("cifarbench", "stages"):
+        shutil.copytree(ROOT / folder, tmp_path / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    script = tmp_path / "stages" / "train_cifar10.py"
+
+    def digest():
+        return sourcefiles.digest(sourcefiles.closure(script), sourcefiles.project_root(script))
+
+    before = digest()
+    with open(tmp_path / "cifarbench" / "figures.py", "a") as f:
+        f.write("# a caption fix\n")
+    assert digest() == before
+    with open(tmp_path / "cifarbench" / "engine.py", "a") as f:
+        f.write("# a training-loop change\n")
+    assert digest() != before
