@@ -53,6 +53,7 @@ DATA = {
     "evaluate.corruptions": ["gaussian_noise", "motion_blur", "fog", "jpeg_compression"],
     "evaluate.severities": [1, 3, 5],
     "evaluate.corruption_images": 300,
+    "probe.shots": [1, 2, 5, 10],  # the CIFAR-100 slot has ~22 training images per class
 }
 
 

@@ -261,27 +261,35 @@ def reliability(panels, title, path, styles):
 
 
 def sample_predictions(images, true_names, predicted_names, title, path, columns):
-    """A grid of test images titled "true → predicted"; mistakes in red with a red frame."""
+    """A grid of test images titled "true → predicted"; mistakes in red with a red frame.
+
+    One axes for the whole grid (each image placed by its extent, each title a text):
+    fifty small axes and a tight layout took ~2 s per figure, this ~0.3 s.
+    """
+    from matplotlib.patches import Rectangle
+
     n = len(images)
     rows = max(1, -(-n // columns))
+    size = images.shape[1]
+    cell_w, cell_h = size * 1.3, size * 1.75  # room around each image for its two-line title
     wrong = [t != p for t, p in zip(true_names, predicted_names)]
     with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(rows, columns, figsize=(1.05 * columns, 1.3 * rows + 0.4), squeeze=False)
-        for ax in axes.flat[n:]:
-            ax.axis("off")
-        for ax, image, true, predicted, mistake in zip(axes.flat, images, true_names, predicted_names, wrong):
-            ax.imshow(image, interpolation="bilinear")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            colour = MISTAKE if mistake else CORRECT
-            ax.set_title(f"{true}\n→ {predicted}{'  ✗' if mistake else ''}", fontsize=6.5, color=colour, pad=2,
-                         fontweight="bold" if mistake else "normal")
-            for spine in ax.spines.values():
-                spine.set_visible(mistake)
-                spine.set_color(MISTAKE)
-                spine.set_linewidth(2)
-        fig.suptitle(f"{title}: {n - sum(wrong)} of {n} correct (true → predicted; mistakes in red)")
-        fig.tight_layout(rect=(0, 0, 1, 0.97), h_pad=0.3, w_pad=0.2)
+        fig = plt.figure(figsize=(1.05 * columns, 1.3 * rows + 0.4))
+        ax = fig.add_axes((0.01, 0.01, 0.98, 1 - 0.45 / fig.get_figheight()))
+        for index, (image, true, predicted, mistake) in enumerate(zip(images, true_names, predicted_names, wrong)):
+            row, col = divmod(index, columns)
+            x, y = col * cell_w + (cell_w - size) / 2, row * cell_h + (cell_h - size)
+            ax.imshow(image, extent=(x, x + size, y + size, y), interpolation="bilinear")
+            if mistake:
+                ax.add_patch(Rectangle((x - 1, y - 1), size + 2, size + 2, fill=False, edgecolor=MISTAKE, lw=2))
+            ax.text(x + size / 2, y - 2, f"{true}\n→ {predicted}{'  ✗' if mistake else ''}", ha="center",
+                    va="bottom", fontsize=6.5, color=MISTAKE if mistake else CORRECT,
+                    fontweight="bold" if mistake else "normal")
+        ax.set_xlim(0, columns * cell_w)
+        ax.set_ylim(rows * cell_h + 3, 0)  # room for the last row's red frames
+        ax.axis("off")
+        fig.suptitle(f"{title}: {n - sum(wrong)} of {n} correct (true → predicted; mistakes in red)",
+                     y=1 - 0.1 / fig.get_figheight(), va="top")
         save(fig, path)
 
 
@@ -404,6 +412,39 @@ def corruption_severity(panels, title, path, styles):
             ax.set_xticks(sorted({s for severities, _ in lines.values() for s in severities}))
             ax.set_xlabel("corruption severity (0 = clean test images)")
             ax.set_ylabel("test top-1, mean over corruptions")
+            ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+            ax.set_title(panel_title)
+            ax.grid(alpha=0.3)
+        fig.legend(*axes[0][0].get_legend_handles_labels(), loc="center left", bbox_to_anchor=(1.0, 0.5),
+                   frameon=False, fontsize=8)
+        fig.suptitle(title)
+        fig.tight_layout()
+        save(fig, path)
+
+
+def fewshot_curves(panels, title, path, styles):
+    """Top-1 against labelled images per class (log axis), a line per model, ±1 std over draws shaded.
+
+    panels = [(panel title, {model key: probe.fewshot_curve result})].
+    """
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator, PercentFormatter
+
+    with plt.rc_context(STYLE):
+        fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels) + 2.6, 3.4), squeeze=False)
+        for ax, (panel_title, curves) in zip(axes[0], panels):
+            shots = []
+            for key, curve in curves.items():
+                shots = sorted(int(k) for k in curve["shots"])
+                mean = np.array([curve["shots"][str(k)]["mean"] for k in shots])
+                std = np.array([curve["shots"][str(k)]["std"] or 0.0 for k in shots])
+                ax.plot(shots, mean, marker="o", ms=3.5, color=styles.colour(key), label=_wrapped(styles.name(key)))
+                ax.fill_between(shots, mean - std, mean + std, color=styles.colour(key), alpha=0.18, lw=0)
+            ax.set_xscale("log")
+            ax.xaxis.set_major_locator(FixedLocator(shots))
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.xaxis.set_minor_locator(NullLocator())
+            ax.set_xlabel("labelled training images per class (log scale)")
+            ax.set_ylabel("test top-1")
             ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
             ax.set_title(panel_title)
             ax.grid(alpha=0.3)

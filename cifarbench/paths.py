@@ -19,6 +19,7 @@ FIGURES = PLOTS / "figures"
 SUMMARY = METRICS / "summary.json"  # accuracy-type results, {dataset: {model: {...}}}
 COST = METRICS / "cost.json"  # timings, memory and sizes, same shape
 COMPARISONS = METRICS / "comparisons.json"  # paired tests between models
+TOP1 = METRICS / "top1.json"  # {dataset: {model: top-1}}: the headline, narrow enough for `dvc exp show`
 REPORT = PLOTS / "report.md"
 REPORT_HTML = PLOTS / "report.html"
 
@@ -42,7 +43,7 @@ _PRODUCERS = (
     (re.compile(r"(?:^|/)logs/(?P<stage>[^/]+)/(?P<run>[^/]+)/"), lambda m: f"{m['stage']}@{m['run']}"),
     (re.compile(r"(?:^|/)metrics/(?P<kind>evaluate|efficiency|embed|probe)/(?P<run>[^/]+)\.json$"),
      lambda m: f"{'evaluate' if m['kind'] == 'efficiency' else m['kind']}@{m['run']}"),
-    (re.compile(r"(?:^|/)metrics/(?:summary|cost|comparisons)\.json$"), lambda m: "report"),
+    (re.compile(r"(?:^|/)metrics/(?:summary|cost|comparisons|top1)\.json$"), lambda m: "report"),
     (re.compile(r"(?:^|/)recipes/"), lambda m: "recipes"),
 )
 

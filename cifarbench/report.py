@@ -105,6 +105,19 @@ class Report:
                      if holding else "No difference holds at 0.05 after Holm's correction."), ""]
         return out
 
+    def transfer_table(self):
+        """Fine-tuning against frozen features: linear probes and k-NN, per model and dataset."""
+        header = ["Model", "Dataset", "fine-tuned", "linear probe (starting weights)",
+                  "linear probe (CIFAR-10-tuned features)", "k-NN (fine-tuned features)"]
+        rows = []
+        for ds in DATASETS:
+            for key in self.keys:
+                row, probe = self.summary[ds][key], self.results["probe"][ds][key]
+                rows.append([self.name(key), registry.dataset_name(ds), _pct(row["top1"]),
+                             f"{_pct(row['probe_top1'])} ({probe['weights']})",
+                             _pct(probe["probe_from_cifar10_top1"]), _pct(row["knn_top1"])])
+        return _table(header, "ll" + "r" * 4, rows)
+
     def ood_table(self):
         header = ["Model", "Trained on", "OOD images", "MSP AUROC", "MSP FPR95", "energy AUROC", "energy FPR95"]
         rows = []
@@ -198,6 +211,10 @@ class Report:
                             for ds, other in zip(DATASETS, DATASETS[::-1])],
                            "Out-of-distribution detection by maximum softmax probability", paths.figure("ood-roc"),
                            self.styles)
+        figures.fewshot_curves([(registry.dataset_name(ds), {key: self.results["probe"][ds][key]["fewshot"]
+                                                              for key in self.keys}) for ds in DATASETS],
+                               "Linear probes on frozen starting features with few labels", paths.figure("fewshot"),
+                               self.styles)
         if self.corrupted():
             figures.corruption_severity([(registry.dataset_name(ds), {key: self.severity_curve(ds, key)
                                                                        for key in self.keys}) for ds in DATASETS],
@@ -292,6 +309,16 @@ class Report:
             out += _figure(f"reliability {registry.dataset_name(ds)}", f"reliability-{ds}",
                            f"Reliability diagrams, {registry.dataset_name(ds)} test split: accuracy per confidence "
                            f"bin, the gap to confidence in red, the share of images per bin below.")
+        shots, draws = self.params.probe.shots, self.params.probe.draws
+        out += ["## Transfer: fine-tuning against frozen features", "", self.transfer_table(), "",
+                "Linear probe: a multinomial logistic regression (scikit-learn) on frozen penultimate features of "
+                "all training images, its L2 strength chosen on the validation split; starting weights are what "
+                "training starts from (random init in the demo, which says nothing about pretraining). "
+                "CIFAR-10-tuned features: the CIFAR-10 checkpoint of the first training seed, before any CIFAR-100 "
+                "training. k-NN: 20 nearest neighbours of the fine-tuned features.", ""]
+        out += _figure("few-shot linear probes", "fewshot",
+                       f"Test top-1 of linear probes on the starting weights' features trained on {shots} labelled "
+                       f"images per class, the mean over {draws} random draws, ±1 standard deviation shaded.")
         out += ["## Out-of-distribution detection", "", self.ood_table(), "",
                 "Each model scores the other dataset's test images as out-of-distribution (CIFAR-10 and CIFAR-100 "
                 "share no class). MSP: the maximum softmax probability; energy: the logits' log-sum-exp, a stronger "
@@ -362,6 +389,7 @@ def build(params):
     atomic.write_json(paths.SUMMARY, report.summary)
     atomic.write_json(paths.COST, report.cost)
     atomic.write_json(paths.COMPARISONS, report.comparisons)
+    atomic.write_json(paths.TOP1, {ds: {key: row["top1"] for key, row in rows.items()} for ds, rows in report.summary.items()})
     atomic.write_text(paths.REPORT, text)
     atomic.write_text(paths.REPORT_HTML, report_html.render(text, paths.REPORT.parent))
     return report.summary

@@ -39,6 +39,7 @@ def collect(params):
            for kind, where in PER_SEED.items()}
     out["predictions"] = {ds: {key: {seed: inputs.read_npz(paths.predictions(key, ds, seed), ("correct1", "correct5"))
                                      for seed in params.seeds} for key in params.keys} for ds in DATASETS}
+    out["probe"] = {ds: {key: atomic.read_json(paths.probe_metrics(key, ds)) for key in params.keys} for ds in DATASETS}
     return out
 
 
@@ -76,6 +77,11 @@ def _row(results, params, ds, key):
     msp = {seed: r["ood"]["msp"] for seed, r in evaluation.items()}
     row["ood_auroc"], row["ood_fpr95"] = mean_over_seeds(msp, "auroc"), mean_over_seeds(msp, "fpr95")
     row["corruption_top1"] = mean_over_seeds(evaluation, "corruption_top1")
+    probe = results["probe"][ds][key]
+    row["probe_top1"] = round(probe["probe_top1"], 6)
+    row["fewshot_top1"] = {shots: round(v, 6) for shots, v in probe["fewshot_top1"].items()}
+    if ds == "cifar100":  # how the CIFAR-10-tuned features carry over before any CIFAR-100 training
+        row["probe_from_cifar10_top1"] = round(probe["probe_from_cifar10_top1"], 6)
     return row
 
 

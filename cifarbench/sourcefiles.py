@@ -97,3 +97,11 @@ def digest(files, root):
         h.update(rel.encode())
         h.update(Path(root, rel).read_bytes())
     return h.hexdigest()
+
+
+if __name__ == "__main__":  # `python -m cifarbench.sourcefiles stages/evaluate.py`: the deps lines for dvc.yaml
+    import sys
+
+    for script in sys.argv[1:]:
+        print(f"# {script}")
+        print("\n".join(f"      - {f}" for f in [script] + [f for f in closure(script) if f != script]))

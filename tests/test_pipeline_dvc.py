@@ -1,20 +1,25 @@
 """End to end through the real DVC CLI: the project copied into a fresh git repo, tiny params.
 
-One module-scoped repo walks through the contract in order: a full repro makes
-every output (metrics with every key, every figure, a report whose HTML renders
-in Chromium, and `cifarbench predict` agreeing with evaluate); a second repro
-runs nothing; a train-recipe change reruns exactly
-that model's chain; `dvc metrics diff` then shows only that model; a transfer
-change run as `dvc exp run -S` leaves train-cifar10 alone and shows up in
-`dvc exp show`; two variants queued with `dvc exp run --queue -S` run side by
-side under `dvc queue start -j 2`, each with its own results; last, a `dvc repro`
-killed with SIGKILL mid-training continues from its persisted state.
+One module-scoped repo walks through the contract in order. Its registry holds
+the three committed models plus a 4th timm model, resnet10t, added through
+params.yaml alone. A full repro makes every output (every metric key, every
+figure, a report whose HTML renders in Chromium, `cifarbench predict` agreeing
+with evaluate) and a second runs nothing. Then: code edits rerun only the
+stages whose code they touch; a train-recipe change run as `dvc exp run -S`
+reruns exactly that model's chain and shows in `dvc exp show` and
+`dvc metrics diff`; every spelling `-S` writes loads; a sweep queued with
+`dvc exp run --queue -S 'a,b,c'` runs under `dvc queue start -j 2`; a longer
+seed list would run only the new seeds' chains; a registry of one model runs;
+last, a `dvc repro` killed with SIGKILL mid-training resumes, and its evaluate
+metrics equal an uninterrupted run's byte for byte.
 """
 
 import json
 import os
 import re
+import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -22,19 +27,27 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 from PIL import Image
+from ruamel.yaml import YAML
 
-from cifarbench import DATASETS, MODELS
-from conftest import ROOT, set_dotted, tiny_params
+from cifarbench import DATASETS
+from conftest import ROOT, committed_params, dump, set_dotted, tiny_params
 
-ALL_STAGES = (
-    {f"download@{d}" for d in DATASETS}
-    | {f"train-cifar10@{m}" for m in MODELS}
-    | {f"transfer-cifar100@{m}" for m in MODELS}
-    | {f"{s}@{m}-{d}" for s in ("evaluate", "embed") for m in MODELS for d in DATASETS}
-    | {"report"}
-)
+FOURTH = "resnet10t"  # a 4th timm model added through params.yaml alone
+MODELS = ["resnet18", "efficientnet_b0", "dinov2_vitb14", FOURTH]
+SEED = 0
+
+
+def stages_for(models, seeds=(SEED,)):
+    runs = [f"{m}-{s}" for m in models for s in seeds]
+    return ({"recipes", "report"} | {f"download@{d}" for d in DATASETS}
+            | {f"{stage}@{r}" for stage in ("train-cifar10", "transfer-cifar100") for r in runs}
+            | {f"{stage}@{m}-{d}-{s}" for stage in ("evaluate", "embed") for m in models for d in DATASETS
+               for s in seeds}
+            | {f"probe@{m}-{d}" for m in models for d in DATASETS})
+
+
+ALL_STAGES = stages_for(MODELS)
 
 
 def project_files():
@@ -50,7 +63,7 @@ def copy_project(dest):
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / rel, target)
     # results of a local `make demo` would look like committed outputs: a fresh clone has none
-    for generated in ("dvc.lock", "metrics", "plots", "logs"):
+    for generated in ("dvc.lock", "metrics", "plots", "logs", "recipes"):
         path = dest / generated
         shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
 
@@ -63,8 +76,8 @@ class Repo:
                         PYTHONPATH=str(path),  # the copy's package, not the checkout's
                         DVC_NO_ANALYTICS="1", PYTHONUNBUFFERED="1")
 
-    def run(self, *args, check=True):
-        proc = subprocess.run(args, cwd=self.path, env=self.env, capture_output=True, text=True)
+    def run(self, *args, check=True, **kwargs):
+        proc = subprocess.run(args, cwd=self.path, env=self.env, capture_output=True, text=True, **kwargs)
         if check and proc.returncode != 0:
             raise AssertionError(f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
         return proc
@@ -76,22 +89,44 @@ class Repo:
         out = self.dvc(*args).stdout
         return set(re.findall(r"Running stage '([^']+)'", out))
 
+    def params(self):
+        return YAML(typ="safe").load((self.path / "params.yaml").read_text())
+
+    def write_params(self, raw):
+        (self.path / "params.yaml").write_text(dump(raw))
+
     def set_param(self, key, value):
-        path = self.path / "params.yaml"
-        raw = yaml.safe_load(path.read_text())
+        raw = self.params()
         set_dotted(raw, key, value)
-        path.write_text(yaml.safe_dump(raw, sort_keys=False))
+        self.write_params(raw)
 
     def commit(self, message):
         self.run("git", "add", "-A")
-        self.run("git", "commit", "-q", "-m", message)
+        self.run("git", "commit", "-q", "--allow-empty", "-m", message)
+
+    def restore(self):
+        """Back to the last commit: tracked files (params, dvc.lock, metrics) and DVC-cached outputs."""
+        self.run("git", "checkout", "-q", "--", ".")
+        self.run("git", "clean", "-q", "-fd", "--", "metrics", "plots", "logs", "recipes")
+        self.dvc("checkout", "--force")
+
+    def json(self, rel):
+        return json.loads((self.path / rel).read_text())
+
+
+def with_fourth_model(raw):
+    """The committed params plus resnet10t: one entry under models:, nothing else."""
+    raw["models"][FOURTH] = {"arch": "resnet10t.c3_in1k", "img_size": 176}
+    return raw
 
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
     path = tmp_path_factory.mktemp("cifarbench")
     copy_project(path)
-    (path / "params.yaml").write_text(yaml.safe_dump(tiny_params(), sort_keys=False))
+    # the tiny sizes come from the demo's per-family rule: resnet10t is shrunk as a CNN with no edit
+    (path / "params.yaml").write_text(dump(tiny_params(with_fourth_model(committed_params()),
+                                                       compute__eval_batch_size=64)))
     r = Repo(path)
     r.run("git", "init", "-q", "-b", "main")
     # a fresh machine has no global git identity: DVC experiments need one
@@ -102,35 +137,46 @@ def repo(tmp_path_factory):
     r.dvc("queue", "stop", "--kill", check=False)  # no queue worker outlives the test
 
 
-def model_chain(model, transfer_only=False):
-    stages = {f"transfer-cifar100@{model}", f"evaluate@{model}-cifar100", f"embed@{model}-cifar100", "report"}
+def chain(model, transfer_only=False):
+    """What a recipe change of one model reruns: its stages, the recipes that resolve it, the report."""
+    run = f"{model}-{SEED}"
+    stages = {"recipes", f"transfer-cifar100@{run}", f"evaluate@{model}-cifar100-{SEED}",
+              f"embed@{model}-cifar100-{SEED}", "report"}
     if not transfer_only:
-        stages |= {f"train-cifar10@{model}", f"evaluate@{model}-cifar10", f"embed@{model}-cifar10"}
+        stages |= {f"train-cifar10@{run}", f"evaluate@{model}-cifar10-{SEED}", f"embed@{model}-cifar10-{SEED}",
+                   f"probe@{model}-cifar10", f"probe@{model}-cifar100"}
     return stages
 
 
 def test_full_repro_then_nothing_to_do(repo):
-    assert repo.stages_run("repro") == ALL_STAGES
+    out = repo.dvc("repro").stdout
+    assert set(re.findall(r"Running stage '([^']+)'", out)) == ALL_STAGES
+    # every stage's first line says which device it uses and why
+    for block in out.split("Running stage ")[1:]:
+        first = [line for line in block.splitlines()[1:] if line and not line.startswith(">")][0]
+        assert first.startswith("device: "), block[:300]
     p = repo.path
     for d in DATASETS:
         for split in ("train.npz", "val.npz", "test.npz", "meta.json"):
             assert (p / "data" / d / split).is_file()
         for m in MODELS:
-            assert (p / "models" / d / f"{m}.pt").is_file()
-            assert (p / "models" / d / f"{m}-umap.npz").is_file()
-            assert (p / "metrics" / "evaluate" / f"{m}-{d}.json").is_file()
-            assert (p / "metrics" / "embed" / f"{m}-{d}.json").is_file()
-            assert (p / "plots" / "confusion" / f"{m}-{d}.csv").is_file()
-            for fig in (f"confusion-{m}-{d}", f"umap-{m}-{d}", f"samples-{m}-{d}"):
+            run = f"{m}-{d}-{SEED}"
+            assert (p / "models" / d / f"{m}-{SEED}.pt").is_file()
+            for rel in (f"models/umap/{run}.npz", f"models/predictions/{run}.npz", f"metrics/evaluate/{run}.json",
+                        f"metrics/efficiency/{run}.json", f"metrics/embed/{run}.json", f"plots/confusion/{run}.csv",
+                        f"metrics/probe/{m}-{d}.json"):
+                assert (p / rel).is_file(), rel
+            for fig in (f"confusion-{run}", f"umap-{run}", f"samples-{run}"):
                 assert (p / "plots" / "figures" / f"{fig}.png").stat().st_size > 1000
-        stage = "train-cifar10" if d == "cifar10" else "transfer-cifar100"
-        for m in MODELS:
-            assert (p / "logs" / stage / m / "plots" / "metrics" / "val" / "acc.tsv").is_file()
-    summary = json.loads((p / "metrics" / "summary.json").read_text())
-    assert set(summary) == set(DATASETS) and all(set(summary[d]) == set(MODELS) for d in DATASETS)
-    assert 0 <= summary["cifar10"]["resnet18"]["top1"] <= 1
+            stage = "train-cifar10" if d == "cifar10" else "transfer-cifar100"
+            for curve in ("train/loss", "train/acc", "val/loss", "val/acc", "lr"):
+                assert (p / "logs" / stage / f"{m}-{SEED}" / "plots" / "metrics" / f"{curve}.tsv").is_file()
+    summary = repo.json("metrics/summary.json")
+    assert set(summary) == set(DATASETS) and all(list(summary[d]) == MODELS for d in DATASETS)
     report = (p / "plots" / "report.md").read_text()
-    assert "not CIFAR" in report and "| ResNet-18 |" in report
+    assert "not CIFAR" in report and "| ResNet-18 (random init) |" in report
+    assert "resnet10t (random init)" in report  # the display name derived from the timm architecture
+    assert "DINOv2 ViT-B/14 (random init, 2 blocks, width 48, 2 heads, patch 7)" in report  # says what ran
     for link in re.findall(r"\]\((figures/[^)]+)\)", report):
         assert (p / "plots" / link).is_file(), link
 
@@ -139,49 +185,63 @@ def test_full_repro_then_nothing_to_do(repo):
     repo.commit("tiny run")
 
 
-SUMMARY_KEYS = {"top1", "top5", "ece", "params", "trainable_params", "gflops", "throughput", "latency_ms",
-                "peak_memory_mb", "train_peak_memory_mb", "train_seconds", "seconds_per_epoch", "epochs"}
+SUMMARY_KEYS = {"top1", "top5", "top1_ci", "top5_ci", "ece", "knn_top1", "best_val_acc", "ood_auroc", "ood_fpr95",
+                "corruption_top1", "probe_top1", "fewshot_top1"}
+COST_KEYS = {"params", "trainable_params", "gflops", "throughput", "latency_ms", "peak_memory_mb",
+             "train_peak_memory_mb", "train_seconds", "seconds_per_epoch", "epochs"}
 
 
-def test_every_model_and_dataset_has_accuracy_calibration_and_cost(repo):
-    p = repo.path
-    summary = json.loads((p / "metrics" / "summary.json").read_text())
+def test_every_model_and_dataset_has_accuracy_robustness_probes_and_cost(repo):
+    summary, cost = repo.json("metrics/summary.json"), repo.json("metrics/cost.json")
     for d in DATASETS:
         for m in MODELS:
             row = summary[d][m]
-            assert SUMMARY_KEYS <= set(row), SUMMARY_KEYS - set(row)
+            expected = SUMMARY_KEYS | ({"probe_from_cifar10_top1"} if d == "cifar100" else set())
+            assert set(row) == expected, set(row) ^ expected
             assert 0 <= row["top1"] <= row["top5"] <= 1 and 0 <= row["ece"] <= 1
-            assert row["gflops"] > 0 and row["throughput"] > 0 and row["latency_ms"] > 0
-            assert row["peak_memory_mb"] > 0 and row["train_seconds"] > 0
-            assert 0 < row["trainable_params"] <= row["params"]
-            # only what is deterministic on CPU stays in the evaluation file
-            evaluation = json.loads((p / "metrics" / "evaluate" / f"{m}-{d}.json").read_text())
-            assert set(evaluation) == {"top1", "top5", "ece", "n_test", "per_class", "reliability"}
-            assert sum(evaluation["reliability"]["count"]) == evaluation["n_test"]
-            cost = json.loads((p / "metrics" / "efficiency" / f"{m}-{d}.json").read_text())
-            assert cost["device"].startswith("CPU") and cost["train_device"].startswith("CPU")
-            assert cost["params"] == row["params"]
+            assert row["top1_ci"][0] <= row["top1"] <= row["top1_ci"][1]
+            assert 0 <= row["ood_auroc"] <= 1 and 0 <= row["corruption_top1"] <= 1
+            assert list(row["fewshot_top1"]) == ["1"] and 0 <= row["probe_top1"] <= 1
+            assert set(cost[d][m]) == COST_KEYS
+            assert cost[d][m]["gflops"] > 0 and cost[d][m]["throughput"] > 0 and cost[d][m]["train_seconds"] > 0
+            assert 0 < cost[d][m]["trainable_params"] <= cost[d][m]["params"]
+            evaluation = repo.json(f"metrics/evaluate/{m}-{d}-{SEED}.json")
+            assert {"top1_ci", "top5_ci", "ood", "corruptions", "corruption_top1", "per_class"} <= set(evaluation)
+            assert set(evaluation["ood"]) == {"dataset", "n_out", "msp", "energy"}
+            assert set(evaluation["corruptions"]) == {"gaussian_noise", "fog"}
+            assert repo.json(f"metrics/efficiency/{m}-{d}-{SEED}.json")["device"].startswith("CPU")
+        assert len(repo.json("metrics/comparisons.json")[d]) == 6  # every pair of the four models
     # the tiny ViT freezes its stem and first block during transfer
-    dino = summary["cifar100"]["dinov2_vitb14"]
-    assert dino["trainable_params"] < dino["params"]
-    assert summary["cifar10"]["dinov2_vitb14"]["trainable_params"] == summary["cifar10"]["dinov2_vitb14"]["params"]
+    assert cost["cifar100"]["dinov2_vitb14"]["trainable_params"] < cost["cifar100"]["dinov2_vitb14"]["params"]
+    # a declared metric of each training stage: what `dvc exp show` shows as soon as training ends
+    trained = repo.json(f"logs/train-cifar10/{FOURTH}-{SEED}/metrics.json")
+    assert {"best_val_acc", "best_epoch", "epochs_run"} <= set(trained)
+    assert "epoch_seconds" not in trained and "images_per_second" not in trained  # timings are not compared
 
 
 def test_report_has_every_section_and_a_self_contained_html(repo):
     p = repo.path
     figures_dir = p / "plots" / "figures"
-    for name in ["accuracy-vs-cost", *(f"{kind}-{d}" for kind in ("per-class", "reliability", "curves", "umap")
-                                      for d in DATASETS)]:
+    for name in ["accuracy-vs-cost", "ood-roc", "corruption-severity", "fewshot",
+                 *(f"{kind}-{d}" for kind in ("per-class", "reliability", "curves", "umap") for d in DATASETS)]:
         assert (figures_dir / f"{name}.png").stat().st_size > 1000, name
     report = (p / "plots" / "report.md").read_text()
-    for heading in ("## Data and parameters", "## Test accuracy", "## Efficiency", "## Calibration",
-                    "## Per-class accuracy", "## Confusion matrices", "## Sample predictions"):
+    for heading in ("## Data and parameters", "## Test accuracy", "### Which differences hold", "## Efficiency",
+                    "## Calibration", "## Transfer: fine-tuning against frozen features",
+                    "## Out-of-distribution detection", "## Corruption robustness", "## Per-class accuracy",
+                    "## Confusion matrices", "## Sample predictions"):
         assert heading in report
     assert re.search(r"Params digest\*\* `[0-9a-f]{12}`", report)
-    assert "a multiply-add counts as 2 FLOPs" in report
+    assert re.search(r"\| \d+\.\d \(\d+\.\d–\d+\.\d\) \|", report)  # top-1 with its interval
+    assert "2 of the 15 CIFAR-10-C corruptions (gaussian_noise, fog)" in report  # the subset is stated
+    for m in MODELS:  # every model in every table
+        name = "resnet10t (random init)" if m == FOURTH else None
+        if name:
+            assert report.count(name) >= 12, report.count(name)
     lines = report.splitlines()
     images = [i for i, line in enumerate(lines) if line.startswith("![")]
-    assert len(images) == 1 + 2 * 2 + 2 + 2 + 2 * 3 * 2  # cost, reliability+curves, UMAP, per-class, confusion+samples
+    per_run = 2 * len(MODELS) * len(DATASETS)  # confusion and samples
+    assert len(images) == 4 + 2 * 2 + 2 + 2 + per_run  # cost, ood, corruption, few-shot; reliability+curves; UMAP; per-class
     for i in images:  # every figure has a one-line caption
         assert lines[i + 2].startswith("*") and lines[i + 2].endswith("*"), lines[i]
     html = (p / "plots" / "report.html").read_text()
@@ -203,9 +263,8 @@ def test_report_html_renders_every_image_in_chromium(repo, chromium):
 def test_predict_returns_the_class_evaluate_gave(repo, tmp_path):
     """`cifarbench predict` on the test images, saved as PNG files, agrees with evaluate's predictions."""
     script = Path(sys.executable).parent / "cifarbench"
-    # every model and both datasets, one predict process each (~6 s apiece: torch and timm imports)
-    pairs = {"cifar10": ["resnet18", "dinov2_vitb14"], "cifar100": ["efficientnet_b0", "dinov2_vitb14"]}
-    assert {m for ms in pairs.values() for m in ms} == set(MODELS) and set(pairs) == set(DATASETS)
+    # every model, both datasets, one predict process each (~6 s apiece: torch and timm imports)
+    pairs = {"cifar10": ["resnet18", "dinov2_vitb14"], "cifar100": ["efficientnet_b0", FOURTH]}
     for d, models in pairs.items():
         folder = tmp_path / d
         folder.mkdir()
@@ -214,45 +273,104 @@ def test_predict_returns_the_class_evaluate_gave(repo, tmp_path):
                 Image.fromarray(image).save(folder / f"{i:05d}.png")
         for m in models:
             evaluated = [row.split(",")[1] for row in
-                         (repo.path / "plots" / "confusion" / f"{m}-{d}.csv").read_text().splitlines()[1:]]
+                         (repo.path / "plots" / "confusion" / f"{m}-{d}-{SEED}.csv").read_text().splitlines()[1:]]
             out = repo.run(str(script), "predict", str(folder), "--model", m, "--dataset", d, "--json", "--topk", "1")
             predicted = [r["top"][0]["class"] for r in json.loads(out.stdout)]
             assert len(predicted) == len(evaluated) > 0
             assert predicted == evaluated, f"{m} on {d}"
 
 
-def test_train_recipe_change_reruns_only_that_model(repo):
-    repo.set_param("train.resnet18.lr", 0.02)
-    assert repo.stages_run("repro") == model_chain("resnet18")
-    repo.commit("resnet18 lr")
-
-    diff = json.loads(repo.dvc("metrics", "diff", "HEAD~1", "HEAD", "--json").stdout)
-    changed = {key for changes in diff.values() for key in changes}
-    assert changed, "the retrained model's metrics should differ"
-    assert all(".resnet18." in key for key in changed), changed
+def dry_run(repo):
+    return set(re.findall(r"Running stage '([^']+)'", repo.dvc("repro", "--dry").stdout))
 
 
-def test_plots_are_declared_for_dvc_plots(repo):
+@pytest.mark.parametrize("edited, reruns", [
+    ("cifarbench/figures.py", {"evaluate", "embed", "report"}),  # a plotting module: no training
+    # the training loop: every training reruns (and then, as their checkpoints change, what reads them)
+    ("cifarbench/engine.py", {"train-cifar10", "transfer-cifar100"}),
+])
+def test_code_edit_reruns_only_the_stages_that_run_it(repo, edited, reruns):
+    path = repo.path / edited
+    original = path.read_text()
+    try:
+        path.write_text(original + "\n# an edit\n")
+        ran = dry_run(repo)
+    finally:
+        path.write_text(original)
+    assert {name.split("@")[0] for name in ran} == reruns, sorted(ran)
+    if "train-cifar10" in reruns:
+        assert {f"train-cifar10@{m}-{SEED}" for m in MODELS} <= ran
+        assert {f"transfer-cifar100@{m}-{SEED}" for m in MODELS} <= ran
+    assert dry_run(repo) == set()
+
+
+def test_every_training_curve_is_a_declared_plot(repo):
     out = json.loads(repo.dvc("plots", "show", "--json").stdout)
     assert not out.get("errors"), out.get("errors")
     names = set(out["data"])
-    for curve in ("CIFAR-10 validation accuracy", "CIFAR-100 validation loss"):
-        assert curve in names
-        assert out["data"][curve][0]["content"]["data"]["values"], f"{curve} has no points"
-    assert {f"plots/confusion/{m}-{d}.csv" for m in MODELS for d in DATASETS} <= names
+    for m in MODELS:
+        for stage in ("train-cifar10", "transfer-cifar100"):
+            for curve in ("train/loss", "train/acc", "val/loss", "val/acc", "lr", "images_per_second"):
+                name = f"logs/{stage}/{m}-{SEED}/plots/metrics/{curve}.tsv"
+                assert name in names, name
+                assert out["data"][name][0]["content"]["data"]["values"], f"{name} has no points"
+    assert {f"plots/confusion/{m}-{d}-{SEED}.csv" for m in MODELS for d in DATASETS} <= names
 
 
-def test_transfer_change_as_experiment_leaves_cifar10_training_alone(repo):
-    ran = repo.stages_run("exp", "run", "-S", "transfer.resnet18.lr=0.001", "--name", "transfer-lr")
-    assert ran == model_chain("resnet18", transfer_only=True)
-    shown = json.loads(repo.dvc("exp", "show", "--json").stdout)
-    text = json.dumps(shown)
-    assert "transfer-lr" in text
-    exps = [e for commit in shown for e in (commit.get("experiments") or [])
-            if e.get("name") == "transfer-lr" or "transfer-lr" in json.dumps(e.get("revs", ""))]
-    assert exps, "the experiment is listed by dvc exp show"
-    params_text = json.dumps(exps[0])
-    assert '"lr": 0.001' in params_text and "top1" in params_text
+@pytest.mark.parametrize("text, value", [("2e-5", 2e-5), ("1e-3", 1e-3), ("1E-4", 1e-4), (".5", 0.5), ("5", 5.0)])
+def test_every_spelling_dvc_exp_run_writes_loads(repo, text, value):
+    """`dvc exp run -S` writes `2e-05` for 2e-5: the pipeline reads it as DVC does (YAML 1.2), a float."""
+    try:
+        repo.dvc("exp", "run", "-S", f"train.dinov2_vitb14.lr={text}", "recipes")
+        recipe = repo.json("recipes/train-cifar10/dinov2_vitb14.json")["recipe"]
+        assert recipe["lr"] == pytest.approx(value) and isinstance(recipe["lr"], float)
+    finally:
+        repo.restore()
+
+
+def test_a_wrong_type_through_dvc_exp_run_names_the_key(repo):
+    try:
+        proc = repo.dvc("exp", "run", "-S", "train.resnet18.lr=fast", "recipes", check=False)
+        assert proc.returncode != 0
+        errors = [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("error: ")]
+        assert errors == ["error: params.yaml: train.resnet18.lr: Input should be a valid number (got 'fast')"]
+        assert "Traceback" not in proc.stdout + proc.stderr
+    finally:
+        repo.restore()
+
+
+def test_train_recipe_change_reruns_only_that_model_and_shows_in_exp_show(repo):
+    try:
+        ran = repo.stages_run("exp", "run", "-S", "train.dinov2_vitb14.lr=0.004", "--name", "vit-lr")
+        assert ran == chain("dinov2_vitb14")
+        diff = json.loads(repo.dvc("metrics", "diff", "--targets", "metrics/summary.json", "--json").stdout)
+        changed = {key for changes in diff.values() for key in changes}
+        assert changed and all(".dinov2_vitb14." in key for key in changed), changed
+        shown = json.loads(repo.dvc("exp", "show", "--json").stdout)
+        [exp] = [e["revs"][0] for commit in shown for e in (commit.get("experiments") or []) if e.get("name") == "vit-lr"]
+        assert exp["data"]["params"]["params.yaml"]["data"]["train"]["dinov2_vitb14"]["lr"] == 0.004
+        metrics = exp["data"]["metrics"]
+        assert "best_val_acc" in metrics[f"logs/train-cifar10/dinov2_vitb14-{SEED}/metrics.json"]["data"]
+        assert "top1" in json.dumps(metrics["metrics/summary.json"]["data"])
+    finally:
+        repo.restore()
+
+
+def readme_exp_show_command():
+    """The one `dvc exp show` command README gives for comparing runs."""
+    readme = (ROOT / "README.md").read_text()
+    [command] = re.findall(r"^(dvc exp show --[^\n#]*?)\s*(?:#.*)?$", readme, re.M)[:1]
+    return command
+
+
+def test_readme_exp_show_fits_160_columns(repo):
+    command = shlex.split(readme_exp_show_command())
+    proc = subprocess.run([sys.executable, "-m", *command], cwd=repo.path, capture_output=True, text=True,
+                          env=dict(repo.env, COLUMNS="160"))
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.rstrip().splitlines()
+    assert lines and max(len(line) for line in lines) <= 160, max(len(line) for line in lines)
+    assert "top1" in proc.stdout
 
 
 def queue_states(repo, names):
@@ -262,59 +380,82 @@ def queue_states(repo, names):
             if (m := re.search(rf"^\w+\s+{re.escape(name)}\s.*\b(Queued|Running|Success|Failed)\s*$", out, re.M))}
 
 
-def test_queued_experiments_run_in_parallel_each_with_its_own_results(repo):
-    repo.dvc("repro")  # a no-op after the tests above; queued runs start from the committed dvc.lock
-    repo.run("git", "add", "-A")
-    repo.run("git", "commit", "-q", "--allow-empty", "-m", "before queueing")  # queues see only committed files
-    baseline = exp_data(json.loads(repo.dvc("exp", "show", "--json").stdout)[0])  # the workspace, now HEAD
-    rates = {"queued-lr-a": 0.001, "queued-lr-b": 0.004}  # the toy ViT's transfer: the cheapest chain to rerun
-    for name, lr in rates.items():
-        repo.dvc("exp", "run", "--queue", "-S", f"transfer.dinov2_vitb14.lr={lr}", "--name", name)
+def test_a_queued_sweep_runs_in_parallel_each_with_its_own_results(repo):
+    """`dvc exp run --queue -S 'key=a,b,c'` (DVC's sweep syntax) queues three; `dvc queue start -j 2` runs them."""
+    baseline = repo.json("metrics/summary.json")
+    rates = (0.001, 0.002, 0.004)  # the toy ViT's transfer: the cheapest chain to rerun
+    out = repo.dvc("exp", "run", "--queue", "-S", f"transfer.dinov2_vitb14.lr={','.join(map(str, rates))}").stdout
+    names = re.findall(r"Queued experiment '([^']+)'", out)
+    assert len(names) == 3, out
     # not through repo.dvc: the workers it spawns inherit captured stdout/stderr pipes, and reading
     # those to the end would wait for the workers to finish
     subprocess.run([sys.executable, "-m", "dvc", "queue", "start", "-j", "2"], cwd=repo.path, env=repo.env,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
-
-    both_running, deadline = False, time.monotonic() + 900
-    while (states := queue_states(repo, rates)) and any(s in ("Queued", "Running") for s in states.values()):
-        both_running |= all(s == "Running" for s in states.values()) and len(states) == 2
+    two_running, deadline = False, time.monotonic() + 900
+    while (states := queue_states(repo, names)) and any(s in ("Queued", "Running") for s in states.values()):
+        two_running |= sum(s == "Running" for s in states.values()) == 2
         assert time.monotonic() < deadline, f"the queue did not finish in 15 minutes: {states}"
-        time.sleep(5)
-    failed = [name for name in rates if states.get(name) != "Success"]
+        time.sleep(3)
+    failed = [name for name in names if states.get(name) != "Success"]
     assert not failed, "\n".join(repo.dvc("queue", "logs", n, check=False).stdout[-3000:] for n in failed)
-    assert both_running, "the two workers should run the two experiments at the same time"
+    assert two_running, "the two workers should run two experiments at the same time"
 
     shown = json.loads(repo.dvc("exp", "show", "--json").stdout)
-    exps = {e["name"]: exp_data(e["revs"][0]) for commit in shown for e in (commit.get("experiments") or [])
-            if e.get("name") in rates}
-    assert set(exps) == set(rates), "dvc exp show lists both queued experiments"
-    for name, lr in rates.items():
-        params, metrics = exps[name]
-        assert params["transfer"]["dinov2_vitb14"]["lr"] == lr
-        assert metrics["cifar10"] == baseline[1]["cifar10"]  # train-cifar10 was not rerun
-        assert metrics["cifar100"]["resnet18"] == baseline[1]["cifar100"]["resnet18"]
-        # its own transfer run: new timings at least, usually new accuracies
-        assert metrics["cifar100"]["dinov2_vitb14"] != baseline[1]["cifar100"]["dinov2_vitb14"]
-    assert exps["queued-lr-a"][1] != exps["queued-lr-b"][1]
+    exps = {e["name"]: e["revs"][0]["data"] for commit in shown for e in (commit.get("experiments") or [])
+            if e.get("name") in names}
+    assert set(exps) == set(names), "dvc exp show lists every queued experiment"
+    found = sorted(data["params"]["params.yaml"]["data"]["transfer"]["dinov2_vitb14"]["lr"] for data in exps.values())
+    assert found == list(rates)
+    for data in exps.values():
+        summary = data["metrics"]["metrics/summary.json"]["data"]
+        assert summary["cifar10"] == baseline["cifar10"]  # train-cifar10 was not rerun
+        assert summary["cifar100"]["resnet18"] == baseline["cifar100"]["resnet18"]
+    sorted_show = repo.dvc("exp", "show", "--sort-by", "metrics/summary.json:cifar100.dinov2_vitb14.top1",
+                           "--sort-order", "desc", "--csv")
+    assert sorted_show.returncode == 0
 
 
-def exp_data(entry):
-    """(params.yaml, metrics/summary.json) of one `dvc exp show --json` entry."""
-    data = entry["data"]
-    return data["params"]["params.yaml"]["data"], data["metrics"]["metrics/summary.json"]["data"]
+def test_more_seeds_run_only_the_new_seeds_chains(repo):
+    try:
+        repo.set_param("seeds", [SEED, 1])
+        ran = dry_run(repo)
+    finally:
+        repo.restore()
+    new = stages_for(MODELS, seeds=(1,)) - stages_for(MODELS, seeds=())  # the new seed's per-seed stages
+    assert ran == new | {"report"}, sorted(ran ^ (new | {"report"}))
 
 
-def test_killed_dvc_repro_resumes_from_the_persisted_state(repo):
-    """kill -9 of `dvc repro` (and its stage) mid-training; the next `dvc repro` continues the run."""
-    import signal
-    import time
+def test_a_registry_of_one_model_runs(repo):
+    try:
+        raw = repo.params()
+        for key in MODELS[1:]:
+            del raw["models"][key]
+            for section in ("train", "transfer"):
+                raw[section].pop(key, None)
+        repo.write_params(raw)
+        ran = repo.stages_run("repro")
+        assert ran == {"recipes", "report"}  # resnet18's own stages are unchanged
+        summary = repo.json("metrics/summary.json")
+        assert all(list(summary[d]) == ["resnet18"] for d in DATASETS)
+        report = (repo.path / "plots" / "report.md").read_text()
+        assert "One model: nothing to compare." in report and "EfficientNet" not in report
+        assert repo.json("metrics/comparisons.json") == {d: {} for d in DATASETS}
+    finally:
+        repo.restore()
 
+
+def test_killed_dvc_repro_resumes_and_matches_an_uninterrupted_run(repo):
+    """kill -9 of `dvc repro` (and its stage) mid-training; the next `dvc repro` continues the run, and the
+    evaluate metrics equal those of an uninterrupted run byte for byte."""
     import torch
 
     model = "dinov2_vitb14"
+    run, evaluate = f"{model}-{SEED}", f"evaluate@{model}-cifar10-{SEED}"
     repo.set_param(f"train.{model}.epochs", 3)
-    repo.set_param(f"train.{model}.early_stopping", 0)
-    state_path = repo.path / "models" / "cifar10" / f"{model}.state.pt"
+    repo.dvc("repro", evaluate)  # uninterrupted: 3 epochs, then evaluate
+    metrics = repo.path / "metrics" / "evaluate" / f"{model}-cifar10-{SEED}.json"
+    uninterrupted = metrics.read_bytes()
+    state_path = repo.path / "models" / "cifar10" / f"{run}.state.pt"
 
     def saved_epoch():
         try:
@@ -323,8 +464,8 @@ def test_killed_dvc_repro_resumes_from_the_persisted_state(repo):
             return 0
         return 0 if state.get("finished") else state["trainer"]["epoch"]
 
-    proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro", f"train-cifar10@{model}"], cwd=repo.path,
-                            env=repo.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "-f", "-s", f"train-cifar10@{run}"],
+                            cwd=repo.path, env=repo.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     deadline = time.monotonic() + 300
     while saved_epoch() < 1:
@@ -333,9 +474,8 @@ def test_killed_dvc_repro_resumes_from_the_persisted_state(repo):
     os.killpg(proc.pid, signal.SIGKILL)  # DVC and the stage script with it
     proc.wait()
 
-    out = repo.dvc("repro", f"train-cifar10@{model}").stdout
+    out = repo.dvc("repro", evaluate).stdout
     assert "resuming after epoch" in out
-    rows = (repo.path / "logs" / "train-cifar10" / model / "plots" / "metrics" / "val" / "acc.tsv").read_text()
+    rows = (repo.path / "logs" / "train-cifar10" / run / "plots" / "metrics" / "val" / "acc.tsv").read_text()
     assert len(rows.strip().splitlines()) == 1 + 3
-    assert f"train-cifar10@{model}" not in repo.dvc("status", f"train-cifar10@{model}").stdout.replace(
-        "Data and pipelines are up to date.", "")
+    assert metrics.read_bytes() == uninterrupted
