@@ -47,7 +47,7 @@ def stepped(tmp_path_factory):
                                         for name, value in STEP_RECIPE.items()}))
     for world, scenarios in RUNS.items():
         run([*torchrun(world), str(ROOT / "tests" / "distributed_step.py"), str(folder), *scenarios], folder)
-    return {(scenario, world, rank): torch.load(folder / f"{scenario}-world{world}-rank{rank}.pt", weights_only=False)
+    return {(scenario, world, rank): torch.load(folder / f"{scenario}-world{world}-rank{rank}.pt", weights_only=True)
             for world, scenarios in RUNS.items() for scenario in scenarios for rank in range(world)}
 
 
