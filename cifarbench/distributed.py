@@ -4,6 +4,13 @@ With `compute.devices > 1` a training stage started by DVC reruns itself under
 `torchrun --standalone`, one process per device (NCCL on GPUs, gloo on CPU).
 Outside torchrun every helper here degrades to the single-process answer, so
 the engine has one code path.
+
+BatchNorm under DDP: with `compute.sync_bn` on CUDA its layers become
+SyncBatchNorm, which normalises over the global batch as one process would.
+torch has no SyncBatchNorm for CPU tensors, so on CPU (gloo), or with sync_bn
+off, each rank normalises over its own share of the batch, and the running
+statistics a checkpoint keeps are rank 0's (DDP copies them to the other ranks
+at each forward). Gradients are averaged either way; see `batchnorm_for_ddp`.
 """
 
 import logging
@@ -113,6 +120,38 @@ def first_flagged_step(step):
     value = torch.where(step >= 0, step, torch.full_like(step, none)).clone()
     dist.all_reduce(value, op=dist.ReduceOp.MIN)
     return -1 if int(value.item()) == none else int(value.item())
+
+
+def uses_batchnorm(model):
+    return any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+def batchnorm_for_ddp(model, device, sync_bn):
+    """`model` ready for DDP's BatchNorm: (model, one line for the log, or None for a model without BatchNorm).
+
+    sync_bn on CUDA: BatchNorm layers become SyncBatchNorm (timm's converter,
+    which keeps the activation of its fused BatchNormAct2d layers). The new
+    layers take over the old ones' Parameter objects, buffers, train/eval mode
+    and names, so frozen layers stay frozen (requires_grad False) and
+    models.train_mode still finds them by name and keeps them in eval mode,
+    where SyncBatchNorm uses its running statistics and never communicates.
+    Otherwise the model is unchanged and each rank normalises over its share.
+    """
+    if not uses_batchnorm(model):
+        return model, None
+    if sync_bn and device.type == "cuda":
+        from timm.layers import convert_sync_batchnorm
+
+        return convert_sync_batchnorm(model), "BatchNorm: statistics over the global batch (SyncBatchNorm)"
+    why = "compute.sync_bn is false" if not sync_bn else "SyncBatchNorm runs on CUDA only"
+    return model, f"BatchNorm: statistics per process, over its share of the batch ({why})"
+
+
+def ddp(model, device):
+    """The model wrapped so that backward() averages gradients across ranks (DistributedDataParallel)."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
 
 
 def gather_rows(local, counts):

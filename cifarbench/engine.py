@@ -53,34 +53,36 @@ class Trainer:
     The caller hands in device tensors (uint8 images, int64 labels) and runs
     the loop (see training.run): `train_epoch`, `validate`, `end_epoch`
     (steps the schedule, counts epochs since the best), then saves.
+    Under torchrun recipe.batch_size stays the global batch (see `plan`), and
+    sync_bn (compute.sync_bn) decides how BatchNorm normalises (see
+    distributed.batchnorm_for_ddp): `self.model` is the model as trained, its
+    BatchNorm layers possibly converted, with the same weights and names.
     """
 
-    def __init__(self, model, recipe, runtime, preprocess, seed, eval_batch_size, n_train):
-        self.model = model
+    def __init__(self, model, recipe, runtime, preprocess, seed, eval_batch_size, n_train, sync_bn=False):
         self.recipe = recipe
         self.runtime = runtime
         self.preprocess = preprocess
         self.eval_batch_size = eval_batch_size
         self.world, self.rank = distributed.world_size(), distributed.rank()
-        self.optimizer = build_optimizer(model, recipe)
+        # under DDP: SyncBatchNorm layers (sync_bn on CUDA) or per-rank statistics; `batchnorm` says which
+        self.model, self.batchnorm = (distributed.batchnorm_for_ddp(model, runtime.device, sync_bn) if self.world > 1
+                                      else (model, None))
+        self.optimizer = build_optimizer(self.model, recipe)
         self.schedule = schedules.Schedule(self.optimizer, recipe, self.plan(n_train)[2])
         self.scaler = torch.amp.GradScaler(runtime.device.type, enabled=runtime.needs_grad_scaler)
         # Every rank draws the same epoch order (then takes its own shard of it);
         # augmentation draws differ per rank.
         self.order_generator = torch.Generator(runtime.device).manual_seed(seed)
         self.augment_generator = torch.Generator(runtime.device).manual_seed(seed + 1 + self.rank)
-        self.step_fn = torch.compile(self._parallel(model)) if runtime.compile else self._parallel(model)
+        self.step_fn = torch.compile(self._parallel(self.model)) if runtime.compile else self._parallel(self.model)
         self.epoch = 0  # completed epochs
         self.best_acc = -1.0
         self.since_best = 0
 
     def _parallel(self, model):
-        if self.world == 1:
-            return model
-        from torch.nn.parallel import DistributedDataParallel  # gradients all-reduced across ranks in backward()
-
-        return DistributedDataParallel(model, device_ids=[self.runtime.device] if self.runtime.device.type == "cuda"
-                                       else None)
+        """What a training step calls: the model, or under torchrun the model in DDP (gradients averaged)."""
+        return model if self.world == 1 else distributed.ddp(model, self.runtime.device)
 
     def plan(self, n_images):
         """(images per rank, batch per rank, steps) of an epoch over n_images.

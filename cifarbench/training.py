@@ -64,11 +64,15 @@ def run(s, stage, model, init_path=None):
     tensors = _tensors(data_dir, meta, rt.device)
     model = inference.prepare_model(model, rt)
     preprocess = inference.preprocess_for(model, rt, spec.img_size)
-    trainer = engine.Trainer(model, recipe, rt, preprocess, seed, params.compute.eval_batch_size, len(tensors[1]))
+    trainer = engine.Trainer(model, recipe, rt, preprocess, seed, params.compute.eval_batch_size, len(tensors[1]),
+                             sync_bn=params.compute.sync_bn)
+    model = trainer.model  # under DDP its BatchNorm layers may be SyncBatchNorm: the same weights and names
     if main:
         print(f"{meta['dataset']} ({meta['source']}): {len(tensors[1])} train / {len(tensors[3])} val images; "
               f"{spec.arch} at {spec.img_size} px, seed {seed}, {recipe.schedule} schedule"
               f"{f' x {distributed.world_size()} processes' if distributed.world_size() > 1 else ''}", flush=True)
+        if trainer.batchnorm:
+            print(trainer.batchnorm, flush=True)
 
     inputs = [data_dir / "train.npz", data_dir / "val.npz", data_dir / "meta.json"] + ([init_path] if init_path else [])
     # the same files dvc.yaml lists as this stage's code

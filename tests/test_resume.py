@@ -1,7 +1,11 @@
 """Interrupted training resumes exactly; NaN stops cleanly; a changed recipe starts fresh.
 
 The stage scripts run as real processes in a scratch project folder and are
-killed with real signals after their first completed epoch.
+killed with real signals after their first completed epoch. Exact resumption is
+checked for each kind of state a run carries: a LayerNorm ViT (optimizer and
+RNG state), a BatchNorm CNN (running statistics as well as weights) and the
+transfer stage with frozen blocks (a model built from a checkpoint, parameters
+the optimizer never sees, modules kept in eval mode while the rest trains).
 """
 
 import json
@@ -11,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -25,9 +30,39 @@ EPOCHS = 3
 DETERMINISTIC_LOGS = ("train/loss", "train/acc", "val/loss", "val/acc", "lr")
 
 
+@dataclass(frozen=True)
+class Case:
+    """A training stage to interrupt: the model it trains and the dataset it trains on."""
+
+    model: str
+    dataset: str  # cifar10: the train stage; cifar100: the transfer stage (from the ViT's cifar10 checkpoint)
+    epochs: int = EPOCHS  # the kill lands in epoch 2; a third then follows the resumed one
+
+    @property
+    def section(self):
+        return {"cifar10": "train", "cifar100": "transfer"}[self.dataset]
+
+    def start(self, folder):
+        return stage(folder, f"{self.section}_{self.dataset}.py", self.model, str(SEED))
+
+    def evaluate(self, folder):
+        finish(stage(folder, "evaluate.py", self.model, self.dataset, str(SEED)))
+
+
+VIT_TRAIN = Case(MODEL, "cifar10")
+CASES = {
+    "layernorm-vit-train": VIT_TRAIN,
+    "batchnorm-cnn-train": Case("resnet18", "cifar10", epochs=2),  # its epochs are the slowest
+    "frozen-vit-transfer": Case(MODEL, "cifar100"),  # the tiny params freeze the stem and 1 of the 2 blocks
+}
+
+
 def project_params(folder, **extra):
-    write_params(folder, tiny_params(**{f"train__{MODEL}__epochs": EPOCHS, f"train__{MODEL}__early_stopping": 0,
-                                        **extra}))
+    """One params.yaml for every case: its epochs, no early stopping (dotted keys with __ in `extra`)."""
+    recipes = {f"{c.section}__{c.model}__{key}": value for c in CASES.values()
+               for key, value in (("epochs", c.epochs), ("early_stopping", 0))}
+    # ResNet-18 at 16 px: a third less time per epoch, the same BatchNorm layers (the last at 1x1)
+    write_params(folder, tiny_params(**{**recipes, "models__resnet18__img_size": 16, **extra}))
 
 
 def stage(folder, script, *args, **popen):
@@ -42,8 +77,8 @@ def finish(proc, timeout=600):
     return out
 
 
-def saved_epoch(folder):
-    path = folder / paths.training_state("cifar10", MODEL, SEED)
+def saved_epoch(folder, case=VIT_TRAIN):
+    path = folder / paths.training_state(case.dataset, case.model, SEED)
     if not path.is_file():
         return 0
     state = torch.load(path, map_location="cpu", weights_only=True)
@@ -60,66 +95,98 @@ def downloaded(tmp_path_factory):
     return folder
 
 
-def make_project(downloaded, folder, **extra):
-    shutil.copytree(downloaded, folder)
+def make_project(template, folder, **extra):
+    shutil.copytree(template, folder)
     if extra:
         project_params(folder, **extra)
     return folder
 
 
-def training_logs(folder):
-    logs = folder / paths.train_log("cifar10", MODEL, SEED) / "plots" / "metrics"
+@pytest.fixture(scope="module")
+def projects(downloaded, tmp_path_factory):
+    """Per case, made once for the module: `ready(case)`, a folder the stage can start in, and
+    `uninterrupted(case)`, that folder after one uninterrupted run of the stage and its evaluation."""
+    root = tmp_path_factory.mktemp("resume")
+    ready, done = {}, {}
+
+    def get_ready(case):
+        if case.dataset == "cifar10":
+            return downloaded
+        if case not in ready:  # the transfer stage starts from the uninterrupted ViT's CIFAR-10 checkpoint
+            folder = make_project(get_uninterrupted(Case(case.model, "cifar10")), root / f"{case.model}-ready")
+            finish(stage(folder, "download.py", case.dataset))
+            ready[case] = folder
+        return ready[case]
+
+    def get_uninterrupted(case):
+        if case not in done:
+            folder = make_project(get_ready(case), root / f"{case.dataset}-{case.model}-uninterrupted")
+            finish(case.start(folder))
+            case.evaluate(folder)
+            done[case] = folder
+        return done[case]
+
+    return get_ready, get_uninterrupted
+
+
+def training_logs(folder, case=VIT_TRAIN):
+    logs = folder / paths.train_log(case.dataset, case.model, SEED) / "plots" / "metrics"
     return {name: (logs / f"{name}.tsv").read_bytes() for name in DETERMINISTIC_LOGS}
 
 
-def best_weights(folder):
-    return torch.load(folder / paths.checkpoint("cifar10", MODEL, SEED), weights_only=True)["state_dict"]
+def best_weights(folder, case=VIT_TRAIN):
+    return torch.load(folder / paths.checkpoint(case.dataset, case.model, SEED), weights_only=True)["state_dict"]
 
 
-@pytest.fixture(scope="module")
-def uninterrupted(downloaded, tmp_path_factory):
-    folder = make_project(downloaded, tmp_path_factory.mktemp("resume") / "uninterrupted")
-    finish(stage(folder, "train_cifar10.py", MODEL, str(SEED)))
-    finish(stage(folder, "evaluate.py", MODEL, "cifar10", str(SEED)))
-    return folder
+def assert_same_weights(ours, reference):
+    """Parameters and buffers (BatchNorm's running statistics and batch counts), bit for bit."""
+    assert ours.keys() == reference.keys()
+    different = [k for k in ours if not torch.equal(ours[k], reference[k])]
+    assert not different, f"tensors differ after resuming: {different[:5]}"
 
 
-def kill_after_first_epoch(folder, sig):
-    proc = stage(folder, "train_cifar10.py", MODEL, str(SEED))
+def kill_after_first_epoch(folder, sig, case=VIT_TRAIN):
+    proc = case.start(folder)
     deadline = time.monotonic() + 300
-    while saved_epoch(folder) < 1:  # the kill lands somewhere in the second epoch
+    while saved_epoch(folder, case) < 1:  # the kill lands somewhere in the second epoch
         assert proc.poll() is None and time.monotonic() < deadline, "training ended before it could be killed"
         time.sleep(0.05)
     proc.send_signal(sig)
-    proc.communicate(timeout=60)
+    out, _ = proc.communicate(timeout=60)
     assert proc.returncode != 0
-    assert 1 <= saved_epoch(folder) < EPOCHS
+    assert 1 <= saved_epoch(folder, case) < case.epochs
+    return out
 
 
-def test_kill_9_then_rerun_gives_byte_identical_metrics(downloaded, uninterrupted, tmp_path):
-    folder = make_project(downloaded, tmp_path / "killed")
-    kill_after_first_epoch(folder, signal.SIGKILL)
-    out = finish(stage(folder, "train_cifar10.py", MODEL, str(SEED)))
+@pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
+def test_kill_9_then_rerun_gives_byte_identical_metrics(projects, tmp_path, case):
+    ready, uninterrupted = projects
+    reference = uninterrupted(case)
+    folder = make_project(ready(case), tmp_path / "killed")
+    first_out = kill_after_first_epoch(folder, signal.SIGKILL, case)
+    if case.dataset == "cifar100":
+        assert "frozen: stem + 1 blocks" in first_out  # the case really has frozen blocks
+    out = finish(case.start(folder))
     assert "resuming after epoch" in out
-    finish(stage(folder, "evaluate.py", MODEL, "cifar10", str(SEED)))
-    metrics = paths.evaluation(MODEL, "cifar10", SEED)
-    assert (folder / metrics).read_bytes() == (uninterrupted / metrics).read_bytes()
-    assert training_logs(folder) == training_logs(uninterrupted)
-    rows = (folder / paths.train_log("cifar10", MODEL, SEED) / "plots" / "metrics" / "val" / "acc.tsv").read_text()
-    assert len(rows.strip().splitlines()) == 1 + EPOCHS  # header + one row per epoch, none repeated
+    case.evaluate(folder)
+    metrics = paths.evaluation(case.model, case.dataset, SEED)
+    assert (folder / metrics).read_bytes() == (reference / metrics).read_bytes()
+    assert training_logs(folder, case) == training_logs(reference, case)
+    assert_same_weights(best_weights(folder, case), best_weights(reference, case))
+    rows = (folder / paths.train_log(case.dataset, case.model, SEED) / "plots" / "metrics" / "val" / "acc.tsv")
+    assert len(rows.read_text().strip().splitlines()) == 1 + case.epochs  # header + one row per epoch, none repeated
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name)
-def test_terminated_or_interrupted_run_resumes_exactly(downloaded, uninterrupted, tmp_path, sig):
-    folder = make_project(downloaded, tmp_path / "stopped")
+def test_terminated_or_interrupted_run_resumes_exactly(projects, tmp_path, sig):
+    ready, uninterrupted = projects
+    folder = make_project(ready(VIT_TRAIN), tmp_path / "stopped")
     kill_after_first_epoch(folder, sig)
-    assert "resuming after epoch" in finish(stage(folder, "train_cifar10.py", MODEL, str(SEED)))
-    assert training_logs(folder) == training_logs(uninterrupted)
-    ours, reference = best_weights(folder), best_weights(uninterrupted)
-    assert ours.keys() == reference.keys() and all(torch.equal(ours[k], reference[k]) for k in ours)
+    assert "resuming after epoch" in finish(VIT_TRAIN.start(folder))
+    reference = uninterrupted(VIT_TRAIN)
+    assert training_logs(folder) == training_logs(reference)
+    assert_same_weights(best_weights(folder), best_weights(reference))
     assert not list((folder / "models" / "cifar10").glob(".*.tmp"))  # temporary files cleaned up
-
-
 def test_changed_recipe_does_not_resume(downloaded, tmp_path):
     folder = make_project(downloaded, tmp_path / "changed")
     kill_after_first_epoch(folder, signal.SIGKILL)
