@@ -66,7 +66,7 @@ class Compute(Section):
     precision: Literal["auto", "bf16", "fp16", "fp32"]
     compile: bool
     eval_batch_size: PositiveInt
-    sync_bn: bool  # under DDP, BatchNorm statistics over the global batch (SyncBatchNorm)
+    sync_bn: bool  # under DDP on CUDA: BatchNorm over the global batch (SyncBatchNorm); on CPU/gloo per process
 
     @field_validator("device")
     @classmethod
