@@ -44,9 +44,11 @@ MAX_ITER = 1000
 # BLAS/OpenMP threads during fits. One: the probe's matrix products are small (the demo's
 # 1,300 x 512 x 10 classes, every few-shot set) or medium, and on a machine whose cores are
 # busy, OpenBLAS's default threads wait on each other: on the 2-core build machine with
-# other work running, the demo-size sweep took 27.5 s with them against 0.7 s on one
-# thread, a 10,000 x 768 x 100 fit 4x longer. threads=None keeps the process's pools,
-# which pays off for the full-size fit on an otherwise idle many-core machine.
+# other work running, the demo-size sweep took 17-28 s with them against 0.7-2.8 s on one
+# thread, its few-shot curve 107 s against 8 s, a 10,000 x 768 x 100 fit 4x longer. One
+# thread also gives the same floating-point sums on every machine (the thread count
+# changes them: one validation accuracy moved by an image). threads=None keeps the
+# process's pools, which can pay off for the full-size fit on an idle many-core machine.
 THREADS = 1
 
 

@@ -49,11 +49,13 @@ def test_shuffled_labels_reach_chance(separable):
     rng = np.random.default_rng(1)
     (x, y), (vx, vy), (tx, ty) = separable
     fitted = probe.fit_probe(x, rng.permutation(y), vx, rng.permutation(vy))
-    # test labels shuffled too: they are independent of the predictions, so the number
-    # right is Binomial-like with p = 1/10; allow 4 standard deviations
+    # every split's labels shuffled on its own: they are independent of the predictions,
+    # so the number right is Binomial-like with p = 1/10; allow 4 standard deviations
     accuracy = fitted.score(tx, rng.permutation(ty))
-    sd = math.sqrt(0.1 * 0.9 / len(ty))
-    assert abs(accuracy - 0.1) < 4 * sd
+    assert abs(accuracy - 0.1) < 4 * math.sqrt(0.1 * 0.9 / len(ty))
+    # and at every C on validation: a probe that saw the validation labels would memorise them
+    for val_top1 in fitted.val_top1_by_c.values():
+        assert abs(val_top1 - 0.1) < 4 * math.sqrt(0.1 * 0.9 / len(vy))
 
 
 def test_standardisation_makes_the_probe_blind_to_feature_scale(separable):
