@@ -146,6 +146,7 @@ class Evaluate(Section):
 class Probe(Section):
     shots: list[PositiveInt]  # labelled training images per class for the few-shot curve
     draws: PositiveInt  # random draws per shot count
+    c_grid: Annotated[list[Annotated[float, Field(gt=0)]], Field(min_length=1)]  # L2 strengths tried, best on val
 
 
 class _Top(Section):
