@@ -44,7 +44,7 @@ class Data(Section):
 
 
 class Compute(Section):
-    device: str  # auto | cpu | cuda | cuda:N
+    device: str  # auto | cpu | cuda | cuda:N | mps
     devices: PositiveInt  # processes (GPUs) per training stage; >1 runs under torchrun
     precision: Literal["auto", "bf16", "fp16", "fp32"]
     compile: bool
@@ -53,9 +53,9 @@ class Compute(Section):
     @field_validator("device")
     @classmethod
     def _known_device(cls, v):
-        if v in ("auto", "cpu", "cuda") or (v.startswith("cuda:") and v[5:].isdigit()):
+        if v in ("auto", "cpu", "cuda", "mps") or (v.startswith("cuda:") and v[5:].isdigit()):
             return v
-        raise ValueError("must be auto, cpu, cuda or cuda:N")
+        raise ValueError("must be auto, cpu, cuda, cuda:N or mps")
 
 
 class ModelSpec(Section):

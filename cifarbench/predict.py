@@ -92,7 +92,7 @@ def predict(arguments, checkpoint_path, topk=5, device="auto"):
     try:
         compute = Compute(device=device, devices=1, precision="auto", compile=False, eval_batch_size=BATCH_SIZE)
     except ValidationError:
-        raise BenchError(f"--device: {device!r} is not auto, cpu, cuda or cuda:N") from None
+        raise BenchError(f"--device: {device!r} is not auto, cpu, cuda, cuda:N or mps") from None
     if not Path(checkpoint_path).is_file():
         raise BenchError(f"checkpoint {checkpoint_path} not found under {Path.cwd()}: run cifarbench from the project "
                          f"root once the pipeline has trained the model (`dvc repro` or `make demo`)")

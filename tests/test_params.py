@@ -38,7 +38,7 @@ BAD = [
     ("data.source", "torrent", "data.source: Input should be 'auto', 'download', 'archive', 'folder' or 'digits'"),
     ("data.limit", -1, "data.limit: Input should be greater than or equal to 0"),
     ("data.val_size", 1.5, "data.val_size"),
-    ("compute.device", "tpu", "compute.device: must be auto, cpu, cuda or cuda:N"),
+    ("compute.device", "tpu", "compute.device: must be auto, cpu, cuda, cuda:N or mps"),
     ("train.resnet18.optimizer", "lion", "train.resnet18.optimizer"),
     ("train.resnet18.augment.flip", "yes", "train.resnet18.augment.flip: Input should be a valid boolean"),
     ("models.resnet18.kwargs", {"no_such_argument": 1}, "models.resnet18.kwargs: timm cannot build"),
