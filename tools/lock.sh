@@ -51,22 +51,41 @@ check)
         exit 1
     fi
     echo "$LOCK is up to date with pyproject.toml ($(pins "$LOCK" | wc -l) packages)"
+    # one resolution per platform and Python, side by side (they wait on the index, not the CPU)
     for platform in "${PLATFORMS[@]}"; do
         for python in "${PYTHONS[@]}"; do
-            out="$tmp/$platform-$python.txt"
+            out="$tmp/$platform-$python"
             resolve=("$UV" pip compile "$LOCK" --python-platform "$platform" --python-version "$python"
-                     --only-binary :all: --no-binary "$SOURCE_ONLY" --no-header --no-annotate --quiet -o "$out")
-            # the index pages fetched by the first compile are in uv's cache; ask the network
-            # again only if something is missing there (and then show uv's own error)
-            "${resolve[@]}" --offline 2>/dev/null || "${resolve[@]}"
-            missing=$(comm -13 <(pins "$LOCK") <(pins "$out"))
-            if [ -n "$missing" ]; then
-                echo "error: on $platform, Python $python the lock lacks:" $missing >&2
-                exit 1
-            fi
-            echo "$platform, Python $python: resolves to $(pins "$out" | wc -l) locked packages, wheels only (but $SOURCE_ONLY)"
+                     --only-binary :all: --no-binary "$SOURCE_ONLY" --no-header --no-annotate --quiet -o "$out.txt")
+            # whatever uv's cache already holds is not asked for again; the network only fills the rest
+            if { "${resolve[@]}" --offline 2>/dev/null || "${resolve[@]}"; } 2>"$out.err"; then
+                echo ok >"$out.status"
+            else
+                echo failed >"$out.status"
+            fi &
         done
     done
+    wait
+    failed=0
+    for platform in "${PLATFORMS[@]}"; do
+        for python in "${PYTHONS[@]}"; do
+            out="$tmp/$platform-$python"
+            if [ "$(cat "$out.status")" != ok ]; then
+                echo "error: the lock does not resolve on $platform, Python $python:" >&2
+                cat "$out.err" >&2
+                failed=1
+                continue
+            fi
+            missing=$(comm -13 <(pins "$LOCK") <(pins "$out.txt"))
+            if [ -n "$missing" ]; then
+                echo "error: on $platform, Python $python the lock lacks:" $missing >&2
+                failed=1
+                continue
+            fi
+            echo "$platform, Python $python: resolves to $(pins "$out.txt" | wc -l) locked packages, wheels only (but $SOURCE_ONLY)"
+        done
+    done
+    exit $failed
     ;;
 *)
     echo "usage: $0 write|check" >&2
