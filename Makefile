@@ -1,12 +1,18 @@
 # CIFARbench: `make demo` runs the whole pipeline offline on the stand-in data,
 # `make test` runs the test suite. Both create the environment first.
+# `make lock` regenerates requirements.txt from pyproject.toml; `make check-lock` (CI) checks
+# that it is up to date and resolves on Linux, macOS and Windows (tools/lock.sh).
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# uv resolves the lock (it installs nothing: pip does, from this machine's disk where it can)
+UV_VERSION := 0.13.9
+TOOLS := .tools/uv-$(UV_VERSION)
+UV := $(TOOLS)/bin/uv
 
-.PHONY: setup demo test test-all clean-demo
+.PHONY: setup demo test test-all clean-demo lock check-lock
 
 setup: $(STAMP)
 
@@ -28,3 +34,13 @@ test: $(STAMP)
 
 test-all: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -m ''
+
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+lock: $(UV)
+	UV=$(UV) tools/lock.sh write
+
+check-lock: $(UV)
+	UV=$(UV) tools/lock.sh check

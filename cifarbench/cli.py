@@ -47,7 +47,7 @@ def _parser():
     predict.add_argument("--seed", type=int, default=None, help="training seed (default: the first of params.yaml's seeds)")
     predict.add_argument("--topk", type=_positive, default=5, help="how many classes to print per image (default 5)")
     predict.add_argument("--json", action="store_true", help="print a JSON list instead of text")
-    predict.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
+    predict.add_argument("--device", default="auto", help="auto (CUDA, else Apple's MPS, else the CPU), cpu, cuda, cuda:N or mps")
     return parser
 
 

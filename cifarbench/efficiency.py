@@ -44,8 +44,11 @@ def gflops(model, img_size, device="cpu"):
 
 
 def _synchronize(device):
-    if torch.device(device).type == "cuda":
+    kind = torch.device(device).type
+    if kind == "cuda":
         torch.cuda.synchronize(device)
+    elif kind == "mps":  # Metal runs asynchronously too: time only finished work
+        torch.mps.synchronize()
 
 
 def time_runs(fn, device, *, warmup, min_runs, min_seconds, max_runs=MAX_RUNS):

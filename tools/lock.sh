@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# The lock: requirements.txt pins every package for every supported platform, with
+# markers, resolved by uv from pyproject.toml's direct dependencies (plus the test extra).
+#
+#   tools/lock.sh write   regenerate requirements.txt (`make lock`); versions already in the
+#                         lock stay where they are unless LOCK_FLAGS says otherwise, e.g.
+#                         LOCK_FLAGS=--upgrade-package=timm or LOCK_FLAGS=--upgrade
+#   tools/lock.sh check   (`make check-lock`, CI) fail if requirements.txt is stale, then
+#                         resolve it for each platform and Python below, wheels only, and
+#                         fail if that needs any package or version the lock lacks.
+#                         Nothing is installed.
+#
+# UV names the uv executable (the Makefile installs a pinned one).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+UV=${UV:-uv}
+LOCK=requirements.txt
+# uv's targets: Linux x86-64 (glibc 2.28+; the same lock with or without a GPU), macOS on
+# Apple silicon, Windows x86-64.
+PLATFORMS=(x86_64-manylinux_2_28 aarch64-apple-darwin x86_64-pc-windows-msvc)
+PYTHONS=(3.11 3.12 3.13 3.14)
+# torch's macOS wheels are built for macOS 14 and later; uv assumes 13 unless told.
+export MACOSX_DEPLOYMENT_TARGET=14.0
+# Pure-Python packages published only as source (they build anywhere); every other
+# package must come as a wheel for each platform, so no one compiles anything.
+SOURCE_ONLY=antlr4-python3-runtime
+
+compile_lock() {  # $1: output file; keeps the versions it already holds
+    # shellcheck disable=SC2086  # LOCK_FLAGS is a list of flags
+    "$UV" pip compile pyproject.toml --extra test --universal --python-version 3.11 \
+        --custom-compile-command "make lock" --quiet ${LOCK_FLAGS:-} -o "$1"
+}
+
+pins() {  # name==version of every requirement line, names normalised, markers dropped
+    grep -E '^[A-Za-z0-9]' "$1" | sed -E 's/ *;.*//' |
+        awk -F'==' '{ name = tolower($1); gsub(/[-_.]+/, "-", name); print name "==" $2 }' | sort -u
+}
+
+case "${1:-}" in
+write)
+    compile_lock "$LOCK"
+    echo "$LOCK: $(pins "$LOCK" | wc -l) packages pinned for every platform"
+    ;;
+check)
+    tmp=$(mktemp -d)
+    trap 'rm -rf "$tmp"' EXIT
+    cp "$LOCK" "$tmp/lock.txt"
+    compile_lock "$tmp/lock.txt"
+    if ! diff -u "$LOCK" "$tmp/lock.txt"; then
+        echo "error: $LOCK does not match pyproject.toml: run \`make lock\` and commit $LOCK" >&2
+        exit 1
+    fi
+    echo "$LOCK is up to date with pyproject.toml ($(pins "$LOCK" | wc -l) packages)"
+    # one resolution per platform and Python, side by side (they wait on the index, not the CPU)
+    for platform in "${PLATFORMS[@]}"; do
+        for python in "${PYTHONS[@]}"; do
+            out="$tmp/$platform-$python"
+            resolve=("$UV" pip compile "$LOCK" --python-platform "$platform" --python-version "$python"
+                     --only-binary :all: --no-binary "$SOURCE_ONLY" --no-header --no-annotate --quiet -o "$out.txt")
+            # whatever uv's cache already holds is not asked for again; the network only fills the rest
+            if { "${resolve[@]}" --offline 2>/dev/null || "${resolve[@]}"; } 2>"$out.err"; then
+                echo ok >"$out.status"
+            else
+                echo failed >"$out.status"
+            fi &
+        done
+    done
+    wait
+    failed=0
+    for platform in "${PLATFORMS[@]}"; do
+        for python in "${PYTHONS[@]}"; do
+            out="$tmp/$platform-$python"
+            if [ "$(cat "$out.status")" != ok ]; then
+                echo "error: the lock does not resolve on $platform, Python $python:" >&2
+                cat "$out.err" >&2
+                failed=1
+                continue
+            fi
+            missing=$(comm -13 <(pins "$LOCK") <(pins "$out.txt"))
+            if [ -n "$missing" ]; then
+                echo "error: on $platform, Python $python the lock lacks:" $missing >&2
+                failed=1
+                continue
+            fi
+            echo "$platform, Python $python: resolves to $(pins "$out.txt" | wc -l) locked packages, wheels only (but $SOURCE_ONLY)"
+        done
+    done
+    exit $failed
+    ;;
+*)
+    echo "usage: $0 write|check" >&2
+    exit 2
+    ;;
+esac
