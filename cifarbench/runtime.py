@@ -51,10 +51,6 @@ class Runtime:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
 
-    @property
-    def reason(self):
-        return self.describe()
-
     def describe(self):
         """The hardware and precision, as the efficiency files record it."""
         if self.device.type == "cuda":

@@ -19,7 +19,7 @@ def run(logic, doc, *, args=(), torchrun=False, argv=None):
             return None  # compute.devices > 1: the torchrun workers ran this stage
         s.runtime = runtimelib.resolve(s.params.compute)
         if stage.is_first_rank():
-            print(f"device: {s.runtime.reason}", flush=True)
+            print(s.runtime.describe_choice(), flush=True)
         return s
 
     return stage.run(logic, doc, args=args, setup=setup, report_error=distributed.report_worker_error, argv=argv)

@@ -32,7 +32,7 @@ Wed Nov 27 10:00:00 2026
 
 
 def compute(device="auto", precision="auto"):
-    return Compute(device=device, devices=1, precision=precision, compile=False, eval_batch_size=8)
+    return Compute(device=device, devices=1, precision=precision, compile=False, eval_batch_size=8, sync_bn=False)
 
 
 @pytest.fixture
