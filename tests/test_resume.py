@@ -91,7 +91,8 @@ def downloaded(tmp_path_factory):
     folder = tmp_path_factory.mktemp("resume") / "template"
     folder.mkdir()
     project_params(folder)
-    finish(stage(folder, "download.py", "cifar10"))
+    for dataset in ("cifar10", "cifar100"):  # evaluate scores the other dataset's test images as OOD
+        finish(stage(folder, "download.py", dataset))
     return folder
 
 
