@@ -56,7 +56,7 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # runnable as a plain script from a checkout
 
-from cifarbench import engine, inference, models, transforms  # noqa: E402
+from cifarbench import engine, inference, models, registry, transforms  # noqa: E402
 from cifarbench import params as paramslib  # noqa: E402
 from cifarbench import runtime as runtimelib  # noqa: E402
 
@@ -218,7 +218,8 @@ def run_case(key, img_size, params, rt, data, args):
     preprocess = inference.preprocess_for(model, rt, img_size)
     images = transforms.to_tensor(images_np, rt.device)
     labels = torch.from_numpy(labels_np).to(rt.device)
-    row = {"model": key, "img_size": img_size, "batch_size": batch, "rounds": rounds}
+    row = {"model": key, "name": registry.base_name(params.models[key]), "img_size": img_size, "batch_size": batch,
+           "rounds": rounds}
 
     if "input" in args.parts:
         count = (args.input_images // 8 if img_size > 32 else args.input_images) // batch * batch
@@ -297,8 +298,7 @@ def compare_eval(model, images, preprocess, rt, batch, rounds):
 # ---------------------------------------------------------------- output
 
 def label(row):
-    name = {"resnet18": "ResNet-18", "efficientnet_b0": "EfficientNet-B0"}[row["model"]]
-    return f"{name} {row['img_size']} px (batch {row['batch_size']})"
+    return f"{row['name']} {row['img_size']} px (batch {row['batch_size']})"
 
 
 def _rate(images_per_second):

@@ -37,7 +37,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--archive", required=True, help="CIFAR-10 JPEG .tar.gz or extracted train/<class>/ folder")
-    parser.add_argument("--model", default="resnet18", choices=["resnet18", "efficientnet_b0", "dinov2_vitb14"])
+    parser.add_argument("--model", default="resnet18", help="a model key of params.yaml's registry")
     parser.add_argument("--img-size", type=int, help="default: params.yaml's models.<model>.img_size")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--images", type=int, default=50000, help="images read from the archive (default all)")
@@ -51,6 +51,8 @@ def main():
     args = parser.parse_args()
 
     params = paramslib.load(ROOT / "params.yaml")
+    if args.model not in params.models:
+        sys.exit(f"error: --model {args.model!r} is not in params.yaml's models: ({', '.join(params.keys)})")
     overrides = {"device": args.device, "precision": args.precision, "compile": args.compile or None}
     rt = runtimelib.resolve(params.compute.model_copy(update={k: v for k, v in overrides.items() if v is not None}))
     spec = params.model(args.model).model_copy(update={"pretrained": False,

@@ -19,7 +19,8 @@ FIGURES = PLOTS / "figures"
 SUMMARY = METRICS / "summary.json"  # accuracy-type results, {dataset: {model: {...}}}
 COST = METRICS / "cost.json"  # timings, memory and sizes, same shape
 COMPARISONS = METRICS / "comparisons.json"  # paired tests between models
-TOP1 = METRICS / "top1.json"  # {dataset: {model: top-1}}: the headline, narrow enough for `dvc exp show`
+TOP1 = METRICS / "top1.json"  # {c10|c100: {model: top-1}}: the headline, narrow enough for `dvc exp show`
+SHORT_DATASET = {"cifar10": "c10", "cifar100": "c100"}  # top1.json's keys: short column names in `dvc exp show`
 REPORT = PLOTS / "report.md"
 REPORT_HTML = PLOTS / "report.html"
 

@@ -389,7 +389,8 @@ def build(params):
     atomic.write_json(paths.SUMMARY, report.summary)
     atomic.write_json(paths.COST, report.cost)
     atomic.write_json(paths.COMPARISONS, report.comparisons)
-    atomic.write_json(paths.TOP1, {ds: {key: row["top1"] for key, row in rows.items()} for ds, rows in report.summary.items()})
+    atomic.write_json(paths.TOP1, {paths.SHORT_DATASET[ds]: {key: row["top1"] for key, row in rows.items()}
+                                   for ds, rows in report.summary.items()})
     atomic.write_text(paths.REPORT, text)
     atomic.write_text(paths.REPORT_HTML, report_html.render(text, paths.REPORT.parent))
     return report.summary

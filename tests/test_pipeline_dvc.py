@@ -14,6 +14,8 @@ last, a `dvc repro` killed with SIGKILL mid-training resumes, and its evaluate
 metrics equal an uninterrupted run's byte for byte.
 """
 
+import csv
+import io
 import json
 import os
 import re
@@ -364,13 +366,14 @@ def readme_exp_show_command():
 
 
 def test_readme_exp_show_fits_160_columns(repo):
-    command = shlex.split(readme_exp_show_command())
+    # for the three committed models: this repo's 4th model's columns are dropped
+    command = shlex.split(readme_exp_show_command()) + ["--drop", f".*{FOURTH}"]
     proc = subprocess.run([sys.executable, "-m", *command], cwd=repo.path, capture_output=True, text=True,
                           env=dict(repo.env, COLUMNS="160"))
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.rstrip().splitlines()
-    assert lines and max(len(line) for line in lines) <= 160, max(len(line) for line in lines)
-    assert "top1" in proc.stdout
+    assert lines and max(len(line) for line in lines) <= 160, "\n".join(lines)
+    assert all(f"c{n}.{m}" in lines[1] for n in (10, 100) for m in MODELS[:3]), lines[1]
 
 
 def queue_states(repo, names):
@@ -406,19 +409,28 @@ def test_a_queued_sweep_runs_in_parallel_each_with_its_own_results(repo):
     assert set(exps) == set(names), "dvc exp show lists every queued experiment"
     found = sorted(data["params"]["params.yaml"]["data"]["transfer"]["dinov2_vitb14"]["lr"] for data in exps.values())
     assert found == list(rates)
+    def numbers(rows):  # `dvc exp show --json` leaves out list-valued metrics (the intervals)
+        return {key: {k: v for k, v in row.items() if isinstance(v, (int, float))} for key, row in rows.items()}
+
     for data in exps.values():
         summary = data["metrics"]["metrics/summary.json"]["data"]
-        assert summary["cifar10"] == baseline["cifar10"]  # train-cifar10 was not rerun
-        assert summary["cifar100"]["resnet18"] == baseline["cifar100"]["resnet18"]
-    sorted_show = repo.dvc("exp", "show", "--sort-by", "metrics/summary.json:cifar100.dinov2_vitb14.top1",
-                           "--sort-order", "desc", "--csv")
-    assert sorted_show.returncode == 0
+        assert numbers(summary["cifar10"]) == numbers(baseline["cifar10"])  # train-cifar10 was not rerun
+        assert numbers(summary["cifar100"])["resnet18"] == numbers(baseline["cifar100"])["resnet18"]
+    shown = repo.dvc("exp", "show", "--csv", "--sort-by", "metrics/top1.json:c100.dinov2_vitb14", "--sort-order",
+                     "desc").stdout
+    header, *rows = list(csv.reader(io.StringIO(shown)))
+    column = header.index("c100.dinov2_vitb14")
+    swept = [float(r[column]) for r in rows if r[0] in names]
+    assert swept == sorted(swept, reverse=True)  # sorted by the metric, as README shows
 
 
 def test_more_seeds_run_only_the_new_seeds_chains(repo):
+    """`dvc status` lists what `dvc repro` would run. (`dvc repro --dry` stops at the first stage whose
+    input the dry run did not make: DVC computes the run-cache key of a missing file, DVC issue #9021.)"""
     try:
         repo.set_param("seeds", [SEED, 1])
-        ran = dry_run(repo)
+        status = repo.dvc("status").stdout
+        ran = set(re.findall(r"^(\S+):$", status, re.M))
     finally:
         repo.restore()
     new = stages_for(MODELS, seeds=(1,)) - stages_for(MODELS, seeds=())  # the new seed's per-seed stages
