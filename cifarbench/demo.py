@@ -30,16 +30,19 @@ SIZES = {
     "vit": {"img_size": 28, "kwargs": {"depth": 4, "embed_dim": 192, "num_heads": 3, "patch_size": 7}},
 }
 COMMON_RECIPE = {
-    "batch_size": 64, "label_smoothing": 0.0, "layer_decay": None, "schedule": "cosine", "warmup_epochs": 1,
-    "warmup_lr": 1.0e-4, "min_lr": 1.0e-5, "early_stopping": 0,
+    "batch_size": 64, "label_smoothing": 0.0, "layer_decay": None, "schedule": "cosine", "warmup_lr": 1.0e-4,
+    "min_lr": 1.0e-5, "early_stopping": 0,
     "augment.crop_padding": 2, "augment.flip": False,  # digits are not mirror-symmetric
     "augment.jitter": 0.1,
 }
 RECIPES = {
-    "cnn": {**COMMON_RECIPE, "optimizer": "sgd", "lr": 0.05, "momentum": 0.9, "weight_decay": 5.0e-4},
-    "vit": {**COMMON_RECIPE, "optimizer": "adamw", "lr": 2.0e-3, "weight_decay": 0.05},
+    # from random init, BatchNorm CNNs need lr 0.01 and no warm-up: at 0.05, or with the cosine
+    # decay starting after a warm-up epoch, EfficientNet-B0 is still at 55-70 % when 6 epochs end
+    "cnn": {**COMMON_RECIPE, "optimizer": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 5.0e-4,
+            "warmup_epochs": 0},
+    "vit": {**COMMON_RECIPE, "optimizer": "adamw", "lr": 2.0e-3, "weight_decay": 0.05, "warmup_epochs": 1},
 }
-EPOCHS = {"train": {"cnn": 6, "vit": 10}, "transfer": {"cnn": 4, "vit": 6}}  # the toy ViT's epochs take seconds
+EPOCHS = {"train": {"cnn": 10, "vit": 10}, "transfer": {"cnn": 6, "vit": 6}}  # at 32 px an epoch takes seconds
 VIT_FROZEN_BLOCKS = 2  # of the toy's 4, where the real recipe freezes some (DINOv2: 9 of 12)
 
 DATA = {
@@ -53,11 +56,14 @@ DATA = {
     "evaluate.corruptions": ["gaussian_noise", "motion_blur", "fog", "jpeg_compression"],
     "evaluate.severities": [1, 3, 5],
     "evaluate.corruption_images": 300,
-    # the CIFAR-100 slot has ~22 training images per class; a coarser C grid and two draws keep the
-    # 100-class probes at seconds (the full grid and five draws: ~95 s each on 2 cores)
+    # the CIFAR-100 slot has ~22 training images per class. A coarser C grid, two draws and lbfgs
+    # stopped at scikit-learn's default tolerance keep a 100-class probe stage under a minute (the
+    # committed settings: 4-6 minutes each on 2 cores; the demo's probes are marked as such in its report)
     "probe.shots": [1, 2, 5, 10],
     "probe.draws": 2,
     "probe.c_grid": [1.0e-3, 1.0e-2, 0.1, 1.0, 10.0],
+    "probe.tol": 1.0e-4,
+    "probe.max_iter": 100,
 }
 
 

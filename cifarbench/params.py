@@ -147,6 +147,8 @@ class Probe(Section):
     shots: list[PositiveInt]  # labelled training images per class for the few-shot curve
     draws: PositiveInt  # random draws per shot count
     c_grid: Annotated[list[Annotated[float, Field(gt=0)]], Field(min_length=1)]  # L2 strengths tried, best on val
+    tol: Annotated[float, Field(gt=0)]  # lbfgs's stopping tolerance (1e-6: the optimum; see cifarbench/probe.py)
+    max_iter: PositiveInt  # lbfgs iterations per fit at most (a fit that stops there is reported unconverged)
 
 
 class _Top(Section):

@@ -156,7 +156,7 @@ def _fit_quietly(model, x, y):
 
 
 def fit_probe(train_x, train_y, val_x, val_y, c_grid=DEFAULT_C_GRID, seed=0, solver=SOLVER, max_iter=MAX_ITER,
-              threads=THREADS):
+              threads=THREADS, tol=TOL):
     """Standardise, fit a multinomial logistic regression per C, keep the C with the best validation top-1.
 
     Ties go to the smaller C (stronger regularisation: the simpler model the data do
@@ -166,6 +166,7 @@ def fit_probe(train_x, train_y, val_x, val_y, c_grid=DEFAULT_C_GRID, seed=0, sol
     the optimum is the same).
     `seed` is the solver's random_state; lbfgs is deterministic and ignores it.
     `threads` caps BLAS/OpenMP threads during the fits (None: leave them; see THREADS).
+    `tol` and `max_iter`: lbfgs's stopping rule (see TOL); a looser one trades the optimum for time.
     """
     train_x, val_x = _features(train_x), _features(val_x)
     train_y = _labels(train_y, len(train_x), "train_y")
@@ -174,16 +175,16 @@ def fit_probe(train_x, train_y, val_x, val_y, c_grid=DEFAULT_C_GRID, seed=0, sol
         raise ValueError(f"train and val features differ in width: {train_x.shape[1]} vs {val_x.shape[1]}")
     grid = _check_grid(c_grid)
     with threadpool_limits(limits=threads):
-        return _sweep(train_x, train_y, val_x, val_y, grid, seed, solver, max_iter)
+        return _sweep(train_x, train_y, val_x, val_y, grid, seed, solver, max_iter, tol)
 
 
-def _sweep(train_x, train_y, val_x, val_y, grid, seed, solver, max_iter):
+def _sweep(train_x, train_y, val_x, val_y, grid, seed, solver, max_iter, tol):
     scaler = StandardScaler().fit(train_x)
     # lbfgs works in float64: convert once here, not once per C inside scikit-learn
     x = np.ascontiguousarray(scaler.transform(train_x), dtype=np.float64)
     vx = np.ascontiguousarray(scaler.transform(val_x), dtype=np.float64)
 
-    model = LogisticRegression(solver=solver, tol=TOL, max_iter=max_iter, warm_start=True, random_state=seed)
+    model = LogisticRegression(solver=solver, tol=tol, max_iter=max_iter, warm_start=True, random_state=seed)
     path, best = [], None
     for c in grid:
         model.set_params(C=c)
@@ -246,7 +247,7 @@ def _check_shots(shots):
 
 
 def fewshot_curve(train_x, train_y, val_x, val_y, test_x, test_y, shots=(1, 5, 10, 25), draws=5, seed=0,
-                  c_grid=DEFAULT_C_GRID, threads=THREADS):
+                  c_grid=DEFAULT_C_GRID, threads=THREADS, tol=TOL, max_iter=MAX_ITER):
     """Test top-1 of probes trained on `shots` labelled images per class, `draws` random draws each.
 
     Returns {"fewshot_top1": {"1": mean, ...}, "fewshot_top1_std": {...},
@@ -275,7 +276,8 @@ def fewshot_curve(train_x, train_y, val_x, val_y, test_x, test_y, shots=(1, 5, 1
             # split holds far more labels than the k shots, so these numbers are what a
             # probe can reach with k labels given good regularisation, an optimistic
             # bound for a user who truly has only k labelled images per class.
-            fitted = fit_probe(train_x[idx], train_y[idx], val_x, val_y, c_grid=grid, seed=s, threads=threads)
+            fitted = fit_probe(train_x[idx], train_y[idx], val_x, val_y, c_grid=grid, seed=s, threads=threads, tol=tol,
+                               max_iter=max_iter)
             runs.append({
                 "draw": d,
                 "seed": s,

@@ -39,8 +39,9 @@ def starting_model(s, num_classes):
     return model, inference.preprocess_for(model, s.runtime, s.params.model(s.model).img_size)
 
 
-def _probe(feats, splits, c_grid):
-    fitted = probe.fit_probe(feats["train"], splits["train"].labels, feats["val"], splits["val"].labels, c_grid=c_grid)
+def _probe(feats, splits, settings):
+    fitted = probe.fit_probe(feats["train"], splits["train"].labels, feats["val"], splits["val"].labels,
+                             c_grid=settings.c_grid, tol=settings.tol, max_iter=settings.max_iter)
     return fitted.score(feats["test"], splits["test"].labels), fitted.summary()
 
 
@@ -56,17 +57,17 @@ def run(s):
     model, preprocess = starting_model(s, len(meta["classes"]))
     start_features = features(model, preprocess, rt, batch, splits)
     feature_seconds = time.perf_counter() - start
-    probe_top1, fit = _probe(start_features, splits, params.probe.c_grid)
+    probe_top1, fit = _probe(start_features, splits, params.probe)
     try:
         curve = probe.fewshot_curve(start_features["train"], splits["train"].labels, start_features["val"],
                                     splits["val"].labels, start_features["test"], splits["test"].labels,
                                     shots=params.probe.shots, draws=params.probe.draws, seed=params.seed,
-                                    c_grid=params.probe.c_grid)
+                                    c_grid=params.probe.c_grid, tol=params.probe.tol, max_iter=params.probe.max_iter)
     except ValueError as exc:  # too few training images per class for the largest shot count
         raise BenchError(f"probe.shots: {exc}; lower probe.shots or use more images (data.limit)") from None
 
     model, preprocess, _ = inference.load(paths.checkpoint("cifar10", key, params.seeds[0]), rt)
-    from_cifar10, from_cifar10_fit = _probe(features(model, preprocess, rt, batch, splits), splits, params.probe.c_grid)
+    from_cifar10, from_cifar10_fit = _probe(features(model, preprocess, rt, batch, splits), splits, params.probe)
     spec = params.model(key)
     result = {
         "weights": {True: "pretrained", False: "random init"}.get(spec.pretrained, str(spec.pretrained)),

@@ -312,7 +312,9 @@ class Report:
         shots, draws = self.params.probe.shots, self.params.probe.draws
         out += ["## Transfer: fine-tuning against frozen features", "", self.transfer_table(), "",
                 "Linear probe: a multinomial logistic regression (scikit-learn) on frozen penultimate features of "
-                "all training images, its L2 strength chosen on the validation split; starting weights are what "
+                f"all training images, its L2 strength chosen on the validation split (C from "
+                f"{self.params.probe.c_grid}; lbfgs to tolerance {self.params.probe.tol:g}, at most "
+                f"{self.params.probe.max_iter} iterations); starting weights are what "
                 "training starts from (random init in the demo, which says nothing about pretraining). "
                 "CIFAR-10-tuned features: the CIFAR-10 checkpoint of the first training seed, before any CIFAR-100 "
                 "training. k-NN: 20 nearest neighbours of the fine-tuned features.", ""]
