@@ -354,6 +354,14 @@ def test_train_recipe_change_reruns_only_that_model_and_shows_in_exp_show(repo):
         metrics = exp["data"]["metrics"]
         assert "best_val_acc" in metrics[f"logs/train-cifar10/dinov2_vitb14-{SEED}/metrics.json"]["data"]
         assert "top1" in json.dumps(metrics["metrics/summary.json"]["data"])
+        # `dvc plots diff` between the baseline and the experiment renders every logged curve of both
+        plots = json.loads(repo.dvc("plots", "diff", "HEAD", "vit-lr", "--json").stdout)
+        assert not plots.get("errors"), plots.get("errors")
+        for stage in ("train-cifar10", "transfer-cifar100"):
+            for curve in ("train/loss", "train/acc", "val/loss", "val/acc", "lr"):
+                [rendered] = plots["data"][f"logs/{stage}/dinov2_vitb14-{SEED}/plots/metrics/{curve}.tsv"]
+                assert rendered["revisions"] == ["HEAD", "vit-lr"]
+                assert {row["rev"] for row in rendered["content"]["data"]["values"]} == {"HEAD", "vit-lr"}
     finally:
         repo.restore()
 

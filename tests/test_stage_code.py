@@ -76,3 +76,38 @@ def test_fingerprint_code_changes_with_the_training_loop_not_with_a_figure(tmp_p
     with open(tmp_path / "cifarbench" / "engine.py", "a") as f:
         f.write("# a training-loop change\n")
     assert digest() != before
+
+
+def _package_imports():
+    """{module file: set of cifarbench module files it imports}, for every file of the package."""
+    graph = {}
+    for path in sorted((ROOT / "cifarbench").rglob("*.py")):
+        rel = path.relative_to(ROOT).as_posix()
+        graph[rel] = set()
+        for name in sourcefiles._imported_modules(path):
+            found = sourcefiles._module_file(ROOT, name)
+            if found is not None and found.resolve() != path.resolve():
+                graph[rel].add(found.relative_to(ROOT).as_posix())
+    return graph
+
+
+def test_leaves_import_nothing_of_ours_and_imports_run_one_way():
+    graph = _package_imports()
+    for leaf in ("cifarbench/errors.py", "cifarbench/params.py", "cifarbench/paths.py"):
+        assert graph[leaf] <= {"cifarbench/__init__.py"}, f"{leaf} imports {sorted(graph[leaf])}"
+    # no cycle anywhere in the package: a depth-first search finds no back edge
+    state = {}
+
+    def visit(node, trail):
+        state[node] = "open"
+        for nxt in graph.get(node, ()):
+            if state.get(nxt) == "open":
+                raise AssertionError("import cycle: " + " -> ".join(trail + [node, nxt]))
+            if nxt not in state:
+                visit(nxt, trail + [node])
+        state[node] = "done"
+
+    for node in graph:
+        if node not in state:
+            visit(node, [])
+    assert not any("stages/" in dep for deps in graph.values() for dep in deps)
