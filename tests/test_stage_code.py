@@ -7,6 +7,7 @@ file, instead of going stale in silence.
 """
 
 import re
+import subprocess
 
 import pytest
 from ruamel.yaml import YAML
@@ -111,3 +112,28 @@ def test_leaves_import_nothing_of_ours_and_imports_run_one_way():
         if node not in state:
             visit(node, [])
     assert not any("stages/" in dep for deps in graph.values() for dep in deps)
+
+
+def declared_output_prefixes():
+    """The fixed part (before the first `${`) of every path a stage writes, plus dvc.lock."""
+    doc = YAML(typ="safe").load((ROOT / "dvc.yaml").read_text())
+    paths = ["dvc.lock"]
+    for stage in doc["stages"].values():
+        for field in ("outs", "metrics", "plots"):
+            for entry in stage.get(field, []):
+                paths.append(entry if isinstance(entry, str) else next(iter(entry)))
+    for entry in doc.get("metrics", []) + [next(iter(p)) if isinstance(p, dict) else p for p in doc.get("plots", [])]:
+        paths.append(entry)
+    return sorted({p.split("${")[0] for p in paths})
+
+
+def test_the_repository_commits_no_pipeline_output():
+    """Results belong to whoever ran the pipeline: a committed demo dvc.lock or metrics file would
+    make a fresh clone's `dvc status` and `dvc metrics diff` report someone else's run."""
+    proc = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip("not a git checkout")
+    prefixes = declared_output_prefixes()
+    assert "metrics/" in prefixes or any(p.startswith("metrics/") for p in prefixes), prefixes
+    committed = [f for f in proc.stdout.splitlines() if any(f.startswith(p) for p in prefixes)]
+    assert not committed, f"pipeline outputs are committed (git rm -r --cached them): {committed[:5]}"
