@@ -9,7 +9,7 @@ notebooks' choice), `cosine` after a one-epoch warm-up (timm's fine-tuning
 default, what the committed recipes use) and `cosine` without warm-up. Each
 run keeps its best-validation weights, as the train stage does, and is scored
 on the digits test split. Prints per-epoch validation accuracy and test top-1
-per run, then the mean per schedule. About 10 minutes on a 2-core CPU with the
+per run, then the mean per schedule. About 3 minutes on a 2-core CPU with the
 defaults.
 """
 

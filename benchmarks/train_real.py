@@ -12,6 +12,14 @@ the model's recipe from params.yaml (`train.<model>`) and random init (no
 pretrained weights are fetched). Per epoch it prints what the pipeline logs
 (train/val accuracy, seconds, images/s over training plus validation) and the
 training-only images/s; `--json` ends with one JSON line of the results.
+
+It also gives what the issue's cost table needs without a full run: the
+achieved training FLOP/s (3 x the forward FLOPs of `torch.utils.flop_counter`
+per image, forward plus backward, times the steady training img/s), its share
+of the card's dense bf16 peak (`--peak-tflops`; known for H100/H200/A100 from
+the device name), and the recipe's projected time per dataset (the steady
+epoch's seconds, validation included, times params.yaml's train and transfer
+epochs for this model).
 """
 
 import argparse
@@ -27,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # runnable as a plain script from a checkout
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from cifarbench import engine, inference, models, transforms  # noqa: E402
+from cifarbench import efficiency, engine, inference, models, transforms  # noqa: E402
 from cifarbench import params as paramslib  # noqa: E402
 from cifarbench import runtime as runtimelib  # noqa: E402
 from throughput import load_images, sync  # noqa: E402
@@ -47,6 +55,8 @@ def main():
     parser.add_argument("--device", help="override compute.device")
     parser.add_argument("--precision", help="override compute.precision")
     parser.add_argument("--compile", action="store_true", help="torch.compile the training step")
+    parser.add_argument("--peak-tflops", type=float,
+                        help="the card's dense bf16 peak in TFLOP/s (default: known for H100, H200, A100)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
@@ -73,6 +83,9 @@ def main():
     train_x, val_x = transforms.to_tensor(images_np[train], rt.device), transforms.to_tensor(images_np[val], rt.device)
     train_y, val_y = to(labels_np[train]), to(labels_np[val])
 
+    # counted on a plain CPU copy: the flop counter does not see through torch.compile
+    train_flops_per_image = 3 * efficiency.count_flops(models.create(spec, num_classes=10),
+                                                       (1, 3, spec.img_size, spec.img_size))
     torch.manual_seed(params.seed)
     model = inference.prepare_model(models.create(spec, num_classes=10), rt)
     preprocess = inference.preprocess_for(model, rt, spec.img_size)
@@ -104,14 +117,41 @@ def main():
               f"{train_rate:,.0f} img/s training", flush=True)
     # the first epoch pays for cuDNN autotuning and compilation: the steady rate is over the rest
     steady = [e["train_img_s"] for e in epochs[1:]] or [epochs[0]["train_img_s"]]
+    steady_epoch_s = float(np.median([e["seconds"] for e in epochs[1:]] or [epochs[0]["seconds"]]))
+    steady_img_s = float(np.median(steady))
+    achieved_tflops = train_flops_per_image * steady_img_s / 1e12
+    peak = args.peak_tflops or peak_bf16_tflops(rt.device)
+    recipe_epochs = {section: params.recipe(section, args.model).epochs for section in ("train", "transfer")}
     summary = {"device": rt.describe(), "compile": rt.compile, "model": args.model, "img_size": spec.img_size,
                "batch_size": recipe.batch_size, "best_val_acc": max(e["val_acc"] for e in epochs),
-               "steady_train_img_s": round(float(np.median(steady))), "epochs": epochs,
+               "steady_train_img_s": round(steady_img_s), "steady_epoch_s": round(steady_epoch_s, 2),
+               "train_gflops_per_image": round(train_flops_per_image / 1e9, 3),
+               "achieved_tflops": round(achieved_tflops, 2),
+               "share_of_peak": round(achieved_tflops / peak, 3) if peak else None,
+               # per dataset, at this run's images per epoch (CIFAR-100 has as many training images)
+               "projected_recipe_s": {k: round(steady_epoch_s * n) for k, n in recipe_epochs.items()},
+               "epochs": epochs,
                "peak_cuda_mem_gb": round(torch.cuda.max_memory_allocated(rt.device) / 2**30, 2)
                if rt.device.type == "cuda" else None}
-    print(f"best val acc {summary['best_val_acc']:.3f}; steady training {summary['steady_train_img_s']:,} img/s")
+    share = f" = {summary['share_of_peak']:.0%} of the {peak:.0f} TFLOP/s bf16 peak" if peak else ""
+    print(f"best val acc {summary['best_val_acc']:.3f}; steady training {summary['steady_train_img_s']:,} img/s, "
+          f"{achieved_tflops:.1f} TFLOP/s{share}; at {len(train):,} images per epoch, recipe time "
+          f"{summary['projected_recipe_s']['train']} s "
+          f"(CIFAR-10, {recipe_epochs['train']} epochs) + {summary['projected_recipe_s']['transfer']} s "
+          f"(CIFAR-100, {recipe_epochs['transfer']} epochs)")
     if args.json:
         print(json.dumps(summary))
+
+
+# dense (not sparse) bf16 tensor-core peaks from NVIDIA's data sheets; the first name the device's contains
+PEAK_BF16_TFLOPS = {"H100 PCIe": 756.0, "H200": 989.0, "H100": 989.0, "A100": 312.0}
+
+
+def peak_bf16_tflops(device):
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((peak for card, peak in PEAK_BF16_TFLOPS.items() if card in name), None)
 
 
 if __name__ == "__main__":
