@@ -14,7 +14,6 @@ defaults.
 """
 
 import argparse
-import copy
 import json
 import statistics
 from pathlib import Path
@@ -28,20 +27,6 @@ from cifarbench.sources.digits import make_digits
 SCHEDULES = {"plateau": {"schedule": "plateau", "warmup_epochs": 0, "plateau_patience": 1},
              "cosine+warmup": {"schedule": "cosine", "warmup_epochs": 1},
              "cosine": {"schedule": "cosine", "warmup_epochs": 0}}
-
-
-def with_overrides(raw, overrides):
-    """`raw` with dotted-key overrides applied (as `dvc exp run -S key=value` would write them)."""
-    raw = copy.deepcopy(raw)
-    for key, value in overrides.items():
-        node = raw
-        *parents, last = key.split(".")
-        for part in parents:
-            if node.get(part) is None:  # a model with no recipe section of its own
-                node[part] = {}
-            node = node[part]
-        node[last] = copy.deepcopy(value)
-    return raw
 
 
 def run(raw, key, seed, tensors, test):
@@ -72,7 +57,7 @@ def main():
     args = ap.parse_args()
 
     committed = paramslib.read_yaml(Path(__file__).resolve().parents[1] / "params.yaml")
-    base = with_overrides(committed, demo.overrides(paramslib.parse(committed)))
+    base = demo.apply(committed, demo.overrides(paramslib.parse(committed)))
     splits = dataset.prepare(make_digits("cifar10"), base["data"]["limit"], base["data"]["val_size"], base["seed"])
     tensors = (transforms.to_tensor(splits["train"].images, "cpu"), torch.from_numpy(splits["train"].labels),
                transforms.to_tensor(splits["val"].images, "cpu"), torch.from_numpy(splits["val"].labels))
@@ -82,7 +67,7 @@ def main():
     for name, changes in SCHEDULES.items():
         recipe = {f"train.{args.model}.{k}": v for k, v in {**changes, "epochs": args.epochs, "lr": args.lr}.items()}
         for seed in (int(s) for s in args.seeds.split(",")):
-            vals, top1 = run(with_overrides(base, recipe), args.model, seed, tensors, test)
+            vals, top1 = run(demo.apply(base, recipe), args.model, seed, tensors, test)
             results.setdefault(name, []).append({"seed": seed, "val_acc": vals, "test_top1": top1})
             if not args.json:
                 print(f"{name:14s} seed {seed}: val {vals} -> test top-1 {top1:.4f}", flush=True)

@@ -13,6 +13,7 @@ with a recipe per family and a few epochs on a few thousand images. A model
 added to params.yaml's registry is in the demo with no edit here.
 """
 
+import copy
 import json
 import subprocess
 import sys
@@ -89,6 +90,30 @@ def overrides(params):
         family = models.family(models.structure(params.model(key)))
         out.update(family_overrides(key, family, params.recipe("transfer", key).freeze_blocks > 0))
     return out
+
+
+def set_dotted(raw, key, value):
+    """Set `a.b.c` in nested dicts in place, as `dvc exp run -S ++a.b.c=value` sets set_arguments' list:
+    missing levels are made, and a dict value sets each of its entries (merging into what is there)."""
+    if isinstance(value, dict) and value:
+        for sub, item in value.items():
+            set_dotted(raw, f"{key}.{sub}", item)
+        return
+    node = raw
+    *parents, last = key.split(".")
+    for part in parents:
+        if not isinstance(node.get(part), dict):
+            node[part] = {}
+        node = node[part]
+    node[last] = copy.deepcopy(value)
+
+
+def apply(raw, overrides_):
+    """A copy of a raw params mapping with these overrides set: what the demo's `-S` list makes of it."""
+    raw = copy.deepcopy(raw)
+    for key, value in overrides_.items():
+        set_dotted(raw, key, value)
+    return raw
 
 
 def hydra_value(value):

@@ -396,22 +396,17 @@ def roc_curves(panels, title, path, styles):
         save(fig, path)
 
 
-def corruption_severity(panels, title, path, styles):
-    """Top-1 against corruption severity (0 = clean), one panel per dataset and a line per model.
-
-    panels = [(panel title, {model key: (severities, accuracies)})], accuracies averaged over corruptions.
-    """
+def _top1_panels(panels, title, path, xlabel, ylabel, draw):
+    """One panel of test top-1 per (panel title, lines) with one legend of models beside them;
+    `draw(ax, lines)` plots a panel's lines and sets up its x axis."""
     from matplotlib.ticker import PercentFormatter
 
     with plt.rc_context(STYLE):
         fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels) + 2.6, 3.4), squeeze=False)
         for ax, (panel_title, lines) in zip(axes[0], panels):
-            for key, (severities, accuracies) in lines.items():
-                ax.plot(severities, accuracies, marker="o", ms=3.5, color=styles.colour(key),
-                        label=_wrapped(styles.name(key)))
-            ax.set_xticks(sorted({s for severities, _ in lines.values() for s in severities}))
-            ax.set_xlabel("corruption severity (0 = clean test images)")
-            ax.set_ylabel("test top-1, mean over corruptions")
+            draw(ax, lines)
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel(ylabel)
             ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
             ax.set_title(panel_title)
             ax.grid(alpha=0.3)
@@ -420,6 +415,21 @@ def corruption_severity(panels, title, path, styles):
         fig.suptitle(title)
         fig.tight_layout()
         save(fig, path)
+
+
+def corruption_severity(panels, title, path, styles):
+    """Top-1 against corruption severity (0 = clean), one panel per dataset and a line per model.
+
+    panels = [(panel title, {model key: (severities, accuracies)})], accuracies averaged over corruptions.
+    """
+    def draw(ax, lines):
+        for key, (severities, accuracies) in lines.items():
+            ax.plot(severities, accuracies, marker="o", ms=3.5, color=styles.colour(key),
+                    label=_wrapped(styles.name(key)))
+        ax.set_xticks(sorted({s for severities, _ in lines.values() for s in severities}))
+
+    _top1_panels(panels, title, path, "corruption severity (0 = clean test images)",
+                 "test top-1, mean over corruptions", draw)
 
 
 def fewshot_curves(panels, title, path, styles):
@@ -427,29 +437,19 @@ def fewshot_curves(panels, title, path, styles):
 
     panels = [(panel title, {model key: probe.fewshot_curve result})].
     """
-    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator, PercentFormatter
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
-    with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels) + 2.6, 3.4), squeeze=False)
-        for ax, (panel_title, curves) in zip(axes[0], panels):
-            shots = []
-            for key, curve in curves.items():
-                shots = sorted(int(k) for k in curve["shots"])
-                mean = np.array([curve["shots"][str(k)]["mean"] for k in shots])
-                std = np.array([curve["shots"][str(k)]["std"] or 0.0 for k in shots])
-                ax.plot(shots, mean, marker="o", ms=3.5, color=styles.colour(key), label=_wrapped(styles.name(key)))
-                ax.fill_between(shots, mean - std, mean + std, color=styles.colour(key), alpha=0.18, lw=0)
-            ax.set_xscale("log")
-            ax.xaxis.set_major_locator(FixedLocator(shots))
-            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-            ax.xaxis.set_minor_locator(NullLocator())
-            ax.set_xlabel("labelled training images per class (log scale)")
-            ax.set_ylabel("test top-1")
-            ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
-            ax.set_title(panel_title)
-            ax.grid(alpha=0.3)
-        fig.legend(*axes[0][0].get_legend_handles_labels(), loc="center left", bbox_to_anchor=(1.0, 0.5),
-                   frameon=False, fontsize=8)
-        fig.suptitle(title)
-        fig.tight_layout()
-        save(fig, path)
+    def draw(ax, curves):
+        shots = []
+        for key, curve in curves.items():
+            shots = sorted(int(k) for k in curve["shots"])
+            mean = np.array([curve["shots"][str(k)]["mean"] for k in shots])
+            std = np.array([curve["shots"][str(k)]["std"] or 0.0 for k in shots])
+            ax.plot(shots, mean, marker="o", ms=3.5, color=styles.colour(key), label=_wrapped(styles.name(key)))
+            ax.fill_between(shots, mean - std, mean + std, color=styles.colour(key), alpha=0.18, lw=0)
+        ax.set_xscale("log")
+        ax.xaxis.set_major_locator(FixedLocator(shots))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_locator(NullLocator())
+
+    _top1_panels(panels, title, path, "labelled training images per class (log scale)", "test top-1", draw)

@@ -102,10 +102,10 @@ def comparisons(results, params):
     first = params.seeds[0]
     for ds in DATASETS:
         predictions = results["predictions"][ds]
+        averaged = {key: seed_averaged(predictions[key], "correct1") for key in params.keys}  # once per model
         pairs = {}
         for a, b in itertools.combinations(params.keys, 2):
-            diff, lo, hi = stats.paired_bootstrap_ci(seed_averaged(predictions[a], "correct1"),
-                                                     seed_averaged(predictions[b], "correct1"),
+            diff, lo, hi = stats.paired_bootstrap_ci(averaged[a], averaged[b],
                                                      resamples=params.evaluate.bootstrap, seed=params.seed)
             p = stats.mcnemar_exact(predictions[a][first]["correct1"], predictions[b][first]["correct1"])
             pairs[f"{a}-vs-{b}"] = {"top1_diff": round(diff, 6), "top1_diff_ci": [round(lo, 6), round(hi, 6)],

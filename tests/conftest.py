@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # so tests can import their helper modules
 
 from cifarbench import demo  # noqa: E402
+from cifarbench.demo import set_dotted  # noqa: E402,F401  (tests import it from here)
 from cifarbench import params as paramslib  # noqa: E402
 
 # On top of the demo (real CNNs at 32 px): fewer images and epochs and a narrower ViT,
@@ -26,20 +27,6 @@ TINY_DATA = {"data.limit": 300, "data.val_size": 0.2, "evaluate.corruptions": ["
              "probe.shots": [1], "probe.draws": 2, "probe.c_grid": [0.01, 1.0], "probe.max_iter": 50}
 TINY_VIT = {"img_size": 28, "kwargs": {"depth": 2, "embed_dim": 48, "num_heads": 2, "patch_size": 7}}
 TINY_RECIPE = {"epochs": 2, "batch_size": 32}
-
-
-def set_dotted(raw, key, value):
-    """Set `a.b.c` in nested dicts, creating missing levels (as `-S ++a.b.c=value` does)."""
-    node = raw
-    *parents, last = key.split(".")
-    for part in parents:
-        node = node.setdefault(part, {})
-        if node is None:
-            raise KeyError(key)
-    if isinstance(value, dict) and isinstance(node.get(last), dict):
-        node[last].update(copy.deepcopy(value))  # as the demo's per-entry overrides do
-    else:
-        node[last] = copy.deepcopy(value)
 
 
 def committed_params():
