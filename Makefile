@@ -23,11 +23,11 @@ $(STAMP): requirements.txt pyproject.toml
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	@# umap-learn's numba code compiles once into the environment's cache (~1 min), not in the first embed stage
-	$(BIN)/python -m cifarbench.embedding
+	$(BIN)/python -m cifarbench.pipeline.embed
 	touch $@
 
 demo: $(STAMP)
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m cifarbench.demo
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m cifarbench.commands.demo
 
 test: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest

@@ -34,7 +34,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # runnable as a plain script from a checkout
 
-from cifarbench import corruptions  # noqa: E402
+from cifarbench.data import corruptions  # noqa: E402
 
 TEST_IMAGES = 10_000
 PROTOCOL_SEVERITIES = len(corruptions.SEVERITIES)

@@ -52,7 +52,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # runnable as a plain script from a checkout
 
-from cifarbench import probe  # noqa: E402
+from cifarbench.eval import linear_probe  # noqa: E402
 
 SIZES = {  # name: (training images, features, classes, validation images)
     "demo": (1300, 512, 10, 150),
@@ -87,24 +87,24 @@ def splits(n, d, k, n_val):
     return synthetic(n, d, k, seed=1, label_noise=0.05), synthetic(n_val, d, k, seed=2), synthetic(TEST_IMAGES, d, k, seed=3)
 
 
-def time_probe(name, fraction, threads, cold, fewshot=True, solver=probe.SOLVER):
+def time_probe(name, fraction, threads, cold, fewshot=True, solver=linear_probe.SOLVER):
     n, d, k, n_val = SIZES[name]
     n_fit = int(round(n * fraction))
     (x, y), (vx, vy), (tx, ty) = splits(n_fit, d, k, n_val)
     start = time.perf_counter()
-    fitted = probe.fit_probe(x, y, vx, vy, threads=threads, solver=solver)
+    fitted = linear_probe.fit_probe(x, y, vx, vy, threads=threads, solver=solver)
     fit_s = time.perf_counter() - start
     curve, fewshot_s = None, None
     shots = [s for s in SHOTS if s <= np.bincount(y).min()]
     if fewshot:
         start = time.perf_counter()
-        curve = probe.fewshot_curve(x, y, vx, vy, tx, ty, shots=shots, threads=threads)
+        curve = linear_probe.fewshot_curve(x, y, vx, vy, tx, ty, shots=shots, threads=threads)
         fewshot_s = round(time.perf_counter() - start, 2)
     iters = [e["n_iter"] for e in fitted.path]
     cold_run = {}
     if cold:  # a one-C grid is a fit from scratch
         start = time.perf_counter()
-        cold_iters = [probe.fit_probe(x, y, vx, vy, c_grid=(c,), threads=threads).path[0]["n_iter"] for c in fitted.val_top1_by_c]
+        cold_iters = [linear_probe.fit_probe(x, y, vx, vy, c_grid=(c,), threads=threads).path[0]["n_iter"] for c in fitted.val_top1_by_c]
         cold_run = {"cold_fit_s": round(time.perf_counter() - start, 2), "cold_lbfgs_iterations": sum(cold_iters)}
     return {
         "size": name, "train": n_fit, "full_train": n, "features": d, "classes": k, "val": n_val,
@@ -132,7 +132,7 @@ def time_solvers(solvers, n, c, threads, tol, report):
     x, vx = scaler.transform(x).astype(np.float64), scaler.transform(vx)
     rows = []
     for solver in solvers:
-        model = LogisticRegression(C=c, solver=solver, tol=tol, max_iter=probe.MAX_ITER, random_state=0)
+        model = LogisticRegression(C=c, solver=solver, tol=tol, max_iter=linear_probe.MAX_ITER, random_state=0)
         with threadpool_limits(limits=threads), warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             start = time.perf_counter()
@@ -148,15 +148,15 @@ def time_solvers(solvers, n, c, threads, tol, report):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--fraction", type=float, default=1.0, help="share of the full size's 45,000 training images to fit")
-    ap.add_argument("--threads", type=int, default=probe.THREADS, help="BLAS/OpenMP threads during fits; 0: the process's own")
+    ap.add_argument("--threads", type=int, default=linear_probe.THREADS, help="BLAS/OpenMP threads during fits; 0: the process's own")
     ap.add_argument("--cold", action="store_true", help="also fit every C from scratch (no warm start)")
     ap.add_argument("--skip-full", action="store_true", help="time the demo sizes only")
     ap.add_argument("--skip-fewshot", action="store_true", help="time fit_probe only")
-    ap.add_argument("--solver", default=probe.SOLVER, help="fit_probe's solver for the timed sweep")
+    ap.add_argument("--solver", default=linear_probe.SOLVER, help="fit_probe's solver for the timed sweep")
     ap.add_argument("--solvers", help="comma-separated solvers to compare instead (one fit each at --solver-c)")
     ap.add_argument("--solver-size", type=int, default=5000)
     ap.add_argument("--solver-c", type=float, default=0.1)
-    ap.add_argument("--solver-tol", type=float, default=probe.TOL,
+    ap.add_argument("--solver-tol", type=float, default=linear_probe.TOL,
                     help="sag/saga's tol bounds the change of the weights, not the gradient: 1e-6 can run to max_iter")
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of lines")
     args = ap.parse_args()

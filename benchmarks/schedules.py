@@ -20,9 +20,13 @@ from pathlib import Path
 
 import torch
 
-from cifarbench import dataset, demo, engine, inference, models, runtime, transforms
+from cifarbench.data import dataset, transforms
+from cifarbench.commands import demo
+from cifarbench.train import engine
+from cifarbench.models import inference, timm_models
+from cifarbench.runtime import device as runtimelib
 from cifarbench import params as paramslib
-from cifarbench.sources.digits import make_digits
+from cifarbench.data.sources.digits import make_digits
 
 SCHEDULES = {"plateau": {"schedule": "plateau", "warmup_epochs": 0, "plateau_patience": 1},
              "cosine+warmup": {"schedule": "cosine", "warmup_epochs": 1},
@@ -31,10 +35,10 @@ SCHEDULES = {"plateau": {"schedule": "plateau", "warmup_epochs": 0, "plateau_pat
 
 def run(raw, key, seed, tensors, test):
     p = paramslib.parse(raw)
-    rt = runtime.resolve(p.compute)
+    rt = runtimelib.resolve(p.compute)
     spec = p.model(key)
     torch.manual_seed(seed)
-    model = inference.prepare_model(models.create(spec, num_classes=10), rt)
+    model = inference.prepare_model(timm_models.create(spec, num_classes=10), rt)
     prep = inference.preprocess_for(model, rt, spec.img_size)
     trainer = engine.Trainer(model, p.recipe("train", key), rt, prep, seed, p.compute.eval_batch_size, len(tensors[1]))
     best_state, vals = None, []

@@ -56,9 +56,12 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # runnable as a plain script from a checkout
 
-from cifarbench import engine, inference, models, registry, transforms  # noqa: E402
+from cifarbench.train import engine  # noqa: E402
+from cifarbench.models import inference, timm_models
+from cifarbench.render import styles
+from cifarbench.data import transforms
 from cifarbench import params as paramslib  # noqa: E402
-from cifarbench import runtime as runtimelib  # noqa: E402
+from cifarbench.runtime import device as runtimelib  # noqa: E402
 
 CASES = (("resnet18", 32), ("resnet18", 224), ("efficientnet_b0", 32))
 DEFAULT_ARCHIVE = ROOT / "data" / "raw" / "cifar10-jpeg-train.tar.gz"
@@ -214,11 +217,11 @@ def run_case(key, img_size, params, rt, data, args):
     recipe = params.recipe("train", key).model_copy(update={"batch_size": batch, "warmup_epochs": 0})
     rounds = max(3, args.rounds // 2) if big_on_cpu else args.rounds
     torch.manual_seed(params.seed)
-    model = inference.prepare_model(models.create(spec, num_classes=10), rt)
+    model = inference.prepare_model(timm_models.create(spec, num_classes=10), rt)
     preprocess = inference.preprocess_for(model, rt, img_size)
     images = transforms.to_tensor(images_np, rt.device)
     labels = torch.from_numpy(labels_np).to(rt.device)
-    row = {"model": key, "name": registry.base_name(params.models[key]), "img_size": img_size, "batch_size": batch,
+    row = {"model": key, "name": styles.base_name(params.models[key]), "img_size": img_size, "batch_size": batch,
            "rounds": rounds}
 
     if "input" in args.parts:

@@ -35,9 +35,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # runnable as a plain script from a checkout
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from cifarbench import efficiency, engine, inference, models, transforms  # noqa: E402
+from cifarbench.eval import efficiency  # noqa: E402
+from cifarbench.train import engine
+from cifarbench.models import inference, timm_models
+from cifarbench.data import transforms
 from cifarbench import params as paramslib  # noqa: E402
-from cifarbench import runtime as runtimelib  # noqa: E402
+from cifarbench.runtime import device as runtimelib  # noqa: E402
 from throughput import load_images, sync  # noqa: E402
 
 
@@ -84,10 +87,10 @@ def main():
     train_y, val_y = to(labels_np[train]), to(labels_np[val])
 
     # counted on a plain CPU copy: the flop counter does not see through torch.compile
-    train_flops_per_image = 3 * efficiency.count_flops(models.create(spec, num_classes=10),
+    train_flops_per_image = 3 * efficiency.count_flops(timm_models.create(spec, num_classes=10),
                                                        (1, 3, spec.img_size, spec.img_size))
     torch.manual_seed(params.seed)
-    model = inference.prepare_model(models.create(spec, num_classes=10), rt)
+    model = inference.prepare_model(timm_models.create(spec, num_classes=10), rt)
     preprocess = inference.preprocess_for(model, rt, spec.img_size)
     trainer = engine.Trainer(model, recipe, rt, preprocess, seed=params.seed,
                              eval_batch_size=params.compute.eval_batch_size, n_train=len(train))

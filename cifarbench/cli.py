@@ -14,7 +14,8 @@ import functools
 import json
 import sys
 
-from cifarbench import DATASETS, paths
+from cifarbench import paths
+from cifarbench.paths import DATASETS
 from cifarbench.errors import BenchError, exit_on_bench_error
 from cifarbench.params import ParamsError
 
@@ -77,7 +78,7 @@ def main(argv=None):
     args = _parser().parse_args(argv)
     if args.command == "predict":
         checkpoint_path = _checkpoint(args)
-        from cifarbench import predict  # torch and timm load only once the arguments are good
+        from cifarbench.commands import predict  # torch and timm load only once the arguments are good
 
         results = predict.predict(args.paths, checkpoint_path, args.topk, args.device)
         if args.json:

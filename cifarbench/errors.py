@@ -1,7 +1,7 @@
 """User-facing errors: one line that names the problem and the fix, no traceback.
 
 A leaf: imports nothing from cifarbench. Stage scripts go through
-cifarbench.stage, which prints these (and params.ParamsError) as one line.
+cifarbench.pipeline.entry, which prints these (and params.ParamsError) as one line.
 """
 
 import functools

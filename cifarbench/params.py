@@ -12,7 +12,7 @@
   raises ParamsError with one line naming the key (`train.resnet18.lr: ...`).
 
 A leaf: imports nothing from cifarbench. Checks that need timm (does the
-architecture exist, does img_size fit the patch) live in cifarbench.checks.
+architecture exist, does img_size fit the patch) live in cifarbench.models.checks.
 """
 
 import copy
@@ -138,7 +138,7 @@ class TransferRecipe(Recipe):
 
 class Evaluate(Section):
     bootstrap: Annotated[int, Field(ge=1000)]  # resamples of the test images for the 95 % intervals
-    corruptions: list[str]  # CIFAR-10-C corruption names (cifarbench.corruptions), [] = none
+    corruptions: list[str]  # CIFAR-10-C corruption names (cifarbench.data.corruptions), [] = none
     severities: list[Annotated[int, Field(ge=1, le=5)]]
     corruption_images: NonNegInt  # test images per corruption and severity; 0 = the whole test split
 
@@ -147,7 +147,7 @@ class Probe(Section):
     shots: list[PositiveInt]  # labelled training images per class for the few-shot curve
     draws: PositiveInt  # random draws per shot count
     c_grid: Annotated[list[Annotated[float, Field(gt=0)]], Field(min_length=1)]  # L2 strengths tried, best on val
-    tol: Annotated[float, Field(gt=0)]  # lbfgs's stopping tolerance (1e-6: the optimum; see cifarbench/probe.py)
+    tol: Annotated[float, Field(gt=0)]  # lbfgs's stopping tolerance (1e-6: the optimum; see cifarbench/eval/linear_probe.py)
     max_iter: PositiveInt  # lbfgs iterations per fit at most (a fit that stops there is reported unconverged)
 
 

@@ -9,6 +9,7 @@ A leaf: imports nothing from cifarbench.
 import re
 from pathlib import Path
 
+DATASETS = ("cifar10", "cifar100")  # the two pipeline slots: dvc.yaml's download matrix spells the same
 DATA = Path("data")
 MODELS = Path("models")
 LOGS = Path("logs")

@@ -7,7 +7,7 @@ while editing the training loop reruns every training. The closure is read
 from the source (every `import` anywhere in a file, late imports included),
 not from what a run happened to import, so it does not depend on the inputs.
 Data files a module reads from its own folder (frost_textures.npz beside
-corruptions.py) count too: a string in the module that names such a file.
+data/corruptions.py) count too: a string in the module that names such a file.
 A test recomputes it for every stage and compares with dvc.yaml.
 """
 
@@ -30,17 +30,42 @@ def _module_file(root, dotted):
     return None
 
 
-def _imported_modules(path):
-    """Dotted names of every module `path` imports (for `from a import b`, both a and a.b)."""
+def _package_of(root, path):
+    """The dotted package a file under root belongs to (cifarbench.data for cifarbench/data/x.py)."""
+    try:
+        return ".".join(Path(path).resolve().relative_to(Path(root).resolve()).parent.parts)
+    except ValueError:
+        return ""  # not under root (a stage script given from elsewhere): no relative imports to resolve
+
+
+def _imported_modules(path, root=None):
+    """Dotted names of every module `path` imports (for `from a import b`, both a and a.b).
+
+    Relative imports (`from . import x`, `from ..data import y`) resolve against the file's own
+    package when root is given, so a dependency written either way is never dropped from dvc.yaml.
+    """
     tree = ast.parse(Path(path).read_text(encoding="utf-8"), filename=str(path))
     names = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             names += [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.append(node.module)
-            names += [f"{node.module}.{alias.name}" for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            module = node.module or ""
+            if node.level:
+                package = _package_of(root, path).split(".") if root is not None else []
+                base = package[: len(package) - (node.level - 1)] if node.level - 1 <= len(package) else []
+                module = ".".join([*base, module] if module else base)
+                if not base:
+                    continue
+            names.append(module)
+            names += [f"{module}.{alias.name}" for alias in node.names]
     return names
+
+
+def has_code(path):
+    """Whether a file holds more than a docstring (room __init__.py files hold only their docstring)."""
+    body = ast.parse(Path(path).read_text(encoding="utf-8"), filename=str(path)).body
+    return not (len(body) <= 1 and all(isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant) for n in body))
 
 
 def _data_files(path):
@@ -52,12 +77,15 @@ def _data_files(path):
 
 
 def _with_packages(root, path):
-    """`path` plus the __init__.py of every package above it: importing a module runs them."""
+    """`path` plus the __init__.py of every package above it that holds code: importing a module runs them.
+
+    A docstring-only __init__.py (every room's) runs nothing, so editing a room's description
+    reruns no stage."""
     path = Path(path)
     files = [path]
     for parent in path.relative_to(root).parents:
         init = Path(root, parent, "__init__.py")
-        if parent != Path(".") and init.is_file():
+        if parent != Path(".") and init.is_file() and init != path and has_code(init):
             files.append(init)
     return files
 
@@ -83,9 +111,9 @@ def closure(script, root=None):
         if path.suffix != ".py":
             continue  # a data file: nothing imported from it
         todo += [p.resolve() for p in _data_files(path)]
-        for name in _imported_modules(path):
+        for name in _imported_modules(path, root):
             found = _module_file(root, name)
-            if found is not None:
+            if found is not None and (found.name != "__init__.py" or has_code(found)):
                 todo += [p.resolve() for p in _with_packages(root, found)]
     return sorted(p.relative_to(root).as_posix() for p in seen)
 

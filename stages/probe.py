@@ -1,11 +1,11 @@
 """Stage probe@<model>-<dataset>: linear probes on frozen features (starting weights and the CIFAR-10 checkpoint)
 and few-shot curves."""
 
-from cifarbench import probing, torchstage
+from cifarbench.pipeline import probe, model_entry
 
 
 def main(s):
-    result, seconds = probing.run(s)
+    result, seconds = probe.run(s)
     shots = ", ".join(f"{k}-shot {v:.3f}" for k, v in result["fewshot_top1"].items())
     print(f"{s.model} on {s.dataset}: linear probe from {result['weights']} weights {result['probe_top1']:.4f} "
           f"(C {result['probe']['c']:g}), from the CIFAR-10 checkpoint {result['probe_from_cifar10_top1']:.4f}; "
@@ -13,4 +13,4 @@ def main(s):
 
 
 if __name__ == "__main__":
-    torchstage.run(main, __doc__, args=("model", "dataset"))
+    model_entry.run(main, __doc__, args=("model", "dataset"))

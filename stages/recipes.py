@@ -4,7 +4,8 @@ Training stages depend on these files rather than on params keys, so a change
 to params.yaml reruns exactly the models whose recipe it changes.
 """
 
-from cifarbench import checks, recipes, stage
+from cifarbench.models import checks
+from cifarbench.pipeline import recipes, entry
 
 
 def main(s):
@@ -14,4 +15,4 @@ def main(s):
 
 
 if __name__ == "__main__":
-    stage.run(main, __doc__)
+    entry.run(main, __doc__)

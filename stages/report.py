@@ -1,14 +1,16 @@
 """Stage report: metrics/summary.json and cost.json, comparison figures, plots/report.md and report.html."""
 
-from cifarbench import paths, registry, report, stage
+from cifarbench import paths
+from cifarbench.render import styles
+from cifarbench.pipeline import report, entry
 
 
 def main(s):
     summary = report.build(s.params)
     for ds, rows in summary.items():
-        print(registry.dataset_name(ds) + ": " + ", ".join(f"{key} {row['top1']:.1%}" for key, row in rows.items()))
+        print(styles.dataset_name(ds) + ": " + ", ".join(f"{key} {row['top1']:.1%}" for key, row in rows.items()))
     print(f"report: {paths.REPORT.resolve()} and {paths.REPORT_HTML.resolve()} (self-contained)")
 
 
 if __name__ == "__main__":
-    stage.run(main, __doc__)
+    entry.run(main, __doc__)

@@ -2,7 +2,10 @@
 
 import torch
 
-from cifarbench import checkpoint, dataset, models, paths, recipes, torchstage, training
+from cifarbench import paths
+from cifarbench.models import checkpoint, timm_models
+from cifarbench.data import dataset
+from cifarbench.pipeline import recipes, model_entry, train
 
 
 def main(s):
@@ -15,13 +18,13 @@ def main(s):
         model, _ = checkpoint.load_model(init_path)
         model.reset_classifier(n_classes)
     else:  # straight from the model's own (ImageNet) weights, skipping CIFAR-10
-        model = models.create(s.params.model(s.model), num_classes=n_classes, key=s.model)
-    frozen = models.freeze(model, recipe.freeze_blocks)
-    total, trainable = models.count_parameters(model)
+        model = timm_models.create(s.params.model(s.model), num_classes=n_classes, key=s.model)
+    frozen = timm_models.freeze(model, recipe.freeze_blocks)
+    total, trainable = timm_models.count_parameters(model)
     print(f"init from {recipe.init}; frozen: stem + {recipe.freeze_blocks} blocks ({len(frozen)} modules); "
           f"{trainable:,} of {total:,} parameters trainable")
-    training.run(s, "transfer-cifar100", model, init_path=init_path)
+    train.run(s, "transfer-cifar100", model, init_path=init_path)
 
 
 if __name__ == "__main__":
-    torchstage.run(main, __doc__, args=("model", "seed"), torchrun=True)
+    model_entry.run(main, __doc__, args=("model", "seed"), torchrun=True)

@@ -16,8 +16,8 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # so tests can import their helper modules
 
-from cifarbench import demo  # noqa: E402
-from cifarbench.demo import set_dotted  # noqa: E402,F401  (tests import it from here)
+from cifarbench.commands import demo  # noqa: E402
+from cifarbench.commands.demo import set_dotted  # noqa: E402,F401  (tests import it from here)
 from cifarbench import params as paramslib  # noqa: E402
 
 # On top of the demo (real CNNs at 32 px): fewer images and epochs and a narrower ViT,
@@ -72,7 +72,7 @@ def dump(raw):
 def write_params(folder, raw=None):
     """A project folder's params.yaml, and the recipes/ folder the recipes stage would write for it
     (training stages refuse to run with recipes older than params.yaml)."""
-    from cifarbench import recipes
+    from cifarbench.pipeline import recipes
 
     raw = tiny_params() if raw is None else raw
     folder = Path(folder)

@@ -5,9 +5,11 @@ import sys
 
 import torch
 
-from cifarbench import dataset, distributed, inference, transforms
+from cifarbench.data import dataset, transforms
+from cifarbench.runtime import distributed
+from cifarbench.models import inference
 from cifarbench.params import Compute
-from cifarbench.runtime import resolve
+from cifarbench.runtime.device import resolve
 
 checkpoint_path, data_dir, out_path = sys.argv[1:4]
 rt = resolve(Compute(device="cpu", devices=1, precision="fp32", compile=False, eval_batch_size=7, sync_bn=False))

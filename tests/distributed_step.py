@@ -22,7 +22,10 @@ from unittest import mock
 
 import torch
 
-from cifarbench import distributed, engine, inference, models, params, runtime
+from cifarbench import params
+from cifarbench.runtime import distributed, device as runtimelib
+from cifarbench.train import engine
+from cifarbench.models import inference, timm_models
 
 SHARES = 2  # the ranks cnn-per-rank-bn stands in for
 MODELS = {"vit": "dinov2_vitb14", "cnn": "resnet18"}
@@ -63,7 +66,7 @@ def train_one_epoch(scenario, p, rt):
     key = MODELS[family]
     spec, recipe = p.model(key), p.recipe("train", key)
     torch.manual_seed(0)
-    model = inference.prepare_model(models.create(spec, num_classes=10, key=key), rt)
+    model = inference.prepare_model(timm_models.create(spec, num_classes=10, key=key), rt)
     if scenario == "cnn-per-rank-bn":
         per_rank_batchnorm(model, SHARES)
     before = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -80,7 +83,7 @@ def train_one_epoch(scenario, p, rt):
 
 def main(out_dir, scenarios):
     p = params.load()
-    rt = runtime.resolve(p.compute)
+    rt = runtimelib.resolve(p.compute)
     distributed.init(rt.device)
     world, rank = distributed.world_size(), distributed.rank()
     for scenario in scenarios:

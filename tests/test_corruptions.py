@@ -23,7 +23,7 @@ import pytest
 import torch
 from PIL import Image
 
-from cifarbench import corruptions as C
+from cifarbench.data import corruptions as C
 
 SEEDS = [101, 202, 303, 404, 505, 606]
 

@@ -6,8 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cifarbench import atomic, dataset
-from cifarbench.dataset import Dataset, Split
+from cifarbench import atomic
+from cifarbench.data import dataset
+from cifarbench.data.dataset import Dataset, Split
 from cifarbench.errors import BenchError
 
 

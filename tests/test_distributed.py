@@ -14,7 +14,9 @@ import pytest
 import torch
 from timm.layers import BatchNormAct2d, SyncBatchNormAct
 
-from cifarbench import distributed, models, paths
+from cifarbench import paths
+from cifarbench.runtime import distributed
+from cifarbench.models import timm_models
 from cifarbench import params as paramslib
 from conftest import ROOT, tiny_params, write_params
 
@@ -94,8 +96,8 @@ def test_batchnorm_on_cpu_normalises_per_rank(stepped):
 def tiny_model(key, freeze_blocks=0):
     p = paramslib.parse(tiny_params())
     torch.manual_seed(0)
-    model = models.create(p.model(key), num_classes=10, key=key)
-    models.freeze(model, freeze_blocks)
+    model = timm_models.create(p.model(key), num_classes=10, key=key)
+    timm_models.freeze(model, freeze_blocks)
     return model
 
 
@@ -121,7 +123,7 @@ def test_frozen_layers_stay_frozen_and_in_eval_mode_after_conversion():
     parameters = dict(model.named_parameters())
     converted, _ = distributed.batchnorm_for_ddp(model, torch.device("cuda"), sync_bn=True)
     assert dict(converted.named_parameters()) == parameters  # the same Parameter objects, frozen ones included
-    models.train_mode(converted)
+    timm_models.train_mode(converted)
     modules = dict(converted.named_modules())
     frozen = {name for top in converted.frozen_modules for name, _ in modules[top].named_modules(prefix=top)}
     synced = {name for name, m in modules.items() if isinstance(m, torch.nn.SyncBatchNorm)}

@@ -4,7 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from cifarbench import checkpoint, engine, inference, models, params, runtime
+from cifarbench import params
+from cifarbench.models import checkpoint, inference, timm_models
+from cifarbench.train import engine
+from cifarbench.runtime import device as runtimelib
 from cifarbench.errors import BenchError
 from conftest import tiny_params
 
@@ -22,14 +25,14 @@ def quadrant_images(n, seed):
 
 def _setup(key="dinov2_vitb14", **overrides):
     p = params.parse(tiny_params(**overrides))
-    rt = runtime.resolve(p.compute)
+    rt = runtimelib.resolve(p.compute)
     spec = p.model(key)
     torch.manual_seed(0)
-    model = inference.prepare_model(models.create(spec, num_classes=4), rt)
+    model = inference.prepare_model(timm_models.create(spec, num_classes=4), rt)
     prep = inference.preprocess_for(model, rt, spec.img_size)
     train_x, train_y = quadrant_images(256, 0)
     val_x, val_y = quadrant_images(64, 1)
-    from cifarbench.transforms import to_tensor
+    from cifarbench.data.transforms import to_tensor
 
     tensors = (to_tensor(train_x, "cpu"), torch.from_numpy(train_y), to_tensor(val_x, "cpu"), torch.from_numpy(val_y))
     return p, rt, spec, model, prep, tensors
@@ -110,7 +113,7 @@ def test_torch_compile_runs_on_cpu():
 
 def test_fp16_on_cpu_is_refused_in_one_line():
     with pytest.raises(BenchError, match="compute.precision: fp16 needs a CUDA device"):
-        runtime.resolve(params.parse(tiny_params(compute__precision="fp16")).compute)
+        runtimelib.resolve(params.parse(tiny_params(compute__precision="fp16")).compute)
 
 
 def test_infer_gives_the_same_rows_whatever_the_chunking(monkeypatch):
@@ -119,7 +122,7 @@ def test_infer_gives_the_same_rows_whatever_the_chunking(monkeypatch):
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
     prep = inference.transforms.Preprocess(40, (0.4, 0.5, 0.6), (0.2, 0.25, 0.3))
     images = torch.from_numpy(quadrant_images(23, 0)[0]).permute(0, 3, 1, 2).contiguous()
-    rt = runtime.Runtime(device=torch.device("cpu"), amp_dtype=None, compile=False)
+    rt = runtimelib.Runtime(device=torch.device("cpu"), amp_dtype=None, compile=False)
     plain = inference.infer(model, images, prep, rt, batch_size=4)
     monkeypatch.setattr(inference.transforms, "batches_per_chunk", lambda device, batch_size: 3)
     chunked = inference.infer(model, images, prep, rt, batch_size=4)

@@ -10,7 +10,9 @@ import torch
 import yaml
 
 from cifar_fixtures import fake_dataset, write_official_archive
-from cifarbench import checkpoint, dataset, paths
+from cifarbench import paths
+from cifarbench.models import checkpoint
+from cifarbench.data import dataset
 from cifarbench.errors import BenchError
 from conftest import ROOT, dump, tiny_params, write_params
 
@@ -179,7 +181,7 @@ def test_stage_with_a_damaged_input_stops_in_one_line(tmp_path, script, damage, 
 
 
 def test_damaged_training_curve_names_the_training_stage(tmp_path, monkeypatch):
-    from cifarbench import report
+    from cifarbench.pipeline import report
 
     monkeypatch.chdir(tmp_path)
     path = tmp_path / "logs/train-cifar10/resnet18-0/plots/metrics/val/acc.tsv"

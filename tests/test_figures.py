@@ -4,20 +4,21 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cifarbench import figures, metrics, registry
-from cifarbench.sources.cifar_names import CIFAR100_COARSE_CLASSES, CIFAR100_FINE_CLASSES, CIFAR100_FINE_TO_COARSE
+from cifarbench.render import figures, styles
+from cifarbench.eval import metrics
+from cifarbench.data.sources.cifar_names import CIFAR100_COARSE_CLASSES, CIFAR100_FINE_CLASSES, CIFAR100_FINE_TO_COARSE
 
 KEYS = ("resnet18", "efficientnet_b0", "dinov2_vitb14")
-STYLES = registry.Styles({"resnet18": "ResNet-18", "efficientnet_b0": "EfficientNet-B0",
+STYLES = styles.Styles({"resnet18": "ResNet-18", "efficientnet_b0": "EfficientNet-B0",
                           "dinov2_vitb14": "DINOv2 ViT-B/14 (random init, 4 blocks, width 192, 3 heads, patch 7)"},
-                         dict(zip(KEYS, registry.PALETTE)))
+                         dict(zip(KEYS, styles.PALETTE)))
 
 
 def styles_for(n):
     """n models with long, honest names and the registry's colours."""
     keys = [f"model_{i}" for i in range(n)]
-    return keys, registry.Styles({k: f"Model {i} (random init, {i + 2} blocks, width {64 * (i + 1)})"
-                                  for i, k in enumerate(keys)}, dict(zip(keys, registry.PALETTE)))
+    return keys, styles.Styles({k: f"Model {i} (random init, {i + 2} blocks, width {64 * (i + 1)})"
+                                  for i, k in enumerate(keys)}, dict(zip(keys, styles.PALETTE)))
 
 
 def size_of(path):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from cifarbench import metrics
+from cifarbench.eval import metrics
 
 
 def test_top1_top5_of_known_logits():

@@ -5,7 +5,7 @@ import pytest
 import torch
 from sklearn import metrics as skm
 
-from cifarbench import ood
+from cifarbench.eval import ood
 
 
 def sklearn_fpr_at_tpr(scores_in, scores_out, tpr):

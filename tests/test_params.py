@@ -6,7 +6,8 @@ import sys
 
 import pytest
 
-from cifarbench import checks, params
+from cifarbench import params
+from cifarbench.models import checks
 from cifarbench.errors import BenchError
 from conftest import ROOT, committed_params, dump, set_dotted
 
@@ -127,7 +128,7 @@ def test_bad_value_names_the_key(key, value, message):
     assert "\n" not in text
 
 
-# what only timm can tell: checked by cifarbench.checks before any stage works
+# what only timm can tell: checked by cifarbench.models.checks before any stage works
 BAD_MODELS = [
     ("models.resnet18.arch", "resnet_does_not_exist", "models.resnet18.arch: unknown timm model"),
     ("models.dinov2_vitb14.img_size", 100, "models.dinov2_vitb14.img_size: 100 is not a multiple of"),

@@ -32,7 +32,7 @@ import pytest
 from PIL import Image
 from ruamel.yaml import YAML
 
-from cifarbench import DATASETS
+from cifarbench.paths import DATASETS
 from conftest import ROOT, committed_params, dump, set_dotted, tiny_params
 
 FOURTH = "resnet10t"  # a 4th timm model added through params.yaml alone
@@ -287,9 +287,9 @@ def dry_run(repo):
 
 
 @pytest.mark.parametrize("edited, reruns", [
-    ("cifarbench/figures.py", {"evaluate", "embed", "report"}),  # a plotting module: no training
+    ("cifarbench/render/figures.py", {"evaluate", "embed", "report"}),  # a plotting module: no training
     # the training loop: every training reruns (and then, as their checkpoints change, what reads them)
-    ("cifarbench/engine.py", {"train-cifar10", "transfer-cifar100"}),
+    ("cifarbench/train/engine.py", {"train-cifar10", "transfer-cifar100"}),
 ])
 def test_code_edit_reruns_only_the_stages_that_run_it(repo, edited, reruns):
     path = repo.path / edited

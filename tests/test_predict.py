@@ -13,7 +13,11 @@ import pytest
 import torch
 from PIL import Image
 
-from cifarbench import checkpoint, cli, inference, models, params, predict, runtime, transforms
+from cifarbench import cli, params
+from cifarbench.models import checkpoint, inference, timm_models
+from cifarbench.commands import predict
+from cifarbench.runtime import device as runtimelib
+from cifarbench.data import transforms
 from conftest import dump, tiny_params
 
 CLASSES = [f"class{i}" for i in range(10)]
@@ -28,7 +32,7 @@ def project(tmp_path_factory):
     p = params.parse(raw)
     spec = p.model("resnet18")
     torch.manual_seed(0)
-    model = models.create(spec, num_classes=10, key="resnet18")
+    model = timm_models.create(spec, num_classes=10, key="resnet18")
     checkpoint.save(root / "models" / "cifar10" / "resnet18-0.pt", model, key="resnet18", spec=spec, dataset="cifar10",
                     classes=CLASSES, coarse_classes=None, image_size=(32, 32), epoch=1, val_acc=0.1)
     return root
@@ -40,7 +44,7 @@ def images_32(n, seed=0):
 
 def reference_probabilities(root, images):
     """What evaluate computes for uint8 (N, 32, 32, 3) images."""
-    rt = runtime.resolve(params.parse(tiny_params()).compute)
+    rt = runtimelib.resolve(params.parse(tiny_params()).compute)
     model, preprocess, _ = inference.load(root / "models" / "cifar10" / "resnet18-0.pt", rt)
     logits = inference.infer(model, transforms.to_tensor(images, rt.device), preprocess, rt, 512)
     return torch.softmax(logits.double(), dim=1).numpy()

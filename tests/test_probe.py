@@ -10,7 +10,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
 
-from cifarbench import probe
+from cifarbench.eval import linear_probe
 
 
 def clusters(rng, per_class, means, noise=1.0):
@@ -36,19 +36,19 @@ def separable():
 
 def test_separable_clusters_reach_full_accuracy(separable):
     (x, y), (vx, vy), (tx, ty) = separable
-    fitted = probe.fit_probe(x, y, vx, vy)
+    fitted = linear_probe.fit_probe(x, y, vx, vy)
     assert fitted.score(tx, ty) == 1.0
     assert fitted.val_top1 == 1.0
     # many C reach 100 % here: the tie goes to the smallest of them, not to the last fitted
-    assert fitted.c == first_best_c(fitted) < max(probe.DEFAULT_C_GRID)
+    assert fitted.c == first_best_c(fitted) < max(linear_probe.DEFAULT_C_GRID)
     assert fitted.converged and fitted.unconverged_c == [] and not fitted.c_at_grid_edge
-    assert [entry["c"] for entry in fitted.path] == sorted(probe.DEFAULT_C_GRID)
+    assert [entry["c"] for entry in fitted.path] == sorted(linear_probe.DEFAULT_C_GRID)
 
 
 def test_shuffled_labels_reach_chance(separable):
     rng = np.random.default_rng(1)
     (x, y), (vx, vy), (tx, ty) = separable
-    fitted = probe.fit_probe(x, rng.permutation(y), vx, rng.permutation(vy))
+    fitted = linear_probe.fit_probe(x, rng.permutation(y), vx, rng.permutation(vy))
     # every split's labels shuffled on its own: they are independent of the predictions,
     # so the number right is Binomial-like with p = 1/10; allow 4 standard deviations
     accuracy = fitted.score(tx, rng.permutation(ty))
@@ -63,8 +63,8 @@ def test_standardisation_makes_the_probe_blind_to_feature_scale(separable):
     # wildly different offsets and scales per feature, as real networks' features have
     scale = np.logspace(-3, 3, x.shape[1])
     offset = np.linspace(-1e3, 1e3, x.shape[1])
-    plain = probe.fit_probe(x, y, vx, vy, c_grid=(1e-2, 1.0))
-    skewed = probe.fit_probe(x * scale + offset, y, vx * scale + offset, vy, c_grid=(1e-2, 1.0))
+    plain = linear_probe.fit_probe(x, y, vx, vy, c_grid=(1e-2, 1.0))
+    skewed = linear_probe.fit_probe(x * scale + offset, y, vx * scale + offset, vy, c_grid=(1e-2, 1.0))
     assert skewed.c == plain.c
     assert np.mean(skewed.predict(tx * scale + offset) == plain.predict(tx)) > 0.99
     np.testing.assert_allclose(skewed.scaler.mean_, (x * scale + offset).mean(axis=0), rtol=1e-5)  # train only
@@ -77,7 +77,7 @@ def test_heavy_regularisation_wins_when_class_means_are_the_best_rule():
     rng = np.random.default_rng(3)
     means = 0.3 * rng.normal(size=(10, 200))
     (x, y), (vx, vy) = clusters(rng, 20, means), clusters(rng, 300, means)
-    fitted = probe.fit_probe(x, y, vx, vy, c_grid=(1e2, 1e-3))  # any order: the grid is sorted
+    fitted = linear_probe.fit_probe(x, y, vx, vy, c_grid=(1e2, 1e-3))  # any order: the grid is sorted
     assert fitted.c == 1e-3 and fitted.c_at_grid_edge
     by_c = fitted.val_top1_by_c
     assert by_c[1e-3] > by_c[1e2] + 0.01
@@ -98,7 +98,7 @@ def test_heavy_regularisation_loses_when_the_answer_is_a_difference_of_features(
         return np.column_stack([2.0 * y - 1.0 + z, z + 0.1 * rng.normal(size=n)]), y
 
     (x, y), (vx, vy), (tx, ty) = data(400), data(1000), data(1000)
-    fitted = probe.fit_probe(x, y, vx, vy, c_grid=(1e-3, 1e2))
+    fitted = linear_probe.fit_probe(x, y, vx, vy, c_grid=(1e-3, 1e2))
     assert fitted.c == 1e2 and fitted.c_at_grid_edge
     assert fitted.val_top1_by_c[1e-3] < 0.75
     assert fitted.score(tx, ty) > 0.99
@@ -109,7 +109,7 @@ def test_weakly_regularised_fit_reaches_the_optimum():
     # the weights settle, where scikit-learn's default tol (1e-4) stops 5 % above the optimum
     rng = np.random.default_rng(8)
     (x, y) = clusters(rng, 30, 0.5 * rng.normal(size=(10, 64)))
-    fitted = probe.fit_probe(x, y, x, y, c_grid=(100.0,))
+    fitted = linear_probe.fit_probe(x, y, x, y, c_grid=(100.0,))
     scaled = fitted.scaler.transform(x).astype(np.float64)
 
     def objective(model):  # scikit-learn's, divided by the number of images
@@ -125,7 +125,7 @@ def test_non_convergence_is_reported_not_printed(separable):
     (x, y), (vx, vy), _ = separable
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        fitted = probe.fit_probe(x, y, vx, vy, c_grid=(1.0, 10.0), max_iter=2)
+        fitted = linear_probe.fit_probe(x, y, vx, vy, c_grid=(1.0, 10.0), max_iter=2)
     assert not [w for w in caught if issubclass(w.category, ConvergenceWarning)]
     assert not fitted.converged
     assert fitted.unconverged_c == [1.0, 10.0]
@@ -137,11 +137,11 @@ def test_non_convergence_is_reported_not_printed(separable):
 def test_bad_inputs_are_refused(separable):
     (x, y), (vx, vy), _ = separable
     with pytest.raises(ValueError, match="c_grid"):
-        probe.fit_probe(x, y, vx, vy, c_grid=(0.0, 1.0))
+        linear_probe.fit_probe(x, y, vx, vy, c_grid=(0.0, 1.0))
     with pytest.raises(ValueError, match="train_y"):
-        probe.fit_probe(x, y[:-1], vx, vy)
+        linear_probe.fit_probe(x, y[:-1], vx, vy)
     with pytest.raises(ValueError, match="width"):
-        probe.fit_probe(x, y, vx[:, :5], vy)
+        linear_probe.fit_probe(x, y, vx[:, :5], vy)
 
 
 # ---- few-shot sampler ----
@@ -151,7 +151,7 @@ UNEVEN = np.random.default_rng(5).permutation(np.repeat([2, 5, 9, 11], [7, 40, 1
 
 @pytest.mark.parametrize("shots", [1, 5, 7])
 def test_fewshot_indices_draw_exactly_k_per_class(shots):
-    idx = probe.fewshot_indices(UNEVEN, shots, seed=0)
+    idx = linear_probe.fewshot_indices(UNEVEN, shots, seed=0)
     assert len(np.unique(idx)) == len(idx) == 4 * shots  # no duplicates
     assert idx.min() >= 0 and idx.max() < len(UNEVEN)
     assert np.all(np.diff(idx) > 0)  # sorted
@@ -160,18 +160,18 @@ def test_fewshot_indices_draw_exactly_k_per_class(shots):
 
 
 def test_fewshot_indices_depend_on_the_seed_only():
-    same = [probe.fewshot_indices(UNEVEN, 5, seed=s) for s in (0, 0, 1)]
+    same = [linear_probe.fewshot_indices(UNEVEN, 5, seed=s) for s in (0, 0, 1)]
     np.testing.assert_array_equal(same[0], same[1])
     assert not np.array_equal(same[0], same[2])
     # one seed's draws are nested: more shots add images, never swap them
-    assert set(probe.fewshot_indices(UNEVEN, 1, seed=3)) <= set(probe.fewshot_indices(UNEVEN, 5, seed=3))
+    assert set(linear_probe.fewshot_indices(UNEVEN, 1, seed=3)) <= set(linear_probe.fewshot_indices(UNEVEN, 5, seed=3))
 
 
 def test_fewshot_indices_name_the_classes_that_are_too_small():
     with pytest.raises(ValueError, match=r"class 2: 7 images.*class 9: 12 images"):
-        probe.fewshot_indices(UNEVEN, 20, seed=0)
+        linear_probe.fewshot_indices(UNEVEN, 20, seed=0)
     with pytest.raises(ValueError, match="shots"):
-        probe.fewshot_indices(UNEVEN, 0, seed=0)
+        linear_probe.fewshot_indices(UNEVEN, 0, seed=0)
 
 
 def test_fewshot_curve_reports_every_draw_and_grows_with_shots():
@@ -179,8 +179,8 @@ def test_fewshot_curve_reports_every_draw_and_grows_with_shots():
     rng = np.random.default_rng(6)
     means = 0.45 * rng.normal(size=(10, 32))
     (x, y), (vx, vy), (tx, ty) = (clusters(rng, n, means) for n in (30, 30, 100))
-    grid = probe.DEFAULT_C_GRID[::2]
-    curve = probe.fewshot_curve(x, y, vx, vy, tx, ty, shots=(1, 5, 25), draws=3, seed=7, c_grid=grid)
+    grid = linear_probe.DEFAULT_C_GRID[::2]
+    curve = linear_probe.fewshot_curve(x, y, vx, vy, tx, ty, shots=(1, 5, 25), draws=3, seed=7, c_grid=grid)
     assert json.loads(json.dumps(curve)) == curve  # JSON-ready
     assert list(curve["shots"]) == list(curve["fewshot_top1"]) == ["1", "5", "25"]
     for key, per_shot in curve["shots"].items():
@@ -195,8 +195,8 @@ def test_fewshot_curve_reports_every_draw_and_grows_with_shots():
     assert means[0] + 0.1 < means[1] < means[2]
     # each draw is the sampler's draw for its seed: rerunning one reproduces its accuracy
     draw = curve["shots"]["5"]["draws"][1]
-    idx = probe.fewshot_indices(y, 5, draw["seed"])
-    again = probe.fit_probe(x[idx], y[idx], vx, vy, c_grid=grid)
+    idx = linear_probe.fewshot_indices(y, 5, draw["seed"])
+    again = linear_probe.fit_probe(x[idx], y[idx], vx, vy, c_grid=grid)
     assert again.score(tx, ty) == draw["top1"] and again.c == draw["c"]
 
 
@@ -208,9 +208,9 @@ def test_fewshot_curve_with_one_draw_has_no_spread_and_refuses_too_many_shots(se
     (x, y), (vx, vy), (tx, ty) = (clusters(rng, n, means) for n in (2, 2, 2))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        curve = probe.fewshot_curve(x, y, vx, vy, tx, ty, shots=(1,), draws=1, c_grid=(0.1, 1.0))
+        curve = linear_probe.fewshot_curve(x, y, vx, vy, tx, ty, shots=(1,), draws=1, c_grid=(0.1, 1.0))
     assert [str(w.message) for w in caught] == []
     assert curve["fewshot_top1_std"] == {"1": None} and len(curve["shots"]["1"]["draws"]) == 1
     (x, y), (vx, vy), (tx, ty) = separable
     with pytest.raises(ValueError, match="50-shot"):
-        probe.fewshot_curve(x, y, vx, vy, tx, ty, shots=(1, 50), draws=1, c_grid=(1.0,))
+        linear_probe.fewshot_curve(x, y, vx, vy, tx, ty, shots=(1, 50), draws=1, c_grid=(1.0,))

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cifarbench import report_html
+from cifarbench.render import report_html
 from cifarbench.errors import BenchError
 
 MARKDOWN = """# Report

@@ -12,7 +12,9 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from cifarbench import DATASETS, params, results
+from cifarbench import params
+from cifarbench.paths import DATASETS
+from cifarbench.pipeline import summaries
 from conftest import tiny_params
 
 N = 200
@@ -26,7 +28,7 @@ def correctness(rate, seed):
 
 
 def fake_results(p, rates):
-    """Stage outputs as results.collect returns them; rates[key][seed] = top-1 on every dataset."""
+    """Stage outputs as summaries.collect returns them; rates[key][seed] = top-1 on every dataset."""
     out = {kind: {ds: {key: {} for key in p.keys} for ds in DATASETS}
            for kind in ("evaluation", "efficiency", "embed", "train", "train_cost", "predictions")}
     out["probe"] = {ds: {key: {"probe_top1": 0.5, "fewshot_top1": {"1": 0.2}, "probe_from_cifar10_top1": 0.4}
@@ -61,7 +63,7 @@ def two_seeds():
 
 def test_summary_with_two_seeds(two_seeds):
     p, res = two_seeds
-    summary = results.summarize(res, p)
+    summary = summaries.summarize(res, p)
     row = summary["cifar10"]["resnet18"]
     assert row["top1"] == pytest.approx(0.85) and row["ece"] == pytest.approx(0.15)
     assert row["top1_seeds"] == [0.9, 0.8]
@@ -81,13 +83,13 @@ def test_one_seed_has_no_seed_spread():
     raw = tiny_params()
     p = params.parse(raw)
     res = fake_results(p, {key: {0: 0.5} for key in p.keys})
-    row = results.summarize(res, p)["cifar10"]["resnet18"]
+    row = summaries.summarize(res, p)["cifar10"]["resnet18"]
     assert "top1_seeds" not in row and "top1_seed_ci" not in row
 
 
 def test_comparisons_pair_the_same_images(two_seeds):
     p, res = two_seeds
-    pair = results.comparisons(res, p)["cifar10"]["resnet18-vs-dinov2_vitb14"]
+    pair = summaries.comparisons(res, p)["cifar10"]["resnet18-vs-dinov2_vitb14"]
     assert pair["top1_diff"] == pytest.approx(0.85 - 0.65)
     assert pair["top1_diff_ci"][0] < pair["top1_diff"] < pair["top1_diff_ci"][1]
     # exact McNemar on the first seed, counted by hand
@@ -102,7 +104,7 @@ def test_comparisons_pair_the_same_images(two_seeds):
 
 def test_costs_are_numbers_averaged_over_seeds(two_seeds):
     p, res = two_seeds
-    cost = results.costs(res, p)["cifar100"]["dinov2_vitb14"]
+    cost = summaries.costs(res, p)["cifar100"]["dinov2_vitb14"]
     assert cost["throughput"] == pytest.approx(100.5) and cost["train_seconds"] == pytest.approx(15.0)
     assert cost["params"] == 1000 and isinstance(cost["params"], int) and cost["epochs"] == 2
     assert all(isinstance(v, (int, float)) for v in cost.values())

@@ -209,7 +209,10 @@ def test_finished_run_reruns_from_scratch(downloaded, tmp_path):
 
 def test_nan_loss_stops_keeping_the_last_good_epoch(downloaded, tmp_path, monkeypatch):
     """A loss that turns NaN in epoch 2: clear error, epoch 1's checkpoint and state stay, no summary."""
-    from cifarbench import engine, params, runtime, stage, training
+    from cifarbench import params
+    from cifarbench.train import engine
+    from cifarbench.runtime import device as runtimelib
+    from cifarbench.pipeline import entry, train
 
     folder = make_project(downloaded, tmp_path / "nan")
     monkeypatch.chdir(folder)
@@ -230,14 +233,14 @@ def test_nan_loss_stops_keeping_the_last_good_epoch(downloaded, tmp_path, monkey
     meta_train = json.loads(Path("data/cifar10/meta.json").read_text())["counts"]["train"]
     steps_per_epoch = meta_train // recipe.batch_size
     monkeypatch.setattr(engine.F, "cross_entropy", poisoned)
-    from cifarbench import models
+    from cifarbench.models import timm_models
     from cifarbench.errors import BenchError
 
     torch.manual_seed(0)
-    model = models.create(spec, num_classes=10)
-    s = stage.Stage(p, MODEL, None, SEED, runtime.resolve(p.compute), str(ROOT / "stages" / "train_cifar10.py"))
+    model = timm_models.create(spec, num_classes=10)
+    s = entry.Stage(p, MODEL, None, SEED, runtimelib.resolve(p.compute), str(ROOT / "stages" / "train_cifar10.py"))
     with pytest.raises(BenchError, match=r"NaN or infinite at epoch 2, step 3:"):
-        training.run(s, "train-cifar10", model)
+        train.run(s, "train-cifar10", model)
     ckpt = torch.load(paths.checkpoint("cifar10", MODEL, SEED), weights_only=True)
     assert ckpt["epoch"] == 1 and all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
     assert saved_epoch(folder) == 1

@@ -11,7 +11,7 @@ import time
 import pytest
 import torch
 
-from cifarbench import runtime
+from cifarbench.runtime import device as runtimelib
 from cifarbench.errors import BenchError
 from cifarbench.params import Compute
 
@@ -69,7 +69,7 @@ def fake_nvidia_smi(bin_dir, *, gpus=("NVIDIA H100 80GB HBM3",), driver="535.104
 def error_line(monkeypatch, torch_cuda, **kwargs):
     monkeypatch.setattr(torch.version, "cuda", torch_cuda)
     with pytest.raises(BenchError) as info:
-        runtime.resolve(compute(**kwargs))
+        runtimelib.resolve(compute(**kwargs))
     message = str(info.value)
     assert "\n" not in message
     return message
@@ -132,7 +132,7 @@ def test_a_driver_without_a_cuda_version_still_stops(no_gpu, monkeypatch):
 # --- the CPU, deliberately or for a stated reason ------------------------------------------------
 
 def test_no_nvidia_smi_means_the_cpu_with_its_reason(no_gpu):
-    rt = runtime.resolve(compute())
+    rt = runtimelib.resolve(compute())
     assert rt.device == torch.device("cpu") and rt.precision == "fp32"
     assert rt.reason == "compute.device: auto, no CUDA or MPS device"
     assert rt.describe_choice() == (f"device: cpu ({torch.get_num_threads()} threads, fp32) - "
@@ -143,7 +143,7 @@ def test_nvidia_smi_that_fails_means_the_cpu_and_the_reason_quotes_it(no_gpu):
     fake_nvidia_smi(no_gpu, body=("printf '%s\\n' \"NVIDIA-SMI has failed because it couldn't communicate with "
                                   "the NVIDIA driver. Make sure that the latest NVIDIA driver is installed and "
                                   "running.\"\nexit 9\n"))
-    rt = runtime.resolve(compute())
+    rt = runtimelib.resolve(compute())
     assert rt.device == torch.device("cpu")
     assert rt.reason == ("compute.device: auto, no CUDA or MPS device (nvidia-smi failed: NVIDIA-SMI has failed "
                          "because it couldn't communicate with the NVIDIA driver. Make sure that the latest NVIDIA "
@@ -152,14 +152,14 @@ def test_nvidia_smi_that_fails_means_the_cpu_and_the_reason_quotes_it(no_gpu):
 
 def test_nvidia_smi_that_lists_no_gpu_means_the_cpu(no_gpu):
     fake_nvidia_smi(no_gpu, body="printf 'No devices were found\\n'\nexit 6\n")
-    assert runtime.resolve(compute()).reason.endswith("(nvidia-smi failed: No devices were found)")
+    assert runtimelib.resolve(compute()).reason.endswith("(nvidia-smi failed: No devices were found)")
 
 
 def test_nvidia_smi_that_hangs_times_out_to_the_cpu(no_gpu, monkeypatch):
     fake_nvidia_smi(no_gpu, body="exec /bin/sleep 30\n")
-    monkeypatch.setattr(runtime, "NVIDIA_SMI_TIMEOUT", 0.5)
+    monkeypatch.setattr(runtimelib, "NVIDIA_SMI_TIMEOUT", 0.5)
     start = time.perf_counter()
-    rt = runtime.resolve(compute())
+    rt = runtimelib.resolve(compute())
     assert time.perf_counter() - start < 10
     assert rt.device == torch.device("cpu")
     assert rt.reason.endswith("(nvidia-smi did not answer within 0.5 s)")
@@ -168,13 +168,13 @@ def test_nvidia_smi_that_hangs_times_out_to_the_cpu(no_gpu, monkeypatch):
 def test_nvidia_smi_that_cannot_run_means_the_cpu(no_gpu):
     (no_gpu / "nvidia-smi").write_text("#!/nonexistent/interpreter\n")
     (no_gpu / "nvidia-smi").chmod(0o755)
-    rt = runtime.resolve(compute())
+    rt = runtimelib.resolve(compute())
     assert rt.device == torch.device("cpu") and "nvidia-smi could not run" in rt.reason
 
 
 def test_compute_device_cpu_beside_a_gpu_is_deliberate_and_asks_no_driver(no_gpu):
     calls = fake_nvidia_smi(no_gpu)
-    rt = runtime.resolve(compute("cpu"))
+    rt = runtimelib.resolve(compute("cpu"))
     assert rt.device == torch.device("cpu") and rt.reason == "compute.device: cpu"
     assert rt.describe_choice().endswith("threads, fp32) - compute.device: cpu")
     assert not calls.exists()
@@ -183,7 +183,7 @@ def test_compute_device_cpu_beside_a_gpu_is_deliberate_and_asks_no_driver(no_gpu
 def test_gpus_hidden_by_cuda_visible_devices_mean_the_cpu_on_purpose(no_gpu, monkeypatch):
     calls = fake_nvidia_smi(no_gpu)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
-    rt = runtime.resolve(compute())
+    rt = runtimelib.resolve(compute())
     assert rt.device == torch.device("cpu")
     assert rt.reason == "compute.device: auto, CUDA_VISIBLE_DEVICES='' hides every GPU"
     assert not calls.exists()
@@ -191,7 +191,7 @@ def test_gpus_hidden_by_cuda_visible_devices_mean_the_cpu_on_purpose(no_gpu, mon
 
 def test_explicit_cuda_without_any_gpu_says_so(no_gpu):
     with pytest.raises(BenchError, match="compute.device: cuda asked for but no CUDA GPU is visible; use auto or cpu"):
-        runtime.resolve(compute("cuda"))
+        runtimelib.resolve(compute("cuda"))
 
 
 # --- CUDA and MPS ----------------------------------------------------------------------------
@@ -207,7 +207,7 @@ def fake_cuda(no_gpu, monkeypatch):
 
 
 def test_auto_takes_cuda_with_bf16_and_says_so(fake_cuda):
-    rt = runtime.resolve(compute())
+    rt = runtimelib.resolve(compute())
     assert rt.device == torch.device("cuda") and rt.precision == "bf16"
     assert rt.describe_choice() == "device: cuda:0 (NVIDIA H100 80GB HBM3, bf16) - compute.device: auto found CUDA"
     assert rt.describe() == "NVIDIA H100 80GB HBM3 (bf16)"  # what the efficiency files record, unchanged
@@ -216,7 +216,7 @@ def test_auto_takes_cuda_with_bf16_and_says_so(fake_cuda):
 
 def test_cuda_under_torchrun_takes_the_local_rank(fake_cuda, monkeypatch):
     monkeypatch.setenv("LOCAL_RANK", "1")
-    rt = runtime.resolve(compute("cuda"))
+    rt = runtimelib.resolve(compute("cuda"))
     assert rt.device == torch.device("cuda:1")
     assert rt.describe_choice() == ("device: cuda:1 (NVIDIA H100 80GB HBM3, bf16) - "
                                     "compute.device: cuda (torchrun's LOCAL_RANK=1)")
@@ -231,7 +231,7 @@ def fake_mps(no_gpu, monkeypatch):
 
 
 def test_auto_takes_mps_when_there_is_no_cuda_in_fp32(fake_mps):
-    rt = runtime.resolve(compute())
+    rt = runtimelib.resolve(compute())
     assert rt.device == torch.device("mps") and rt.precision == "fp32"
     assert rt.describe_choice() == "device: mps (Apple M2 Pro, fp32) - compute.device: auto found Apple's MPS (no CUDA)"
     assert rt.describe() == "Apple M2 Pro, MPS (fp32)"
@@ -241,12 +241,12 @@ def test_cuda_comes_before_mps(fake_mps, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
-    assert runtime.resolve(compute()).device.type == "cuda"
+    assert runtimelib.resolve(compute()).device.type == "cuda"
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])
 def test_mps_autocasts_where_torch_supports_it(fake_mps, precision):
-    rt = runtime.resolve(compute("mps", precision))
+    rt = runtimelib.resolve(compute("mps", precision))
     assert rt.device == torch.device("mps") and rt.precision == precision
     assert rt.reason == "compute.device: mps"
     assert rt.needs_grad_scaler == (precision == "fp16")
@@ -256,20 +256,20 @@ def test_mps_bf16_is_refused_before_macos_14(fake_mps, monkeypatch):
     monkeypatch.setattr(torch.backends.mps, "is_macos_or_newer", lambda major, minor: False)
     with pytest.raises(BenchError, match=r"compute.precision: bf16 autocast on MPS needs macOS 14 and a torch that "
                                          r"supports it \(this is torch .*\); use fp32 or auto"):
-        runtime.resolve(compute("auto", "bf16"))
+        runtimelib.resolve(compute("auto", "bf16"))
 
 
 def test_mps_autocast_is_refused_where_torch_lacks_it(fake_mps, monkeypatch):
     monkeypatch.setattr(torch.amp, "is_autocast_available", lambda device_type: False)
     with pytest.raises(BenchError, match="compute.precision: fp16 autocast on MPS needs a torch that supports it"):
-        runtime.resolve(compute("auto", "fp16"))
+        runtimelib.resolve(compute("auto", "fp16"))
 
 
 def test_explicit_mps_without_mps_is_refused(no_gpu):
     with pytest.raises(BenchError, match="compute.device: mps asked for but torch offers no MPS device"):
-        runtime.resolve(compute("mps"))
+        runtimelib.resolve(compute("mps"))
 
 
 def test_a_runtime_built_by_hand_describes_itself_without_a_reason():
-    rt = runtime.Runtime(device=torch.device("cpu"), amp_dtype=None, compile=False)
+    rt = runtimelib.Runtime(device=torch.device("cpu"), amp_dtype=None, compile=False)
     assert rt.describe_choice() == f"device: cpu ({torch.get_num_threads()} threads, fp32)"

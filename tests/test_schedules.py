@@ -6,7 +6,8 @@ import math
 import pytest
 import torch
 
-from cifarbench import engine, params, schedules
+from cifarbench import params
+from cifarbench.train import engine, schedules
 from conftest import tiny_params
 
 STEPS = 10  # optimizer updates per epoch

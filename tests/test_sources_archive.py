@@ -21,11 +21,11 @@ from cifar_fixtures import (
     write_tar_gz,
 )
 
-from cifarbench import sources
+from cifarbench.data.sources import select
 from cifarbench.errors import BenchError
-from cifarbench.sources import download
-from cifarbench.sources.cifar_archive import read_archive
-from cifarbench.sources.cifar_names import CIFAR100_COARSE_CLASSES, CIFAR100_FINE_CLASSES
+from cifarbench.data.sources import download
+from cifarbench.data.sources.cifar_archive import read_archive
+from cifarbench.data.sources.cifar_names import CIFAR100_COARSE_CLASSES, CIFAR100_FINE_CLASSES
 
 
 def assert_same_split(actual, expected):
@@ -192,8 +192,8 @@ def test_md5_mismatch_names_file_both_sums_and_the_way_out(tmp_path):
 def test_archive_source_checks_md5_unless_verify_is_false(tmp_path):
     write_official_archive(tmp_path, "cifar100")
     with pytest.raises(BenchError, match="expected eb9058c3a382ffc7106e4002c42a8d85"):
-        sources.load("cifar100", "archive", tmp_path, verify=True)
-    assert len(sources.load("cifar100", "archive", tmp_path, verify=False).train) == 25
+        select.load("cifar100", "archive", tmp_path, verify=True)
+    assert len(select.load("cifar100", "archive", tmp_path, verify=False).train) == 25
 
 
 def test_archive_source_accepts_a_file_with_the_official_md5(tmp_path, monkeypatch):
@@ -201,12 +201,12 @@ def test_archive_source_accepts_a_file_with_the_official_md5(tmp_path, monkeypat
     official = download.ARCHIVES["cifar10"]
     patched = download.Archive(official.filename, official.url, download.file_md5(path))
     monkeypatch.setitem(download.ARCHIVES, "cifar10", patched)
-    assert sources.load("cifar10", "archive", tmp_path).name == "cifar10"
+    assert select.load("cifar10", "archive", tmp_path).name == "cifar10"
 
 
 def test_archive_source_without_the_file_says_where_to_put_it(tmp_path):
     with pytest.raises(BenchError, match="cifar-10-python.tar.gz is missing: .* data.dir"):
-        sources.load("cifar10", "archive", tmp_path)
+        select.load("cifar10", "archive", tmp_path)
 
 
 def _fail_network(url, path, md5):
@@ -220,14 +220,14 @@ def _must_not_download(*args):
 def test_auto_reads_the_archive_when_present(tmp_path, monkeypatch):
     monkeypatch.setattr(download, "_fetch", _must_not_download)
     write_official_archive(tmp_path, "cifar10")
-    ds = sources.load("cifar10", "auto", tmp_path, verify=False)
+    ds = select.load("cifar10", "auto", tmp_path, verify=False)
     assert ds.source == "CIFAR-10 (official archive)"
 
 
 def test_auto_without_archive_or_network_gives_one_combined_message(tmp_path, monkeypatch):
     monkeypatch.setattr(download, "_fetch", _fail_network)
     with pytest.raises(BenchError) as caught:
-        sources.load("cifar100", "auto", tmp_path)
+        select.load("cifar100", "auto", tmp_path)
     message = str(caught.value)
     assert "\n" not in message
     assert str(tmp_path / "cifar-100-python.tar.gz") in message
@@ -255,7 +255,7 @@ def test_download_source_fetches_then_reads(tmp_path, monkeypatch):
 
     monkeypatch.setattr(download, "_fetch", fake_fetch)
     data_dir = tmp_path / "data"
-    ds = sources.load("cifar10", "download", data_dir, verify=False)
+    ds = select.load("cifar10", "download", data_dir, verify=False)
     assert_same_split(ds.test, expected.test)
     assert sorted(p.name for p in data_dir.iterdir()) == ["cifar-10-python.tar.gz"]
 
@@ -298,6 +298,6 @@ def test_real_downloader_against_a_local_server(tmp_path, monkeypatch, local_ser
 
 def test_unknown_source_and_dataset(tmp_path):
     with pytest.raises(BenchError, match="unknown source 'ftp'"):
-        sources.load("cifar10", "ftp", tmp_path)
+        select.load("cifar10", "ftp", tmp_path)
     with pytest.raises(BenchError, match="unknown dataset 'mnist'"):
-        sources.load("mnist", "digits", tmp_path)
+        select.load("mnist", "digits", tmp_path)

@@ -4,16 +4,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cifarbench import sources
+from cifarbench.data.sources import select
 from cifarbench.errors import BenchError
-from cifarbench.sources.cifar_names import (
-    CIFAR10_CLASSES,
-    CIFAR100_COARSE_CLASSES,
-    CIFAR100_FINE_CLASSES,
-    CIFAR100_FINE_TO_COARSE,
-)
-from cifarbench.sources.digits import make_digits
-from cifarbench.sources.folder import read_folder
+from cifarbench.data.sources.cifar_names import CIFAR10_CLASSES, CIFAR100_COARSE_CLASSES, CIFAR100_FINE_CLASSES, CIFAR100_FINE_TO_COARSE
+from cifarbench.data.sources.digits import make_digits
+from cifarbench.data.sources.folder import read_folder
 
 # The superclass table as printed on https://www.cs.toronto.edu/~kriz/cifar.html
 # (plural/spaced names there, the archive's names here): an independent spelling
@@ -126,7 +121,7 @@ def test_folder_other_cifar100_names_have_no_coarse_labels(tmp_path):
 
 def test_folder_missing_dataset_folder_names_layout(tmp_path):
     with pytest.raises(BenchError, match=r"cifar10/train is missing: .*<class>/\*\.png"):
-        sources.load("cifar10", "folder", tmp_path)
+        select.load("cifar10", "folder", tmp_path)
 
 
 def test_folder_test_split_needs_the_same_classes(tmp_path):

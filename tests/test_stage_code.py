@@ -6,8 +6,10 @@ that is not listed (or a listed file no longer imported) fails here, naming the
 file, instead of going stale in silence.
 """
 
+import ast
 import re
 import subprocess
+import sys
 
 import pytest
 from ruamel.yaml import YAML
@@ -29,34 +31,44 @@ def test_stage_deps_are_exactly_its_import_closure(name):
     listed = {d for d in stage["deps"] if isinstance(d, str) and CODE.match(d)}
     needed = set(sourcefiles.closure(ROOT / script_of(stage)))
     missing, extra = sorted(needed - listed), sorted(listed - needed)
-    assert not missing, f"dvc.yaml stage {name!r} runs but does not list: {', '.join(missing)}"
-    assert not extra, f"dvc.yaml stage {name!r} lists files it does not import: {', '.join(extra)}"
+    fix = "run `python tools/dvc_deps.py`"
+    assert not missing, f"dvc.yaml stage {name!r} runs but does not list: {', '.join(missing)} ({fix})"
+    assert not extra, f"dvc.yaml stage {name!r} lists files it does not import: {', '.join(extra)} ({fix})"
 
 
 def test_training_code_holds_no_reporting_code():
     """Editing a figure, the report or evaluation measurements must never rerun a training."""
+    reporting = ("cifarbench/render/", "cifarbench/eval/", "cifarbench/pipeline/report.py",
+                 "cifarbench/pipeline/summaries.py", "cifarbench/pipeline/evaluate.py", "cifarbench/pipeline/embed.py",
+                 "cifarbench/pipeline/probe.py")
     for script in ("stages/train_cifar10.py", "stages/transfer_cifar100.py"):
-        closure = set(sourcefiles.closure(ROOT / script))
-        for module in ("figures", "report", "report_html", "results", "evaluation", "efficiency", "metrics",
-                       "embedding", "registry"):
-            assert f"cifarbench/{module}.py" not in closure, f"{script} imports cifarbench/{module}.py"
+        closure = sourcefiles.closure(ROOT / script)
+        assert "cifarbench/train/engine.py" in closure  # the check looks at real paths
+        found = [f for f in closure if f.startswith(reporting)]
+        assert not found, f"{script} imports {found}"
 
 
-def test_closure_follows_late_imports_and_package_inits(tmp_path):
+def test_closure_follows_late_and_relative_imports_and_package_inits_with_code(tmp_path):
     (tmp_path / "stages").mkdir()
     package = tmp_path / "cifarbench"
     (package / "sub").mkdir(parents=True)
-    (package / "__init__.py").write_text("")
-    (package / "sub" / "__init__.py").write_text("")
+    (package / "room").mkdir()
+    (package / "__init__.py").write_text('"""Only a docstring: runs nothing, so no stage depends on it."""\n')
+    (package / "sub" / "__init__.py").write_text("CONSTANT = 1\n")  # code: importing sub runs it
     (package / "sub" / "leaf.py").write_text("import numpy\n")
     (package / "late.py").write_text("def f():\n    from cifarbench.sub import leaf\n")
     (package / "data.py").write_text("TABLE = 'table.npz'\n")
     (package / "table.npz").write_bytes(b"x")
     (package / "unused.py").write_text("")
-    (tmp_path / "stages" / "s.py").write_text("from cifarbench import late, data\n")
+    (package / "room" / "__init__.py").write_text("")
+    (package / "room" / "a.py").write_text("from . import b\nfrom ..sub import leaf\n")
+    (package / "room" / "b.py").write_text("from .c import thing\n")
+    (package / "room" / "c.py").write_text("thing = 1\n")
+    (tmp_path / "stages" / "s.py").write_text("from cifarbench import late, data\nfrom cifarbench.room import a\n")
     assert sourcefiles.closure(tmp_path / "stages" / "s.py") == [
-        "cifarbench/__init__.py", "cifarbench/data.py", "cifarbench/late.py", "cifarbench/sub/__init__.py",
-        "cifarbench/sub/leaf.py", "cifarbench/table.npz", "stages/s.py"]
+        "cifarbench/data.py", "cifarbench/late.py", "cifarbench/room/a.py", "cifarbench/room/b.py",
+        "cifarbench/room/c.py", "cifarbench/sub/__init__.py", "cifarbench/sub/leaf.py", "cifarbench/table.npz",
+        "stages/s.py"]
 
 
 def test_fingerprint_code_changes_with_the_training_loop_not_with_a_figure(tmp_path):
@@ -71,10 +83,10 @@ def test_fingerprint_code_changes_with_the_training_loop_not_with_a_figure(tmp_p
         return sourcefiles.digest(sourcefiles.closure(script), sourcefiles.project_root(script))
 
     before = digest()
-    with open(tmp_path / "cifarbench" / "figures.py", "a") as f:
+    with open(tmp_path / "cifarbench" / "render" / "figures.py", "a") as f:
         f.write("# a caption fix\n")
     assert digest() == before
-    with open(tmp_path / "cifarbench" / "engine.py", "a") as f:
+    with open(tmp_path / "cifarbench" / "train" / "engine.py", "a") as f:
         f.write("# a training-loop change\n")
     assert digest() != before
 
@@ -85,17 +97,63 @@ def _package_imports():
     for path in sorted((ROOT / "cifarbench").rglob("*.py")):
         rel = path.relative_to(ROOT).as_posix()
         graph[rel] = set()
-        for name in sourcefiles._imported_modules(path):
+        for name in sourcefiles._imported_modules(path, ROOT):
             found = sourcefiles._module_file(ROOT, name)
-            if found is not None and found.resolve() != path.resolve():
-                graph[rel].add(found.relative_to(ROOT).as_posix())
+            if found is not None and found.resolve() != path.resolve() and sourcefiles.has_code(found):
+                graph[rel].add(found.relative_to(ROOT).as_posix())  # (a docstring-only __init__ runs nothing)
     return graph
 
 
-def test_leaves_import_nothing_of_ours_and_imports_run_one_way():
+# The rooms, and the rooms each may import besides its own (the foundations at the package root are
+# below every room). A room never imports one above it: the tree reads bottom-up.
+FOUNDATIONS = {"errors", "params", "paths", "atomic", "inputs", "sourcefiles"}
+ROOMS = {
+    "data": set(),
+    "runtime": set(),
+    "models": {"data", "runtime"},
+    "train": {"data", "runtime", "models"},
+    "eval": {"data", "runtime", "models"},
+    "render": set(),
+    "pipeline": {"data", "runtime", "models", "train", "eval", "render"},
+    "commands": {"data", "runtime", "models", "train", "eval", "render", "pipeline"},
+}
+
+
+def room_of(rel):
+    """'foundations', a room name, 'cli' or 'package' (an __init__.py) for a file under cifarbench/."""
+    parts = rel.split("/")[1:]
+    if len(parts) == 1:
+        name = parts[0].removesuffix(".py")
+        return "foundations" if name in FOUNDATIONS else name
+    return parts[0]
+
+
+def test_the_package_is_foundations_rooms_and_cli_only():
+    rooms = {room_of(rel) for rel in _package_imports()}
+    assert rooms == {"foundations", "__init__", "cli"} | set(ROOMS), sorted(rooms)
+
+
+def test_every_package_init_is_a_docstring_only():
+    """Re-exports would grow every stage's import closure; a docstring runs nothing (sourcefiles skips it)."""
+    for init in sorted((ROOT / "cifarbench").rglob("__init__.py")):
+        assert ast.get_docstring(ast.parse(init.read_text())), f"{init.relative_to(ROOT)} has no docstring"
+        assert not sourcefiles.has_code(init), f"{init.relative_to(ROOT)} holds code: move it into a module"
+
+
+def test_foundations_import_only_foundations_and_rooms_only_rooms_below_them():
     graph = _package_imports()
     for leaf in ("cifarbench/errors.py", "cifarbench/params.py", "cifarbench/paths.py"):
-        assert graph[leaf] <= {"cifarbench/__init__.py"}, f"{leaf} imports {sorted(graph[leaf])}"
+        assert graph[leaf] == set(), f"{leaf} imports {sorted(graph[leaf])}"
+    for rel, deps in graph.items():
+        room = room_of(rel)
+        allowed = ({"foundations"} if room in ("foundations", "__init__") else
+                   {"foundations", room} | ROOMS[room] if room in ROOMS else {"foundations"} | set(ROOMS))
+        for dep in deps:
+            assert room_of(dep) in allowed, f"{rel} ({room}) imports {dep} ({room_of(dep)}): a room above it"
+
+
+def test_imports_run_one_way():
+    graph = _package_imports()
     # no cycle anywhere in the package: a depth-first search finds no back edge
     state = {}
 
@@ -112,6 +170,15 @@ def test_leaves_import_nothing_of_ours_and_imports_run_one_way():
         if node not in state:
             visit(node, [])
     assert not any("stages/" in dep for deps in graph.values() for dep in deps)
+
+
+def test_the_room_rule_fails_on_an_upward_import(monkeypatch):
+    """The direction test can fail: a data module importing the pipeline is caught."""
+    graph = _package_imports()
+    graph["cifarbench/data/dataset.py"] = graph["cifarbench/data/dataset.py"] | {"cifarbench/pipeline/report.py"}
+    monkeypatch.setattr(sys.modules[__name__], "_package_imports", lambda: graph)
+    with pytest.raises(AssertionError, match="a room above it"):
+        test_foundations_import_only_foundations_and_rooms_only_rooms_below_them()
 
 
 def declared_output_prefixes():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from cifarbench import stats
+from cifarbench.eval import stats
 
 
 def normal_interval(values):

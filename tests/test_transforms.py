@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from cifarbench import transforms
+from cifarbench.data import transforms
 from cifarbench.params import Augment
 
 

@@ -1,0 +1,27 @@
+"""The entry of stages that run models: entry.run plus model checks, the device and torchrun.
+
+Before any work it checks that timm can build every model as params.yaml asks
+(cifarbench.models.checks), chooses the device and prints it, with the reason, as the
+stage's first line, and reruns a training stage under torchrun when
+`compute.devices` > 1; a worker's error line goes to the launcher.
+"""
+
+from cifarbench.models import checks
+from cifarbench.runtime import distributed
+from cifarbench.pipeline import entry
+from cifarbench.runtime import device as runtimelib
+
+
+def run(logic, doc, *, args=(), torchrun=False, argv=None):
+    """Run a model stage's `logic(Stage)` with `Stage.runtime` set; see entry.run."""
+
+    def setup(s):
+        checks.check(s.params)
+        if torchrun and distributed.relaunch_under_torchrun(s.params.compute.devices):
+            return None  # compute.devices > 1: the torchrun workers ran this stage
+        s.runtime = runtimelib.resolve(s.params.compute)
+        if entry.is_first_rank():
+            print(s.runtime.describe_choice(), flush=True)
+        return s
+
+    return entry.run(logic, doc, args=args, setup=setup, report_error=distributed.report_worker_error, argv=argv)

@@ -1,0 +1,90 @@
+"""The probe stage's work: linear probes and few-shot curves on frozen features.
+
+Features come from the same inference path as evaluate (inference.infer on
+the device, batched; the penultimate layer, as embed uses), and
+cifarbench.eval.linear_probe fits the multinomial logistic regressions:
+- from the model's starting weights (`models.<key>.pretrained`: ImageNet, a
+  local file, or random init, which the report then says): `probe_top1` on all
+  training images, and the few-shot curve (`probe.shots` labelled images per
+  class, `probe.draws` random draws each);
+- from the CIFAR-10 checkpoint (first training seed): `probe_from_cifar10_top1`,
+  how well the features fine-tuned on CIFAR-10 carry over to CIFAR-100 before any
+  CIFAR-100 training (on CIFAR-10 itself: how linear the fine-tuned features are).
+"""
+
+import time
+
+import torch
+
+from cifarbench import atomic, paths
+from cifarbench.data import dataset, transforms
+from cifarbench.models import inference, timm_models
+from cifarbench.eval import linear_probe
+from cifarbench.pipeline import recipes
+from cifarbench.errors import BenchError
+
+
+def _features(model, preprocess, runtime, batch_size, split):
+    images = transforms.to_tensor(split.images, runtime.device)
+    out = inference.infer(model, images, preprocess, runtime, batch_size, fn=lambda x: timm_models.features(model, x))
+    return out.cpu().numpy()
+
+
+def features(model, preprocess, runtime, batch_size, splits):
+    """{split name: (N, D) float32 features} of each split."""
+    return {name: _features(model, preprocess, runtime, batch_size, split) for name, split in splits.items()}
+
+
+def starting_model(s, num_classes):
+    """The model as training starts it: its pretrained weights, or random init seeded by params' `seed`."""
+    torch.manual_seed(s.params.seed)
+    model = timm_models.create(s.params.model(s.model), num_classes=num_classes, key=s.model)
+    model = inference.prepare_model(model, s.runtime).eval()
+    return model, inference.preprocess_for(model, s.runtime, s.params.model(s.model).img_size)
+
+
+def _probe(feats, splits, settings):
+    fitted = linear_probe.fit_probe(feats["train"], splits["train"].labels, feats["val"], splits["val"].labels,
+                             c_grid=settings.c_grid, tol=settings.tol, max_iter=settings.max_iter)
+    return fitted.score(feats["test"], splits["test"].labels), fitted.summary()
+
+
+def run(s):
+    """Fit every probe of probe@<model>-<dataset>; writes metrics/probe/<model>-<dataset>.json."""
+    key, ds, rt, params = s.model, s.dataset, s.runtime, s.params
+    recipes.check_current(params, recipes.PROBE, key)  # the spec DVC tracked for this stage
+    data_dir = paths.data_dir(ds)
+    meta = dataset.load_meta(data_dir)
+    splits = {name: dataset.load_split(data_dir, name, meta) for name in dataset.SPLITS}
+    batch = params.compute.eval_batch_size
+    start = time.perf_counter()
+    model, preprocess = starting_model(s, len(meta["classes"]))
+    start_features = features(model, preprocess, rt, batch, splits)
+    feature_seconds = time.perf_counter() - start
+    probe_top1, fit = _probe(start_features, splits, params.probe)
+    try:
+        curve = linear_probe.fewshot_curve(start_features["train"], splits["train"].labels, start_features["val"],
+                                    splits["val"].labels, start_features["test"], splits["test"].labels,
+                                    shots=params.probe.shots, draws=params.probe.draws, seed=params.seed,
+                                    c_grid=params.probe.c_grid, tol=params.probe.tol, max_iter=params.probe.max_iter)
+    except ValueError as exc:  # too few training images per class for the largest shot count
+        raise BenchError(f"probe.shots: {exc}; lower probe.shots or use more images (data.limit)") from None
+
+    model, preprocess, _ = inference.load(paths.checkpoint("cifar10", key, params.seeds[0]), rt)
+    from_cifar10, from_cifar10_fit = _probe(features(model, preprocess, rt, batch, splits), splits, params.probe)
+    spec = params.model(key)
+    result = {
+        "weights": {True: "pretrained", False: "random init"}.get(spec.pretrained, str(spec.pretrained)),
+        "probe_top1": probe_top1,
+        "probe": fit,
+        "fewshot_top1": curve["fewshot_top1"],
+        "fewshot_top1_std": curve["fewshot_top1_std"],
+        "fewshot": curve,
+        "probe_from_cifar10_top1": from_cifar10,
+        "probe_from_cifar10": {**from_cifar10_fit, "seed": params.seeds[0]},
+        "feature_dim": int(start_features["train"].shape[1]),
+        "n_train": len(splits["train"]),
+    }
+    atomic.write_json(paths.probe_metrics(key, ds), result)
+    seconds = {"features_seconds": round(feature_seconds, 2), "total_seconds": round(time.perf_counter() - start, 2)}
+    return result, seconds

@@ -1,0 +1,133 @@
+"""Every stage's results, gathered for the report: summary.json, cost.json and comparisons.json.
+
+`collect` reads the files the training, evaluate, embed and probe stages wrote,
+per model, dataset and training seed. `summarize` keeps accuracy-type results
+(what a param change moves), `costs` the timings, memory and sizes (which
+change on every run), in two files of the same `{dataset: {model: {...}}}`
+shape, so `dvc metrics diff --targets metrics/summary.json` shows only what a
+param changed. With several seeds a number is the mean over them.
+
+Intervals are over the test images: each image's correctness averaged over
+the training seeds, resampled with replacement (a percentile bootstrap,
+seeded by params' `seed`, so the files are deterministic). With two or more
+seeds, `top1_seed_ci` is also the Student-t interval over the seeds' top-1.
+"""
+
+import itertools
+
+import numpy as np
+
+from cifarbench import atomic, inputs, paths
+from cifarbench.paths import DATASETS
+from cifarbench.eval import stats
+
+# per-seed stage outputs: name -> where each (key, dataset, seed) file is
+PER_SEED = {
+    "evaluation": paths.evaluation,
+    "efficiency": paths.efficiency,
+    "embed": paths.embedding_metrics,
+    "train": lambda key, ds, seed: paths.train_summary(ds, key, seed),
+    "train_cost": lambda key, ds, seed: paths.train_cost(ds, key, seed),
+}
+COST_FROM_EVALUATE = ("params", "gflops", "throughput", "latency_ms", "peak_memory_mb")
+COST_FROM_TRAINING = ("trainable_params", "train_seconds", "seconds_per_epoch", "epochs")
+SIGNIFICANCE = 0.05  # family-wise, Holm's correction over the pairs of models of one dataset
+
+
+def collect(params):
+    """{kind: {dataset: {key: {seed: dict}}}} for every kind in PER_SEED, plus per-image "predictions"."""
+    out = {kind: {ds: {key: {seed: atomic.read_json(where(key, ds, seed)) for seed in params.seeds}
+                       for key in params.keys} for ds in DATASETS}
+           for kind, where in PER_SEED.items()}
+    out["predictions"] = {ds: {key: {seed: inputs.read_npz(paths.predictions(key, ds, seed), ("correct1", "correct5"))
+                                     for seed in params.seeds} for key in params.keys} for ds in DATASETS}
+    out["probe"] = {ds: {key: atomic.read_json(paths.probe_metrics(key, ds)) for key in params.keys} for ds in DATASETS}
+    return out
+
+
+def mean_over_seeds(per_seed, field, digits=6):
+    """The mean of one field over a {seed: dict} mapping (the value itself for a single seed; counts stay ints)."""
+    values = [r[field] for r in per_seed.values()]
+    if any(v is None for v in values):
+        return None
+    if all(isinstance(v, int) and not isinstance(v, bool) for v in values) and len(set(values)) == 1:
+        return values[0]
+    return round(float(np.mean(values)), digits)
+
+
+def seed_averaged(per_seed, field):
+    """Each test image's correctness (field correct1/correct5) averaged over the training seeds."""
+    return np.mean([np.asarray(p[field], dtype=np.float64) for p in per_seed.values()], axis=0)
+
+
+def _interval(values, params):
+    return [round(v, 6) for v in stats.bootstrap_ci(values, resamples=params.evaluate.bootstrap, seed=params.seed)]
+
+
+def _row(results, params, ds, key):
+    evaluation, predictions = results["evaluation"][ds][key], results["predictions"][ds][key]
+    row = {name: mean_over_seeds(evaluation, name) for name in ("top1", "top5")}
+    row["top1_ci"] = _interval(seed_averaged(predictions, "correct1"), params)
+    row["top5_ci"] = _interval(seed_averaged(predictions, "correct5"), params)
+    if len(params.seeds) >= 2:
+        top1s = [evaluation[seed]["top1"] for seed in params.seeds]
+        row["top1_seeds"] = [round(v, 6) for v in top1s]
+        row["top1_seed_ci"] = [round(v, 6) for v in stats.t_interval(top1s)[1:]]
+    row["ece"] = mean_over_seeds(evaluation, "ece")
+    row["knn_top1"] = mean_over_seeds(results["embed"][ds][key], "knn_top1")
+    row["best_val_acc"] = mean_over_seeds(results["train"][ds][key], "best_val_acc")
+    msp = {seed: r["ood"]["msp"] for seed, r in evaluation.items()}
+    row["ood_auroc"], row["ood_fpr95"] = mean_over_seeds(msp, "auroc"), mean_over_seeds(msp, "fpr95")
+    row["corruption_top1"] = mean_over_seeds(evaluation, "corruption_top1")
+    probe = results["probe"][ds][key]
+    row["probe_top1"] = round(probe["probe_top1"], 6)
+    row["fewshot_top1"] = {shots: round(v, 6) for shots, v in probe["fewshot_top1"].items()}
+    if ds == "cifar100":  # how the CIFAR-10-tuned features carry over before any CIFAR-100 training
+        row["probe_from_cifar10_top1"] = round(probe["probe_from_cifar10_top1"], 6)
+    return row
+
+
+def summarize(results, params):
+    """metrics/summary.json: accuracy-type results per dataset and model (means over seeds)."""
+    return {ds: {key: _row(results, params, ds, key) for key in params.keys} for ds in DATASETS}
+
+
+def comparisons(results, params):
+    """metrics/comparisons.json: every pair of models on the same test images, per dataset.
+
+    top1_diff: a's top-1 minus b's (seed-averaged); top1_diff_ci: paired bootstrap
+    interval; mcnemar_p: exact McNemar test on the first training seed's
+    predictions (its 0/1 outcomes per image); holm_p and significant: Holm's
+    step-down correction over the dataset's pairs at SIGNIFICANCE.
+    """
+    out = {}
+    first = params.seeds[0]
+    for ds in DATASETS:
+        predictions = results["predictions"][ds]
+        averaged = {key: seed_averaged(predictions[key], "correct1") for key in params.keys}  # once per model
+        pairs = {}
+        for a, b in itertools.combinations(params.keys, 2):
+            diff, lo, hi = stats.paired_bootstrap_ci(averaged[a], averaged[b],
+                                                     resamples=params.evaluate.bootstrap, seed=params.seed)
+            p = stats.mcnemar_exact(predictions[a][first]["correct1"], predictions[b][first]["correct1"])
+            pairs[f"{a}-vs-{b}"] = {"top1_diff": round(diff, 6), "top1_diff_ci": [round(lo, 6), round(hi, 6)],
+                                    "mcnemar_p": p}
+        adjusted, significant = stats.holm([pair["mcnemar_p"] for pair in pairs.values()], SIGNIFICANCE)
+        for pair, holm_p, flag in zip(pairs.values(), adjusted, significant):
+            pair["holm_p"], pair["significant"] = holm_p, flag
+        out[ds] = pairs
+    return out
+
+
+def costs(results, params):
+    """metrics/cost.json: size, FLOPs, speed, memory and training time per dataset and model (means over seeds)."""
+    out = {}
+    for ds in DATASETS:
+        out[ds] = {}
+        for key in params.keys:
+            evaluation, training = results["efficiency"][ds][key], results["train_cost"][ds][key]
+            row = {name: mean_over_seeds(evaluation, name, 3) for name in COST_FROM_EVALUATE}
+            row["train_peak_memory_mb"] = mean_over_seeds(training, "peak_memory_mb", 1)
+            row.update({name: mean_over_seeds(training, name, 3) for name in COST_FROM_TRAINING})
+            out[ds][key] = row  # numbers only: the devices are in the report and the per-stage files
+    return out

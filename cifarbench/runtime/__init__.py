@@ -1,0 +1,2 @@
+"""Runtime: which device and precision a stage uses and why, multi-process (DDP) helpers, peak memory.
+Imports the foundations only."""
