@@ -1,5 +1,5 @@
 # CIFARbench: `make demo` runs the whole pipeline offline on the stand-in data,
-# `make test` runs the test suite. Both create the environment first.
+# `make test` runs the test suite, `make lint` checks the style (ruff). All create the environment first.
 # `make lock` regenerates requirements.txt from pyproject.toml; `make check-lock` (CI) checks
 # that it is up to date and resolves on Linux, macOS and Windows (tools/lock.sh).
 SHELL := /bin/bash
@@ -12,7 +12,7 @@ UV_VERSION := 0.13.9
 TOOLS := .tools/uv-$(UV_VERSION)
 UV := $(TOOLS)/bin/uv
 
-.PHONY: setup demo test test-all clean-demo lock check-lock
+.PHONY: setup demo test test-all lint clean-demo lock check-lock
 
 setup: $(STAMP)
 
@@ -34,6 +34,11 @@ test: $(STAMP)
 
 test-all: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -m ''
+
+# style is ruff's (pyproject.toml): `ruff check --fix . && ruff format .` mends what this finds
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)

@@ -108,8 +108,10 @@ def main(argv=None):
             import imagecorruptions.corruptions as reference
         except ImportError as error:
             print(f"reference skipped: imagecorruptions does not import ({error})")
-    print(f"{args.n} {source} on {device} (torch {torch.__version__}, {torch.get_num_threads()} threads), "
-          f"severity 3, median of {args.repeats}")
+    print(
+        f"{args.n} {source} on {device} (torch {torch.__version__}, {torch.get_num_threads()} threads), "
+        f"severity 3, median of {args.repeats}"
+    )
     print(f"{'corruption':<18} {'img/s':>9} {'protocol s':>11} {'ref img/s':>10} {'ratio':>7}")
     rows, total = [], 0.0
     for name in corruptions.CORRUPTIONS:
@@ -124,8 +126,10 @@ def main(argv=None):
         ref_text = f"{ref_speed:10.0f} {speed / ref_speed:6.1f}x" if ref_speed else f"{'-':>10} {'-':>7}"
         print(f"{name:<18} {speed:9.0f} {protocol:11.1f} {ref_text}")
     ref_total = sum(TEST_IMAGES * PROTOCOL_SEVERITIES / r["reference_img_per_s"] for r in rows) if reference else None
-    print(f"full protocol per dataset ({TEST_IMAGES} images x 75): {total:.0f} s of corruption"
-          + (f"; the per-image reference: {ref_total:.0f} s" if ref_total else ""))
+    print(
+        f"full protocol per dataset ({TEST_IMAGES} images x 75): {total:.0f} s of corruption"
+        + (f"; the per-image reference: {ref_total:.0f} s" if ref_total else "")
+    )
     measured = None
     if args.full:
         start = time.perf_counter()
@@ -134,12 +138,25 @@ def main(argv=None):
                 corruptions.corrupt(images, name, severity, seed=0)
         _sync(device)
         measured = time.perf_counter() - start
-        print(f"full protocol measured on {args.n} images: {measured:.0f} s "
-              f"({measured * TEST_IMAGES / args.n:.0f} s per {TEST_IMAGES} images)")
+        print(
+            f"full protocol measured on {args.n} images: {measured:.0f} s "
+            f"({measured * TEST_IMAGES / args.n:.0f} s per {TEST_IMAGES} images)"
+        )
     if args.json:
-        print(json.dumps({"device": str(device), "images": args.n, "source": source, "rows": rows,
-                          "protocol_s": total, "reference_protocol_s": ref_total,
-                          "measured_full_s": measured}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "device": str(device),
+                    "images": args.n,
+                    "source": source,
+                    "rows": rows,
+                    "protocol_s": total,
+                    "reference_protocol_s": ref_total,
+                    "measured_full_s": measured,
+                },
+                indent=2,
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -84,7 +84,11 @@ def synthetic(n, d, k, seed, label_noise=0.0):
 
 
 def splits(n, d, k, n_val):
-    return synthetic(n, d, k, seed=1, label_noise=0.05), synthetic(n_val, d, k, seed=2), synthetic(TEST_IMAGES, d, k, seed=3)
+    return (
+        synthetic(n, d, k, seed=1, label_noise=0.05),
+        synthetic(n_val, d, k, seed=2),
+        synthetic(TEST_IMAGES, d, k, seed=3),
+    )
 
 
 def time_probe(name, fraction, threads, cold, fewshot=True, solver=linear_probe.SOLVER):
@@ -104,18 +108,38 @@ def time_probe(name, fraction, threads, cold, fewshot=True, solver=linear_probe.
     cold_run = {}
     if cold:  # a one-C grid is a fit from scratch
         start = time.perf_counter()
-        cold_iters = [linear_probe.fit_probe(x, y, vx, vy, c_grid=(c,), threads=threads).path[0]["n_iter"] for c in fitted.val_top1_by_c]
+        cold_iters = [
+            linear_probe.fit_probe(x, y, vx, vy, c_grid=(c,), threads=threads).path[0]["n_iter"]
+            for c in fitted.val_top1_by_c
+        ]
         cold_run = {"cold_fit_s": round(time.perf_counter() - start, 2), "cold_lbfgs_iterations": sum(cold_iters)}
     return {
-        "size": name, "train": n_fit, "full_train": n, "features": d, "classes": k, "val": n_val,
-        "fit_probe_s": round(fit_s, 2), "fit_probe_s_extrapolated": round(fit_s / fraction, 1),
-        "c": fitted.c, "val_top1": fitted.val_top1, "test_top1": fitted.score(tx, ty),
-        "lbfgs_iterations": sum(iters), "most_iterations": max(iters), "unconverged_c": fitted.unconverged_c,
+        "size": name,
+        "train": n_fit,
+        "full_train": n,
+        "features": d,
+        "classes": k,
+        "val": n_val,
+        "fit_probe_s": round(fit_s, 2),
+        "fit_probe_s_extrapolated": round(fit_s / fraction, 1),
+        "c": fitted.c,
+        "val_top1": fitted.val_top1,
+        "test_top1": fitted.score(tx, ty),
+        "lbfgs_iterations": sum(iters),
+        "most_iterations": max(iters),
+        "unconverged_c": fitted.unconverged_c,
         "path": [(e["c"], round(e["val_top1"], 4), e["n_iter"]) for e in fitted.path],
-        **({} if curve is None else {
-            "fewshot_s": fewshot_s, "shots": shots, "fewshot_top1": curve["fewshot_top1"], "fewshot_top1_std": curve["fewshot_top1_std"],
-            "fewshot_unconverged": sum(not r["converged"] for s in curve["shots"].values() for r in s["draws"]),
-        }),
+        **(
+            {}
+            if curve is None
+            else {
+                "fewshot_s": fewshot_s,
+                "shots": shots,
+                "fewshot_top1": curve["fewshot_top1"],
+                "fewshot_top1_std": curve["fewshot_top1_std"],
+                "fewshot_unconverged": sum(not r["converged"] for s in curve["shots"].values() for r in s["draws"]),
+            }
+        ),
         **cold_run,
     }
 
@@ -138,17 +162,33 @@ def time_solvers(solvers, n, c, threads, tol, report):
             start = time.perf_counter()
             model.fit(x, y)
             seconds = time.perf_counter() - start
-        rows.append({"solver": solver, "train": n, "c": c, "tol": tol, "seconds": round(seconds, 2),
-                     "iterations": int(np.max(model.n_iter_)), "val_top1": float(model.score(vx, vy)),
-                     "warnings": len(caught)})
+        rows.append(
+            {
+                "solver": solver,
+                "train": n,
+                "c": c,
+                "tol": tol,
+                "seconds": round(seconds, 2),
+                "iterations": int(np.max(model.n_iter_)),
+                "val_top1": float(model.score(vx, vy)),
+                "warnings": len(caught),
+            }
+        )
         report(rows[-1])
     return rows
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--fraction", type=float, default=1.0, help="share of the full size's 45,000 training images to fit")
-    ap.add_argument("--threads", type=int, default=linear_probe.THREADS, help="BLAS/OpenMP threads during fits; 0: the process's own")
+    ap.add_argument(
+        "--fraction", type=float, default=1.0, help="share of the full size's 45,000 training images to fit"
+    )
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=linear_probe.THREADS,
+        help="BLAS/OpenMP threads during fits; 0: the process's own",
+    )
     ap.add_argument("--cold", action="store_true", help="also fit every C from scratch (no warm start)")
     ap.add_argument("--skip-full", action="store_true", help="time the demo sizes only")
     ap.add_argument("--skip-fewshot", action="store_true", help="time fit_probe only")
@@ -156,8 +196,12 @@ def main():
     ap.add_argument("--solvers", help="comma-separated solvers to compare instead (one fit each at --solver-c)")
     ap.add_argument("--solver-size", type=int, default=5000)
     ap.add_argument("--solver-c", type=float, default=0.1)
-    ap.add_argument("--solver-tol", type=float, default=linear_probe.TOL,
-                    help="sag/saga's tol bounds the change of the weights, not the gradient: 1e-6 can run to max_iter")
+    ap.add_argument(
+        "--solver-tol",
+        type=float,
+        default=linear_probe.TOL,
+        help="sag/saga's tol bounds the change of the weights, not the gradient: 1e-6 can run to max_iter",
+    )
     ap.add_argument("--json", action="store_true", help="print one JSON object instead of lines")
     args = ap.parse_args()
     if not 0 < args.fraction <= 1:
@@ -165,13 +209,19 @@ def main():
     threads = args.threads or None
 
     if args.solvers:
+
         def report(row):
             if not args.json:
-                print(f"{row['solver']:>15}: {row['seconds']:7.2f} s, {row['iterations']} iterations, val top-1 "
-                      f"{row['val_top1']:.4f} ({row['train']} x 768, 100 classes, C={row['c']:g}, tol={row['tol']:g}), "
-                      f"{row['warnings']} warnings", flush=True)
+                print(
+                    f"{row['solver']:>15}: {row['seconds']:7.2f} s, {row['iterations']} iterations, val top-1 "
+                    f"{row['val_top1']:.4f} ({row['train']} x 768, 100 classes, C={row['c']:g}, tol={row['tol']:g}), "
+                    f"{row['warnings']} warnings",
+                    flush=True,
+                )
 
-        results = time_solvers(args.solvers.split(","), args.solver_size, args.solver_c, threads, args.solver_tol, report)
+        results = time_solvers(
+            args.solvers.split(","), args.solver_size, args.solver_c, threads, args.solver_tol, report
+        )
     else:
         runs = [("demo", 1.0), ("demo100", 1.0)] + ([] if args.skip_full else [("full", args.fraction)])
         results = []
@@ -179,20 +229,34 @@ def main():
             r = time_probe(name, fraction, threads, args.cold, fewshot=not args.skip_fewshot, solver=args.solver)
             results.append(r)
             if not args.json:
-                print(f"{name}: {r['train']:,} x {r['features']}, {r['classes']} classes, {r['val']:,} val "
-                      f"({threads or 'default'} BLAS threads)")
+                print(
+                    f"{name}: {r['train']:,} x {r['features']}, {r['classes']} classes, {r['val']:,} val "
+                    f"({threads or 'default'} BLAS threads)"
+                )
                 extra = "" if fraction == 1 else f" -> {r['fit_probe_s_extrapolated']} s for {r['full_train']:,} images"
-                print(f"  fit_probe ({len(r['path'])} C): {r['fit_probe_s']} s{extra}; C={r['c']:.3g}, "
-                      f"val {r['val_top1']:.4f}, test {r['test_top1']:.4f}; lbfgs iterations "
-                      f"{r['lbfgs_iterations']} (most {r['most_iterations']}), unconverged {r['unconverged_c']}")
-                print("  path (C, val top-1, iterations): " + ", ".join(f"({c:.2g}, {v}, {i})" for c, v, i in r["path"]))
+                print(
+                    f"  fit_probe ({len(r['path'])} C): {r['fit_probe_s']} s{extra}; C={r['c']:.3g}, "
+                    f"val {r['val_top1']:.4f}, test {r['test_top1']:.4f}; lbfgs iterations "
+                    f"{r['lbfgs_iterations']} (most {r['most_iterations']}), unconverged {r['unconverged_c']}"
+                )
+                print(
+                    "  path (C, val top-1, iterations): " + ", ".join(f"({c:.2g}, {v}, {i})" for c, v, i in r["path"])
+                )
                 if "fewshot_s" in r:
-                    print(f"  fewshot_curve (shots {'/'.join(map(str, r['shots']))}, 5 draws): {r['fewshot_s']} s; means "
-                          + ", ".join(f"{s}: {m:.3f}±{r['fewshot_top1_std'][s]:.3f}" for s, m in r["fewshot_top1"].items())
-                          + f"; unconverged fits {r['fewshot_unconverged']}", flush=True)
+                    print(
+                        f"  fewshot_curve (shots {'/'.join(map(str, r['shots']))}, 5 draws): {r['fewshot_s']} s; means "
+                        + ", ".join(
+                            f"{s}: {m:.3f}±{r['fewshot_top1_std'][s]:.3f}" for s, m in r["fewshot_top1"].items()
+                        )
+                        + f"; unconverged fits {r['fewshot_unconverged']}",
+                        flush=True,
+                    )
                 if args.cold:
-                    print(f"  cold fits, C by C: {r['cold_fit_s']} s, {r['cold_lbfgs_iterations']} lbfgs iterations "
-                          f"(warm-started sweep: {r['lbfgs_iterations']})", flush=True)
+                    print(
+                        f"  cold fits, C by C: {r['cold_fit_s']} s, {r['cold_lbfgs_iterations']} lbfgs iterations "
+                        f"(warm-started sweep: {r['lbfgs_iterations']})",
+                        flush=True,
+                    )
     if args.json:
         print(json.dumps(results, indent=1))
 

@@ -20,17 +20,19 @@ from pathlib import Path
 
 import torch
 
-from cifarbench.data import dataset, transforms
+from cifarbench import params as paramslib
 from cifarbench.commands import demo
-from cifarbench.train import engine
+from cifarbench.data import dataset, transforms
+from cifarbench.data.sources.digits import make_digits
 from cifarbench.models import inference, timm_models
 from cifarbench.runtime import device as runtimelib
-from cifarbench import params as paramslib
-from cifarbench.data.sources.digits import make_digits
+from cifarbench.train import engine
 
-SCHEDULES = {"plateau": {"schedule": "plateau", "warmup_epochs": 0, "plateau_patience": 1},
-             "cosine+warmup": {"schedule": "cosine", "warmup_epochs": 1},
-             "cosine": {"schedule": "cosine", "warmup_epochs": 0}}
+SCHEDULES = {
+    "plateau": {"schedule": "plateau", "warmup_epochs": 0, "plateau_patience": 1},
+    "cosine+warmup": {"schedule": "cosine", "warmup_epochs": 1},
+    "cosine": {"schedule": "cosine", "warmup_epochs": 0},
+}
 
 
 def run(raw, key, seed, tensors, test):
@@ -63,8 +65,12 @@ def main():
     committed = paramslib.read_yaml(Path(__file__).resolve().parents[1] / "params.yaml")
     base = demo.apply(committed, demo.overrides(paramslib.parse(committed)))
     splits = dataset.prepare(make_digits("cifar10"), base["data"]["limit"], base["data"]["val_size"], base["seed"])
-    tensors = (transforms.to_tensor(splits["train"].images, "cpu"), torch.from_numpy(splits["train"].labels),
-               transforms.to_tensor(splits["val"].images, "cpu"), torch.from_numpy(splits["val"].labels))
+    tensors = (
+        transforms.to_tensor(splits["train"].images, "cpu"),
+        torch.from_numpy(splits["train"].labels),
+        transforms.to_tensor(splits["val"].images, "cpu"),
+        torch.from_numpy(splits["val"].labels),
+    )
     test = (transforms.to_tensor(splits["test"].images, "cpu"), torch.from_numpy(splits["test"].labels))
 
     results = {}
@@ -75,8 +81,10 @@ def main():
             results.setdefault(name, []).append({"seed": seed, "val_acc": vals, "test_top1": top1})
             if not args.json:
                 print(f"{name:14s} seed {seed}: val {vals} -> test top-1 {top1:.4f}", flush=True)
-    summary = {name: {"mean_test_top1": round(statistics.mean(r["test_top1"] for r in runs), 4), "runs": runs}
-               for name, runs in results.items()}
+    summary = {
+        name: {"mean_test_top1": round(statistics.mean(r["test_top1"] for r in runs), 4), "runs": runs}
+        for name, runs in results.items()
+    }
     if args.json:
         print(json.dumps(summary, indent=1))
     else:

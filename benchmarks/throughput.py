@@ -56,12 +56,12 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # runnable as a plain script from a checkout
 
-from cifarbench.train import engine  # noqa: E402
+from cifarbench import params as paramslib  # noqa: E402
+from cifarbench.data import transforms
 from cifarbench.models import inference, timm_models
 from cifarbench.render import styles
-from cifarbench.data import transforms
-from cifarbench import params as paramslib  # noqa: E402
 from cifarbench.runtime import device as runtimelib  # noqa: E402
+from cifarbench.train import engine  # noqa: E402
 
 CASES = (("resnet18", 32), ("resnet18", 224), ("efficientnet_b0", 32))
 DEFAULT_ARCHIVE = ROOT / "data" / "raw" / "cifar10-jpeg-train.tar.gz"
@@ -69,6 +69,7 @@ LOADER_WORKERS = 2
 
 
 # ---------------------------------------------------------------- images
+
 
 def _decode(data):
     from PIL import Image
@@ -82,8 +83,11 @@ def load_images(archive, count, seed):
     archive = Path(archive) if archive else DEFAULT_ARCHIVE
     if not archive.exists():
         rng = np.random.default_rng(seed)
-        return (rng.integers(0, 256, (count, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, count),
-                f"random uint8 images ({archive} not found: pass --archive for real CIFAR-10 images)")
+        return (
+            rng.integers(0, 256, (count, 32, 32, 3), dtype=np.uint8),
+            rng.integers(0, 10, count),
+            f"random uint8 images ({archive} not found: pass --archive for real CIFAR-10 images)",
+        )
     if archive.is_dir():
         files = sorted(archive.glob("**/*.jpg"))
         classes = sorted({f.parent.name for f in files})
@@ -92,8 +96,9 @@ def load_images(archive, count, seed):
         labels = [classes.index(f.parent.name) for f in picked]
     else:
         with tarfile.open(archive) as tar:
-            members = sorted((m for m in tar.getmembers() if m.isfile() and m.name.endswith(".jpg")),
-                             key=lambda m: m.name)
+            members = sorted(
+                (m for m in tar.getmembers() if m.isfile() and m.name.endswith(".jpg")), key=lambda m: m.name
+            )
             classes = sorted({Path(m.name).parent.name for m in members})
             picked = [members[i] for i in _spread(len(members), count)]
             picked.sort(key=lambda m: m.offset_data)  # in archive order: a .gz can only seek forward cheaply
@@ -102,8 +107,11 @@ def load_images(archive, count, seed):
     if not images:
         sys.exit(f"error: {archive} holds no train/<class>/*.jpg images")
     reps = -(-count // len(images))  # a small archive is repeated to reach `count`
-    return (np.tile(np.stack(images), (reps, 1, 1, 1))[:count], np.tile(labels, reps)[:count],
-            f"CIFAR-10 JPEG images from {archive.name} ({len(images)} decoded)")
+    return (
+        np.tile(np.stack(images), (reps, 1, 1, 1))[:count],
+        np.tile(labels, reps)[:count],
+        f"CIFAR-10 JPEG images from {archive.name} ({len(images)} decoded)",
+    )
 
 
 def _spread(total, count):
@@ -135,12 +143,18 @@ def pil_loader(images, labels, aug, img_size, mean, std, batch_size, device):
     steps += [T.Resize(img_size)] if img_size != 32 else []
     steps += [T.ToTensor(), T.Normalize(mean, std)]
     return torch.utils.data.DataLoader(
-        PILImages(images, labels, T.Compose(steps)), batch_size=batch_size, shuffle=True, drop_last=True,
-        num_workers=LOADER_WORKERS, persistent_workers=True, pin_memory=device.type == "cuda",
+        PILImages(images, labels, T.Compose(steps)),
+        batch_size=batch_size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=LOADER_WORKERS,
+        persistent_workers=True,
+        pin_memory=device.type == "cuda",
     )
 
 
 # ---------------------------------------------------------------- the two sides of each comparison
+
 
 def sync(device):
     if device.type == "cuda":
@@ -167,8 +181,9 @@ def loader_pass(loader, device, channels_last):
 def cifarbench_input_pass(images, aug, preprocess, batch_size, generator):
     """What engine.Trainer does for its input each step: a shuffled order, then transforms.training_batches."""
     order = torch.randperm(len(images), device=images.device, generator=generator)
-    for _ in transforms.training_batches(images, order, batch_size, len(images) // batch_size, aug, preprocess,
-                                         generator):
+    for _ in transforms.training_batches(
+        images, order, batch_size, len(images) // batch_size, aug, preprocess, generator
+    ):
         pass
 
 
@@ -201,12 +216,16 @@ def compare(name, baseline, ours, rounds):
         else:
             base.append(baseline())
             mine.append(ours())
-        print(f"  {name} round {r + 1}/{rounds}: baseline {_rate(base[-1])} img/s, CIFARbench {_rate(mine[-1])} img/s",
-              file=sys.stderr, flush=True)
+        print(
+            f"  {name} round {r + 1}/{rounds}: baseline {_rate(base[-1])} img/s, CIFARbench {_rate(mine[-1])} img/s",
+            file=sys.stderr,
+            flush=True,
+        )
     return statistics.median(base), statistics.median(mine), statistics.median(m / b for m, b in zip(mine, base))
 
 
 # ---------------------------------------------------------------- one model at one size
+
 
 def run_case(key, img_size, params, rt, data, args):
     images_np, labels_np = data
@@ -221,13 +240,19 @@ def run_case(key, img_size, params, rt, data, args):
     preprocess = inference.preprocess_for(model, rt, img_size)
     images = transforms.to_tensor(images_np, rt.device)
     labels = torch.from_numpy(labels_np).to(rt.device)
-    row = {"model": key, "name": styles.base_name(params.models[key]), "img_size": img_size, "batch_size": batch,
-           "rounds": rounds}
+    row = {
+        "model": key,
+        "name": styles.base_name(params.models[key]),
+        "img_size": img_size,
+        "batch_size": batch,
+        "rounds": rounds,
+    }
 
     if "input" in args.parts:
         count = (args.input_images // 8 if img_size > 32 else args.input_images) // batch * batch
-        row["input"] = compare_input(images_np[:count], labels_np[:count], recipe.augment, preprocess, batch, rt,
-                                     params.seed, rounds)
+        row["input"] = compare_input(
+            images_np[:count], labels_np[:count], recipe.augment, preprocess, batch, rt, params.seed, rounds
+        )
     # training and evaluation measure the same first n images
     n = train_images(model, images, labels, recipe, preprocess, rt, args)
     row["train_images"] = n
@@ -249,7 +274,9 @@ def train_images(model, images, labels, recipe, preprocess, rt, args):
         step = [(x, labels[:batch])]
         optimizer = engine.build_optimizer(probe, recipe)
         bare_train(probe, optimizer, step, rt, recipe.label_smoothing)
-        seconds = batch / timed(lambda: bare_train(probe, optimizer, step, rt, recipe.label_smoothing), rt.device, batch)
+        seconds = batch / timed(
+            lambda: bare_train(probe, optimizer, step, rt, recipe.label_smoothing), rt.device, batch
+        )
         steps = round(args.seconds / seconds)
     return max(1, min(steps, len(images) // batch)) * batch
 
@@ -259,13 +286,19 @@ def compare_input(images_np, labels_np, aug, preprocess, batch, rt, seed, rounds
     n = len(images_np)
     images = transforms.to_tensor(images_np, rt.device)
     generator = torch.Generator(rt.device).manual_seed(seed)
-    loader = pil_loader(images_np, labels_np, aug, preprocess.img_size, preprocess.mean, preprocess.std, batch,
-                        rt.device)
-    ours = lambda: timed(lambda: cifarbench_input_pass(images, aug, preprocess, batch, generator), rt.device, n)
-    base = lambda: timed(lambda: loader_pass(loader, rt.device, preprocess.channels_last), rt.device, n)
+    loader = pil_loader(
+        images_np, labels_np, aug, preprocess.img_size, preprocess.mean, preprocess.std, batch, rt.device
+    )
+
+    def ours():
+        return timed(lambda: cifarbench_input_pass(images, aug, preprocess, batch, generator), rt.device, n)
+
+    def base():
+        return timed(lambda: loader_pass(loader, rt.device, preprocess.channels_last), rt.device, n)
+
     base(), ours()  # warm-up: worker start-up, allocator
     result = compare("input", base, ours, rounds)
-    del loader  # stops its worker processes
+    loader = None  # the last reference: its worker processes stop
     return result
 
 
@@ -278,9 +311,14 @@ def compare_train(model, images, labels, recipe, preprocess, rt, seed, rounds):
     if rt.compile:  # the limit compiles too, or the comparison would measure the compiler, not the engine
         bare_model = torch.compile(bare_model)
     made = preprocess(transforms.augment(images, recipe.augment, torch.Generator(rt.device).manual_seed(seed)))
-    batches = [(made[i:i + batch], labels[i:i + batch]) for i in range(0, n, batch)]
-    ours = lambda: timed(lambda: trainer.train_epoch(images, labels), rt.device, n)
-    base = lambda: timed(lambda: bare_train(bare_model, optimizer, batches, rt, recipe.label_smoothing), rt.device, n)
+    batches = [(made[i : i + batch], labels[i : i + batch]) for i in range(0, n, batch)]
+
+    def ours():
+        return timed(lambda: trainer.train_epoch(images, labels), rt.device, n)
+
+    def base():
+        return timed(lambda: bare_train(bare_model, optimizer, batches, rt, recipe.label_smoothing), rt.device, n)
+
     # warm-up, one step each: allocator, oneDNN/cuDNN kernel choice, compile
     trainer.train_epoch(images[:batch], labels[:batch])
     bare_train(bare_model, optimizer, batches[:1], rt, recipe.label_smoothing)
@@ -291,14 +329,20 @@ def compare_eval(model, images, preprocess, rt, batch, rounds):
     """inference.infer over uint8 images vs model(x) over the same images, preprocessed beforehand."""
     n = len(images)
     made = preprocess(images)
-    batches = [made[i:i + batch] for i in range(0, n, batch)]
-    ours = lambda: timed(lambda: inference.infer(model, images, preprocess, rt, batch), rt.device, n)
-    base = lambda: timed(lambda: bare_infer(model, batches, rt), rt.device, n)
+    batches = [made[i : i + batch] for i in range(0, n, batch)]
+
+    def ours():
+        return timed(lambda: inference.infer(model, images, preprocess, rt, batch), rt.device, n)
+
+    def base():
+        return timed(lambda: bare_infer(model, batches, rt), rt.device, n)
+
     ours(), base()  # warm-up
     return compare("eval", base, ours, rounds)
 
 
 # ---------------------------------------------------------------- output
+
 
 def label(row):
     return f"{row['name']} {row['img_size']} px (batch {row['batch_size']})"
@@ -327,11 +371,21 @@ def table(rows):
 
 
 def summary(rows, device, source, args):
-    out = {"device": device, "compile": args.compile, "torch_threads": torch.get_num_threads(), "images": source,
-           "rounds": args.rounds, "torch": torch.__version__}
+    out = {
+        "device": device,
+        "compile": args.compile,
+        "torch_threads": torch.get_num_threads(),
+        "images": source,
+        "rounds": args.rounds,
+        "torch": torch.__version__,
+    }
     for row in rows:
         suffix = f"{row['img_size']}" if row["model"] == "resnet18" else f"{row['model']}_{row['img_size']}"
-        for part, name, digits in (("input", "input_speedup", 2), ("train", "train_ratio", 4), ("eval", "eval_ratio", 4)):
+        for part, name, digits in (
+            ("input", "input_speedup", 2),
+            ("train", "train_ratio", 4),
+            ("eval", "eval_ratio", 4),
+        ):
             if part in row:  # ResNet-18 at 32 px names the targets: input_speedup_32, train_ratio, eval_ratio
                 key = f"{name}_{suffix}" if part == "input" or suffix != "32" else name
                 out[key] = round(row[part][2], digits)
@@ -339,23 +393,35 @@ def summary(rows, device, source, args):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--archive", help=f"CIFAR-10 JPEG .tar.gz or extracted folder (default {DEFAULT_ARCHIVE})")
     parser.add_argument("--device", help="override compute.device (auto, cpu, cuda, cuda:N)")
     parser.add_argument("--precision", help="override compute.precision (auto, bf16, fp16, fp32)")
-    parser.add_argument("--compile", action="store_true", help="torch.compile both training loops "
-                                                                "(override compute.compile)")
-    parser.add_argument("--seconds", type=float, help="aim for this long per training measurement (default 2; "
-                                                       "--quick 1): sets the steps from a timed bare step")
+    parser.add_argument(
+        "--compile", action="store_true", help="torch.compile both training loops (override compute.compile)"
+    )
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        help="aim for this long per training measurement (default 2; --quick 1): sets the steps from a timed bare step",
+    )
     parser.add_argument("--steps", type=int, help="training steps per measurement, instead of --seconds")
-    parser.add_argument("--rounds", type=int, help="measurements per side, median taken (default 7; halved, at "
-                                                   "least 3, for 224 px on CPU)")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        help="measurements per side, median taken (default 7; halved, at least 3, for 224 px on CPU)",
+    )
     parser.add_argument("--batch-size", type=int, help="default: the train recipe's (16 for 224 px on CPU)")
-    parser.add_argument("--input-images", type=int, help="images per input-path pass at 32 px (default 2048 "
-                                                         "on CPU, 16384 on CUDA; 1/8 of it at 224 px)")
-    parser.add_argument("--only", choices=[f"{k}@{s}" for k, s in CASES], action="append",
-                        help="run only these cases (repeatable)")
+    parser.add_argument(
+        "--input-images",
+        type=int,
+        help="images per input-path pass at 32 px (default 2048 on CPU, 16384 on CUDA; 1/8 of it at 224 px)",
+    )
+    parser.add_argument(
+        "--only", choices=[f"{k}@{s}" for k, s in CASES], action="append", help="run only these cases (repeatable)"
+    )
     parser.add_argument("--parts", default="input,train,eval", help="comma-separated subset of input,train,eval")
     parser.add_argument("--quick", action="store_true", help="fewer steps, rounds and images (about half the time)")
     parser.add_argument("--json", action="store_true", help="end with one JSON line of the ratios")
@@ -363,9 +429,13 @@ def main():
     args.parts = set(args.parts.split(","))
 
     params = paramslib.load(ROOT / "params.yaml")
-    compute = params.compute.model_copy(update={k: v for k, v in (("device", args.device),
-                                                                  ("precision", args.precision),
-                                                                  ("compile", args.compile or None)) if v})
+    compute = params.compute.model_copy(
+        update={
+            k: v
+            for k, v in (("device", args.device), ("precision", args.precision), ("compile", args.compile or None))
+            if v
+        }
+    )
     rt = runtimelib.resolve(compute)
     cuda = rt.device.type == "cuda"
     args.seconds = args.seconds or (1.0 if args.quick else 2.0)
@@ -382,8 +452,10 @@ def main():
             continue
         print(f"{key} at {size} px", file=sys.stderr, flush=True)
         rows.append(run_case(key, size, params, rt, (images, labels), args))
-    print(f"\nThroughput in images/s on {device}; {source}; medians of interleaved rounds "
-          f"({', '.join(str(r['rounds']) for r in rows)})")
+    print(
+        f"\nThroughput in images/s on {device}; {source}; medians of interleaved rounds "
+        f"({', '.join(str(r['rounds']) for r in rows)})"
+    )
     print(table(rows))
     if args.json:
         print(json.dumps(summary(rows, device, source, args)))

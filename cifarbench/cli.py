@@ -15,9 +15,9 @@ import json
 import sys
 
 from cifarbench import paths
-from cifarbench.paths import DATASETS
 from cifarbench.errors import BenchError, exit_on_bench_error
 from cifarbench.params import ParamsError
+from cifarbench.paths import DATASETS
 
 
 class _Parser(argparse.ArgumentParser):
@@ -38,17 +38,23 @@ def _parser():
     parser = _Parser(prog="cifarbench", description="CIFARbench command line.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     predict = commands.add_parser(
-        "predict", help="classify image files with a pipeline checkpoint",
+        "predict",
+        help="classify image files with a pipeline checkpoint",
         description="Classify images (any size and mode) with models/<dataset>/<model>-<seed>.pt, preprocessed as "
-                    "evaluate does: RGB (transparency composited onto white), centre square, the dataset's "
-                    "native 32x32, then the model's own resize and normalisation.")
+        "evaluate does: RGB (transparency composited onto white), centre square, the dataset's "
+        "native 32x32, then the model's own resize and normalisation.",
+    )
     predict.add_argument("paths", nargs="+", metavar="PATH", help="image files, or folders whose images to classify")
     predict.add_argument("--model", required=True, help="a model key under params.yaml's models:")
     predict.add_argument("--dataset", required=True, choices=DATASETS)
-    predict.add_argument("--seed", type=int, default=None, help="training seed (default: the first of params.yaml's seeds)")
+    predict.add_argument(
+        "--seed", type=int, default=None, help="training seed (default: the first of params.yaml's seeds)"
+    )
     predict.add_argument("--topk", type=_positive, default=5, help="how many classes to print per image (default 5)")
     predict.add_argument("--json", action="store_true", help="print a JSON list instead of text")
-    predict.add_argument("--device", default="auto", help="auto (CUDA, else Apple's MPS, else the CPU), cpu, cuda, cuda:N or mps")
+    predict.add_argument(
+        "--device", default="auto", help="auto (CUDA, else Apple's MPS, else the CPU), cpu, cuda, cuda:N or mps"
+    )
     return parser
 
 

@@ -147,7 +147,9 @@ class Probe(Section):
     shots: list[PositiveInt]  # labelled training images per class for the few-shot curve
     draws: PositiveInt  # random draws per shot count
     c_grid: Annotated[list[Annotated[float, Field(gt=0)]], Field(min_length=1)]  # L2 strengths tried, best on val
-    tol: Annotated[float, Field(gt=0)]  # lbfgs's stopping tolerance (1e-6: the optimum; see cifarbench/eval/linear_probe.py)
+    tol: Annotated[
+        float, Field(gt=0)
+    ]  # lbfgs's stopping tolerance (1e-6: the optimum; see cifarbench/eval/linear_probe.py)
     max_iter: PositiveInt  # lbfgs iterations per fit at most (a fit that stops there is reported unconverged)
 
 
@@ -248,8 +250,10 @@ def _recipes(section, raw, recipe_cls, keys, base=None):
     """
     unknown = [k for k in raw if k != DEFAULTS and k not in keys]
     if unknown:
-        raise ParamsError(f"{section}.{unknown[0]}: no model {unknown[0]!r} under models: (a typo?); "
-                          f"recipe sections are {DEFAULTS!r} and the model keys {', '.join(keys)}")
+        raise ParamsError(
+            f"{section}.{unknown[0]}: no model {unknown[0]!r} under models: (a typo?); "
+            f"recipe sections are {DEFAULTS!r} and the model keys {', '.join(keys)}"
+        )
     layers = [(f"{section}.{DEFAULTS}", raw.get(DEFAULTS) or {})]
     if base is not None:
         layers.insert(0, base)
@@ -261,8 +265,10 @@ def _recipes(section, raw, recipe_cls, keys, base=None):
     for key in keys:
         own = (f"{section}.{key}", raw.get(key) or {})
         if not isinstance(own[1], dict):
-            raise ParamsError(f"{own[0]}: expected a mapping of recipe keys (only those that differ "
-                              f"from {section}.{DEFAULTS}), got {own[1]!r}")
+            raise ParamsError(
+                f"{own[0]}: expected a mapping of recipe keys (only those that differ "
+                f"from {section}.{DEFAULTS}), got {own[1]!r}"
+            )
         merged = {}
         for _, layer in [*layers, own]:
             merged = _merge(merged, layer)
@@ -279,8 +285,10 @@ def parse(raw, source="params.yaml"):
         raise ParamsError(f"{source}: expected a mapping of sections, got {type(raw).__name__}")
     for key in raw.get("models") or {} if isinstance(raw.get("models"), dict) else {}:
         if not MODEL_KEY.match(str(key)) or key == DEFAULTS:
-            raise ParamsError(f"{source}: models.{key}: a model key is letters, digits and _ only "
-                              f"(it names stages and files) and not {DEFAULTS!r}")
+            raise ParamsError(
+                f"{source}: models.{key}: a model key is letters, digits and _ only "
+                f"(it names stages and files) and not {DEFAULTS!r}"
+            )
     try:
         top = _Top.model_validate(raw)
     except ValidationError as exc:

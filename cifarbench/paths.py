@@ -36,15 +36,23 @@ def run_name(key, seed):
 # The one place to update when dvc.yaml's stages or file names change. A checkpoint's stem
 # (<model>-<seed>) is its stage's matrix item.
 _PRODUCERS = (
-    (re.compile(r"(?:^|/)(?:data/)?(?P<ds>[^/]+)/(?:train\.npz|val\.npz|test\.npz|meta\.json)$"),
-     lambda m: f"download@{m['ds']}"),
-    (re.compile(r"(?:^|/)models/(?P<kind>umap|predictions)/(?P<run>[^/]+)\.npz$"),
-     lambda m: f"{'embed' if m['kind'] == 'umap' else 'evaluate'}@{m['run']}"),
-    (re.compile(r"(?:^|/)(?:models/)?(?P<ds>cifar10|cifar100)/(?P<run>[^/]+?)(?:\.state)?\.pt$"),
-     lambda m: f"{TRAIN_STAGE[m['ds']]}@{m['run']}"),
+    (
+        re.compile(r"(?:^|/)(?:data/)?(?P<ds>[^/]+)/(?:train\.npz|val\.npz|test\.npz|meta\.json)$"),
+        lambda m: f"download@{m['ds']}",
+    ),
+    (
+        re.compile(r"(?:^|/)models/(?P<kind>umap|predictions)/(?P<run>[^/]+)\.npz$"),
+        lambda m: f"{'embed' if m['kind'] == 'umap' else 'evaluate'}@{m['run']}",
+    ),
+    (
+        re.compile(r"(?:^|/)(?:models/)?(?P<ds>cifar10|cifar100)/(?P<run>[^/]+?)(?:\.state)?\.pt$"),
+        lambda m: f"{TRAIN_STAGE[m['ds']]}@{m['run']}",
+    ),
     (re.compile(r"(?:^|/)logs/(?P<stage>[^/]+)/(?P<run>[^/]+)/"), lambda m: f"{m['stage']}@{m['run']}"),
-    (re.compile(r"(?:^|/)metrics/(?P<kind>evaluate|efficiency|embed|probe)/(?P<run>[^/]+)\.json$"),
-     lambda m: f"{'evaluate' if m['kind'] == 'efficiency' else m['kind']}@{m['run']}"),
+    (
+        re.compile(r"(?:^|/)metrics/(?P<kind>evaluate|efficiency|embed|probe)/(?P<run>[^/]+)\.json$"),
+        lambda m: f"{'evaluate' if m['kind'] == 'efficiency' else m['kind']}@{m['run']}",
+    ),
     (re.compile(r"(?:^|/)metrics/(?:summary|cost|comparisons|top1)\.json$"), lambda m: "report"),
     (re.compile(r"(?:^|/)recipes/"), lambda m: "recipes"),
 )
@@ -76,7 +84,9 @@ def data_dir(dataset):
 
 
 def recipe(stage, key):
-    """The resolved recipe a training stage depends on (written by the recipes stage); stage: a TRAIN_STAGE or 'probe'."""
+    """The resolved recipe a training stage depends on (written by the recipes stage).
+
+    stage: a TRAIN_STAGE or 'probe'."""
     return RECIPES / stage / f"{key}.json"
 
 

@@ -5,8 +5,9 @@ from cifarbench.pipeline import embed, model_entry
 
 def main(s):
     result = embed.run(s)
-    print(f"{s.model} on {s.dataset} (seed {s.seed}): {result['knn_k']}-NN accuracy of features "
-          f"{result['knn_top1']:.4f}")
+    print(
+        f"{s.model} on {s.dataset} (seed {s.seed}): {result['knn_k']}-NN accuracy of features {result['knn_top1']:.4f}"
+    )
 
 
 if __name__ == "__main__":

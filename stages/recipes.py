@@ -5,7 +5,7 @@ to params.yaml reruns exactly the models whose recipe it changes.
 """
 
 from cifarbench.models import checks
-from cifarbench.pipeline import recipes, entry
+from cifarbench.pipeline import entry, recipes
 
 
 def main(s):

@@ -1,8 +1,8 @@
 """Stage report: metrics/summary.json and cost.json, comparison figures, plots/report.md and report.html."""
 
 from cifarbench import paths
+from cifarbench.pipeline import entry, report
 from cifarbench.render import styles
-from cifarbench.pipeline import report, entry
 
 
 def main(s):

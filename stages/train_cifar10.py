@@ -5,7 +5,7 @@ import torch
 from cifarbench import paths
 from cifarbench.data import dataset
 from cifarbench.models import timm_models
-from cifarbench.pipeline import recipes, model_entry, train
+from cifarbench.pipeline import model_entry, recipes, train
 
 
 def main(s):

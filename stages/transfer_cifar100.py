@@ -3,9 +3,9 @@
 import torch
 
 from cifarbench import paths
-from cifarbench.models import checkpoint, timm_models
 from cifarbench.data import dataset
-from cifarbench.pipeline import recipes, model_entry, train
+from cifarbench.models import checkpoint, timm_models
+from cifarbench.pipeline import model_entry, recipes, train
 
 
 def main(s):
@@ -21,8 +21,10 @@ def main(s):
         model = timm_models.create(s.params.model(s.model), num_classes=n_classes, key=s.model)
     frozen = timm_models.freeze(model, recipe.freeze_blocks)
     total, trainable = timm_models.count_parameters(model)
-    print(f"init from {recipe.init}; frozen: stem + {recipe.freeze_blocks} blocks ({len(frozen)} modules); "
-          f"{trainable:,} of {total:,} parameters trainable")
+    print(
+        f"init from {recipe.init}; frozen: stem + {recipe.freeze_blocks} blocks ({len(frozen)} modules); "
+        f"{trainable:,} of {total:,} parameters trainable"
+    )
     train.run(s, "transfer-cifar100", model, init_path=init_path)
 
 

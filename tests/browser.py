@@ -16,9 +16,17 @@ from pathlib import Path
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
 PACKAGES = ("chromium", "chromium-driver")
-FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
-         "--window-size=1200,900")
+FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-dev-shm-usage",
+    "--window-size=1200,900",
+)
 
 
 def _installed():
@@ -32,8 +40,10 @@ def _install():
     if os.geteuid() != 0:
         return "not root, so apt-get cannot install them"
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    for args in (["apt-get", "update", "-q"],
-                 ["apt-get", "install", "-y", "-q", "-o", "DPkg::Lock::Timeout=300", *PACKAGES]):
+    for args in (
+        ["apt-get", "update", "-q"],
+        ["apt-get", "install", "-y", "-q", "-o", "DPkg::Lock::Timeout=300", *PACKAGES],
+    ):
         try:
             proc = subprocess.run(args, env=env, capture_output=True, text=True, timeout=900)
         except subprocess.TimeoutExpired:
@@ -49,7 +59,10 @@ def chromium_driver():
     if not _installed():
         problem = _install()
         if problem:
-            return None, f"headless Chromium unavailable ({problem}); install the Debian packages {' and '.join(PACKAGES)}"
+            return (
+                None,
+                f"headless Chromium unavailable ({problem}); install the Debian packages {' and '.join(PACKAGES)}",
+            )
     try:
         from selenium import webdriver
         from selenium.webdriver.chrome.service import Service

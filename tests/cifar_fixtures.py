@@ -16,7 +16,12 @@ import tarfile
 import numpy as np
 
 from cifarbench.data.dataset import Dataset, Split
-from cifarbench.data.sources.cifar_names import CIFAR10_CLASSES, CIFAR100_COARSE_CLASSES, CIFAR100_FINE_CLASSES, CIFAR100_FINE_TO_COARSE
+from cifarbench.data.sources.cifar_names import (
+    CIFAR10_CLASSES,
+    CIFAR100_COARSE_CLASSES,
+    CIFAR100_FINE_CLASSES,
+    CIFAR100_FINE_TO_COARSE,
+)
 from cifarbench.data.sources.download import archive_path
 
 FOLDERS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}

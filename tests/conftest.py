@@ -16,15 +16,23 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))  # so tests can import their helper modules
 
+from cifarbench import params as paramslib  # noqa: E402
 from cifarbench.commands import demo  # noqa: E402
 from cifarbench.commands.demo import set_dotted  # noqa: E402,F401  (tests import it from here)
-from cifarbench import params as paramslib  # noqa: E402
 
 # On top of the demo (real CNNs at 32 px): fewer images and epochs and a narrower ViT,
 # so every stage takes seconds.
-TINY_DATA = {"data.limit": 300, "data.val_size": 0.2, "evaluate.corruptions": ["gaussian_noise", "fog"],
-             "evaluate.severities": [1, 5], "evaluate.corruption_images": 40,
-             "probe.shots": [1], "probe.draws": 2, "probe.c_grid": [0.01, 1.0], "probe.max_iter": 50}
+TINY_DATA = {
+    "data.limit": 300,
+    "data.val_size": 0.2,
+    "evaluate.corruptions": ["gaussian_noise", "fog"],
+    "evaluate.severities": [1, 5],
+    "evaluate.corruption_images": 40,
+    "probe.shots": [1],
+    "probe.draws": 2,
+    "probe.c_grid": [0.01, 1.0],
+    "probe.max_iter": 50,
+}
 TINY_VIT = {"img_size": 28, "kwargs": {"depth": 2, "embed_dim": 48, "num_heads": 2, "patch_size": 7}}
 TINY_RECIPE = {"epochs": 2, "batch_size": 32}
 

@@ -6,9 +6,9 @@ import sys
 import torch
 
 from cifarbench.data import dataset, transforms
-from cifarbench.runtime import distributed
 from cifarbench.models import inference
 from cifarbench.params import Compute
+from cifarbench.runtime import distributed
 from cifarbench.runtime.device import resolve
 
 checkpoint_path, data_dir, out_path = sys.argv[1:4]
@@ -19,7 +19,13 @@ test = dataset.load_split(data_dir, "test")
 logits = inference.infer(model, transforms.to_tensor(test.images, rt.device), preprocess, rt, batch_size=7)
 if distributed.is_main():
     predicted = logits.argmax(1)
-    json.dump({"rows": len(logits), "world": distributed.world_size(),
-               "correct": int((predicted == torch.from_numpy(test.labels)).sum()),
-               "predicted": predicted.tolist()}, open(out_path, "w"))
+    json.dump(
+        {
+            "rows": len(logits),
+            "world": distributed.world_size(),
+            "correct": int((predicted == torch.from_numpy(test.labels)).sum()),
+            "predicted": predicted.tolist(),
+        },
+        open(out_path, "w"),
+    )
 distributed.shutdown()

@@ -23,9 +23,10 @@ from unittest import mock
 import torch
 
 from cifarbench import params
-from cifarbench.runtime import distributed, device as runtimelib
-from cifarbench.train import engine
 from cifarbench.models import inference, timm_models
+from cifarbench.runtime import device as runtimelib
+from cifarbench.runtime import distributed
+from cifarbench.train import engine
 
 SHARES = 2  # the ranks cnn-per-rank-bn stands in for
 MODELS = {"vit": "dinov2_vitb14", "cnn": "resnet18"}
@@ -73,8 +74,16 @@ def train_one_epoch(scenario, p, rt):
     images, labels = fixed_data()
     bare = mock.patch.object(engine.Trainer, "_parallel", lambda self, m: m)
     with bare if scenario == "vit-without-ddp" else contextlib.nullcontext():
-        trainer = engine.Trainer(model, recipe, rt, inference.preprocess_for(model, rt, spec.img_size), seed=0,
-                                 eval_batch_size=8, n_train=len(labels), sync_bn=p.compute.sync_bn)
+        trainer = engine.Trainer(
+            model,
+            recipe,
+            rt,
+            inference.preprocess_for(model, rt, spec.img_size),
+            seed=0,
+            eval_batch_size=8,
+            n_train=len(labels),
+            sync_bn=p.compute.sync_bn,
+        )
         assert trainer.plan(len(labels))[2] == 2, "the test's params must make an epoch two steps"
         trainer.train_epoch(images, labels)
     after = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}

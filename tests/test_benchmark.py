@@ -9,10 +9,28 @@ from conftest import ROOT
 
 def test_throughput_script_prints_a_table_and_the_target_ratios(tmp_path):
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "throughput.py"), "--archive", str(tmp_path / "absent.tar.gz"),
-         "--device", "cpu", "--only", "resnet18@32", "--steps", "1", "--rounds", "1", "--batch-size", "8",
-         "--input-images", "16", "--json"],
-        capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "throughput.py"),
+            "--archive",
+            str(tmp_path / "absent.tar.gz"),
+            "--device",
+            "cpu",
+            "--only",
+            "resnet18@32",
+            "--steps",
+            "1",
+            "--rounds",
+            "1",
+            "--batch-size",
+            "8",
+            "--input-images",
+            "16",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.strip().splitlines()
@@ -29,15 +47,37 @@ def test_train_real_reports_accuracy_rate_flops_and_the_recipe_time(tmp_path):
     from PIL import Image
 
     rng = np.random.default_rng(0)
-    for c, name in enumerate(("airplane", "cat")):
+    for name in ("airplane", "cat"):
         (tmp_path / "train" / name).mkdir(parents=True)
         for i in range(12):
-            Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(tmp_path / "train" / name / f"{i}.jpg")
+            Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(
+                tmp_path / "train" / name / f"{i}.jpg"
+            )
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "train_real.py"), "--archive", str(tmp_path), "--model", "resnet18",
-         "--img-size", "32", "--images", "24", "--val-size", "8", "--epochs", "2", "--batch-size", "8",
-         "--device", "cpu", "--json"],
-        capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "train_real.py"),
+            "--archive",
+            str(tmp_path),
+            "--model",
+            "resnet18",
+            "--img-size",
+            "32",
+            "--images",
+            "24",
+            "--val-size",
+            "8",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "8",
+            "--device",
+            "cpu",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])

@@ -52,8 +52,9 @@ class NumpyDraws:
         self.n, self.device = len(generators), torch.device("cpu")
 
     def _stack(self, draw):
-        return torch.from_numpy(np.stack([np.asarray(draw(i, g), dtype=np.float64)
-                                          for i, g in enumerate(self.generators)]))
+        return torch.from_numpy(
+            np.stack([np.asarray(draw(i, g), dtype=np.float64) for i, g in enumerate(self.generators)])
+        )
 
     def random(self, shape=()):
         return self._stack(lambda i, g: g.random(shape))
@@ -69,7 +70,10 @@ class NumpyDraws:
 
     def randint(self, low, high, shape=()):
         highs = high.tolist() if torch.is_tensor(high) else [high] * self.n
-        draw = lambda i, g: (g.randint if hasattr(g, "randint") else g.integers)(low, highs[i], shape)
+
+        def draw(i, g):
+            return (g.randint if hasattr(g, "randint") else g.integers)(low, highs[i], shape)
+
         return self._stack(draw).long()
 
 
@@ -109,8 +113,9 @@ def assert_matches(actual, expected, atol=2e-3, near=0.0):
 def reference():
     pytest.importorskip("cv2", reason="reference checks need opencv-python-headless")
     pytest.importorskip("skimage", reason="reference checks need scikit-image")
-    module = pytest.importorskip("imagecorruptions.corruptions",
-                                 reason="reference checks need imagecorruptions-imaug (pip install --no-deps)")
+    module = pytest.importorskip(
+        "imagecorruptions.corruptions", reason="reference checks need imagecorruptions-imaug (pip install --no-deps)"
+    )
     return module
 
 
@@ -122,8 +127,13 @@ IC = {
     "defocus_blur": [(3, 0.1), (4, 0.5), (6, 0.5), (8, 0.5), (10, 0.5)],
     "glass_blur": [(0.7, 1, 2), (0.9, 2, 1), (1, 2, 3), (1.1, 3, 2), (1.5, 4, 2)],
     "motion_blur": [(10, 3), (15, 5), (15, 8), (15, 12), (20, 15)],
-    "zoom_blur": [np.arange(1, 1.11, 0.01), np.arange(1, 1.16, 0.01), np.arange(1, 1.21, 0.02),
-                  np.arange(1, 1.26, 0.02), np.arange(1, 1.31, 0.03)],
+    "zoom_blur": [
+        np.arange(1, 1.11, 0.01),
+        np.arange(1, 1.16, 0.01),
+        np.arange(1, 1.21, 0.02),
+        np.arange(1, 1.26, 0.02),
+        np.arange(1, 1.31, 0.03),
+    ],
     "fog": [(1.5, 2), (2.0, 2), (2.5, 1.7), (2.5, 1.5), (3.0, 1.4)],
     "brightness": [0.1, 0.2, 0.3, 0.4, 0.5],
     "contrast": [0.4, 0.3, 0.2, 0.1, 0.05],
@@ -135,9 +145,22 @@ IC = {
 
 def test_names_severities_and_errors():
     assert C.CORRUPTIONS == (
-        "gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur",
-        "zoom_blur", "snow", "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate",
-        "jpeg_compression")
+        "gaussian_noise",
+        "shot_noise",
+        "impulse_noise",
+        "defocus_blur",
+        "glass_blur",
+        "motion_blur",
+        "zoom_blur",
+        "snow",
+        "frost",
+        "fog",
+        "brightness",
+        "contrast",
+        "elastic_transform",
+        "pixelate",
+        "jpeg_compression",
+    )
     assert C.SEVERITIES == (1, 2, 3, 4, 5)
     assert set(C.CONSTANTS) == set(C.CORRUPTIONS)
     assert all(len(C.CONSTANTS[name]) == 5 for name in C.CORRUPTIONS)
@@ -178,8 +201,9 @@ def test_stronger_severity_changes_images_more():
     # with severity (jitter 2.6 -> 1.0 px) while the local warp grows, so the mean pixel change
     # falls from severity 1 to 5.
     for name in set(C.CORRUPTIONS) - {"elastic_transform"}:
-        change = [(C.corrupt(images, name, s, seed=0).float() - images.float()).abs().mean().item()
-                  for s in C.SEVERITIES]
+        change = [
+            (C.corrupt(images, name, s, seed=0).float() - images.float()).abs().mean().item() for s in C.SEVERITIES
+        ]
         # Not monotone in between for every corruption (frost 4-5 dims the image more than it
         # adds frost), but severity 5 always departs further than severity 1.
         assert change[4] > change[0] > 0, (name, change)
@@ -205,7 +229,7 @@ def test_batches_are_cut_into_chunks_with_their_own_streams():
     for chunk, part in enumerate((slice(0, C.CHUNK), slice(C.CHUNK, None))):
         draws = C.TorchDraws(nhwc[part].shape[0], C.stream_seed(5, "gaussian_noise", 3, chunk), "cpu")
         assert torch.equal(out[part], C.apply(nhwc[part], "gaussian_noise", C.CONSTANTS["gaussian_noise"][2], draws))
-    assert not torch.equal(out[:100], out[C.CHUNK:])  # the second chunk does not repeat the first's noise
+    assert not torch.equal(out[:100], out[C.CHUNK :])  # the second chunk does not repeat the first's noise
 
 
 def test_noise_statistics_of_the_torch_draws():
@@ -234,8 +258,9 @@ def test_cuda_matches_cpu_where_no_randomness_is_involved():
 # ---------------------------------------------------------------- against imagecorruptions
 
 
-@pytest.mark.parametrize("name", ["gaussian_noise", "shot_noise", "defocus_blur", "motion_blur",
-                                  "fog", "brightness", "contrast"])
+@pytest.mark.parametrize(
+    "name", ["gaussian_noise", "shot_noise", "defocus_blur", "motion_blur", "fog", "brightness", "contrast"]
+)
 def test_same_algorithm_as_imagecorruptions(reference, name):
     images = sample_images()
     for severity in C.SEVERITIES:
@@ -247,8 +272,9 @@ def test_same_algorithm_as_imagecorruptions(reference, name):
 def test_impulse_noise_against_imagecorruptions(reference):
     images = sample_images()
     for severity in C.SEVERITIES:
-        expected = np.stack([reference.impulse_noise(Image.fromarray(im), severity, seed=s)
-                             for im, s in zip(images, SEEDS)])
+        expected = np.stack(
+            [reference.impulse_noise(Image.fromarray(im), severity, seed=s) for im, s in zip(images, SEEDS)]
+        )
         draws = NumpyDraws([np.random.default_rng(s) for s in SEEDS])  # skimage's own generator
         assert np.array_equal(ours(images, "impulse_noise", IC["impulse_noise"][severity - 1], draws), expected)
 
@@ -256,12 +282,12 @@ def test_impulse_noise_against_imagecorruptions(reference):
 def test_glass_blur_against_imagecorruptions(reference, monkeypatch):
     # Its pixel shuffle is numba-compiled; the plain Python function draws the same numbers
     # from numpy's global generator, which NumpyDraws can replay.
-    monkeypatch.setattr(reference, "_shuffle_pixels_njit_glass_blur",
-                        reference._shuffle_pixels_njit_glass_blur.py_func)
+    monkeypatch.setattr(reference, "_shuffle_pixels_njit_glass_blur", reference._shuffle_pixels_njit_glass_blur.py_func)
     images = sample_images()
     for severity in (1, 2, 4):  # delta 1 (the one-gather path CIFAR uses), 2 and 3 (step by step)
-        expected = np.stack([reference.glass_blur(Image.fromarray(im), severity, seed=s)
-                             for im, s in zip(images, SEEDS)])
+        expected = np.stack(
+            [reference.glass_blur(Image.fromarray(im), severity, seed=s) for im, s in zip(images, SEEDS)]
+        )
         # It truncates to uint8 between its two blurs, and in flat areas the blurred value is an
         # integer up to rounding, which float32 and float64 break either way: up to a quarter of
         # the values end 1 level apart. A wrong shuffle moves edges by whole pixels (tens of levels).
@@ -282,7 +308,9 @@ def test_disk_kernel_equals_imagecorruptions_disk(reference):
         expected = reference.disk(radius, alias_blur=alias)
         kernel = C.disk_kernel(radius, alias)
         half, reach = expected.shape[0] // 2, kernel.shape[0] // 2
-        assert np.allclose(kernel, expected[half - reach: half + reach + 1, half - reach: half + reach + 1], atol=1e-7)
+        assert np.allclose(
+            kernel, expected[half - reach : half + reach + 1, half - reach : half + reach + 1], atol=1e-7
+        )
         assert kernel.sum() == pytest.approx(expected.sum(), abs=1e-6)  # nothing cropped away
 
 
@@ -302,9 +330,9 @@ def clipped_zoom_centred(image, factor):
     size = image.shape[0]
     crop = int(np.ceil(size / factor))
     top = (size - crop) // 2
-    zoomed = zoom(image[top:top + crop, top:top + crop], (factor, factor, 1), order=1)
+    zoomed = zoom(image[top : top + crop, top : top + crop], (factor, factor, 1), order=1)
     trim = (zoomed.shape[0] - size) // 2
-    return zoomed[trim:trim + size, trim:trim + size]
+    return zoomed[trim : trim + size, trim : trim + size]
 
 
 def test_zoom_blur_cifar_against_scipy():
@@ -373,7 +401,7 @@ def test_frost_against_the_cifar_recipe(reference):
             rng = np.random.RandomState(seed)
             frost = textures[rng.randint(5)]
             top, left = rng.randint(0, frost.shape[0] - 32), rng.randint(0, frost.shape[1] - 32)
-            crop = frost[top:top + 32, left:left + 32]
+            crop = frost[top : top + 32, left : left + 32]
             expected.append(np.clip(image_weight * image + frost_weight * crop, 0, 255))
         assert_matches(ours(images, "frost", C.CONSTANTS["frost"][severity - 1]), np.stack(expected))
 
@@ -392,16 +420,16 @@ def test_elastic_transform_against_the_cifar_recipe(reference):
             x = image.astype(np.float32) / 255
             source = np.float32([[26, 26], [26, 6], [6, 6]])  # centre 16 +- a third of 32
             target = source + rng.uniform(-jitter, jitter, size=source.shape).astype(np.float32)
-            x = cv2.warpAffine(x, cv2.getAffineTransform(source, target), (32, 32),
-                               borderMode=cv2.BORDER_REFLECT_101)
+            x = cv2.warpAffine(x, cv2.getAffineTransform(source, target), (32, 32), borderMode=cv2.BORDER_REFLECT_101)
             dx = (gaussian(rng.uniform(-1, 1, (32, 32)), sigma, mode="reflect", truncate=3) * alpha).astype(np.float32)
             dy = (gaussian(rng.uniform(-1, 1, (32, 32)), sigma, mode="reflect", truncate=3) * alpha).astype(np.float32)
             col, row, channel = np.meshgrid(np.arange(32), np.arange(32), np.arange(3))
             coordinates = [(row + dy[..., None]).ravel(), (col + dx[..., None]).ravel(), channel.ravel()]
             out = map_coordinates(x, coordinates, order=1, mode="reflect").reshape(x.shape)
             expected.append(np.clip(out, 0, 1) * 255)
-        assert_matches(ours(images, "elastic_transform", C.CONSTANTS["elastic_transform"][severity - 1]),
-                       np.stack(expected))
+        assert_matches(
+            ours(images, "elastic_transform", C.CONSTANTS["elastic_transform"][severity - 1]), np.stack(expected)
+        )
 
 
 def test_pixelate_equals_pillow_box_resizes():
@@ -409,8 +437,12 @@ def test_pixelate_equals_pillow_box_resizes():
     for severity in C.SEVERITIES:
         factor = C.CONSTANTS["pixelate"][severity - 1]
         small = int(32 * factor)
-        expected = np.stack([np.asarray(Image.fromarray(im).resize((small, small), Image.BOX)
-                                        .resize((32, 32), Image.BOX)) for im in images])
+        expected = np.stack(
+            [
+                np.asarray(Image.fromarray(im).resize((small, small), Image.BOX).resize((32, 32), Image.BOX))
+                for im in images
+            ]
+        )
         assert np.array_equal(ours(images, "pixelate", factor), expected), severity
         assert np.array_equal(C.corrupt(images, "pixelate", severity), expected)
 

@@ -14,13 +14,16 @@ from cifarbench.errors import BenchError
 
 def toy(n_train=200, n_test=50, classes=4, seed=0):
     rng = np.random.default_rng(seed)
+
     def split(n):
         labels = np.arange(n) % classes
         images = rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8)
         images[:, 0, 0, 0] = np.arange(n) % 256  # a tag to follow images through the split
         return Split(images, labels, labels // 2)
-    return Dataset("cifar10", "toy", [f"c{i}" for i in range(classes)], split(n_train), split(n_test),
-                   coarse_classes=["a", "b"])
+
+    return Dataset(
+        "cifar10", "toy", [f"c{i}" for i in range(classes)], split(n_train), split(n_test), coarse_classes=["a", "b"]
+    )
 
 
 def test_limit_caps_train_and_test_proportionally_and_stays_balanced():
@@ -97,7 +100,7 @@ def test_atomic_write_never_leaves_a_partial_file(tmp_path):
     with pytest.raises(ZeroDivisionError):
         with atomic.atomic_path(path) as tmp:
             tmp.write_text('{"top1": 0.')
-            1 / 0
+            raise ZeroDivisionError("a crash halfway through writing")
     assert path.read_text() == '{\n  "top1": 0.5\n}\n'
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
 
@@ -164,24 +167,37 @@ def truncate(path):
     path.write_bytes(data[: len(data) // 2])
 
 
-@pytest.mark.parametrize("damage, expected", [
-    (truncate, "not a readable .npz: File is not a zip file"),
-    (lambda p: p.write_text("images,labels\n"), "not a readable .npz"),
-    (lambda p: np.save(open(p, "wb"), np.zeros(3)), "not a readable .npz: it holds a single .npy array"),
-    (lambda p: rewrite_npz(p, labels=None), "no labels array; it holds images, coarse"),
-    (lambda p: rewrite_npz(p, images=train_arrays(p.parent)["images"].astype(np.float32)),
-     "images are float32 (50, 32, 32, 3), expected uint8 (N, 32, 32, 3)"),
-    (lambda p: rewrite_npz(p, images=train_arrays(p.parent)["images"][:, :16]), "expected uint8 (N, 32, 32, 3)"),
-    (lambda p: rewrite_npz(p, labels=train_arrays(p.parent)["labels"].astype(np.float64)),
-     "labels are float64 (50,), expected integers (50,)"),
-    (lambda p: rewrite_npz(p, labels=np.where(np.arange(50) == 7, 52, train_arrays(p.parent)["labels"])),
-     "labels run from 0 to 52, but meta.json has 10 classes: 0 to 9"),
-    (lambda p: rewrite_npz(p, labels=train_arrays(p.parent)["labels"] - 1), "labels run from -1 to 8"),
-    (lambda p: rewrite_npz(p, coarse=train_arrays(p.parent)["coarse"] + 3),
-     "coarse run from 3 to 7, but meta.json has 5 classes: 0 to 4"),
-    (lambda p: rewrite_npz(p, **{k: v[:-2] for k, v in train_arrays(p.parent).items()}),
-     "48 images, but meta.json counts 50"),
-])
+@pytest.mark.parametrize(
+    "damage, expected",
+    [
+        (truncate, "not a readable .npz: File is not a zip file"),
+        (lambda p: p.write_text("images,labels\n"), "not a readable .npz"),
+        (lambda p: np.save(open(p, "wb"), np.zeros(3)), "not a readable .npz: it holds a single .npy array"),
+        (lambda p: rewrite_npz(p, labels=None), "no labels array; it holds images, coarse"),
+        (
+            lambda p: rewrite_npz(p, images=train_arrays(p.parent)["images"].astype(np.float32)),
+            "images are float32 (50, 32, 32, 3), expected uint8 (N, 32, 32, 3)",
+        ),
+        (lambda p: rewrite_npz(p, images=train_arrays(p.parent)["images"][:, :16]), "expected uint8 (N, 32, 32, 3)"),
+        (
+            lambda p: rewrite_npz(p, labels=train_arrays(p.parent)["labels"].astype(np.float64)),
+            "labels are float64 (50,), expected integers (50,)",
+        ),
+        (
+            lambda p: rewrite_npz(p, labels=np.where(np.arange(50) == 7, 52, train_arrays(p.parent)["labels"])),
+            "labels run from 0 to 52, but meta.json has 10 classes: 0 to 9",
+        ),
+        (lambda p: rewrite_npz(p, labels=train_arrays(p.parent)["labels"] - 1), "labels run from -1 to 8"),
+        (
+            lambda p: rewrite_npz(p, coarse=train_arrays(p.parent)["coarse"] + 3),
+            "coarse run from 3 to 7, but meta.json has 5 classes: 0 to 4",
+        ),
+        (
+            lambda p: rewrite_npz(p, **{k: v[:-2] for k, v in train_arrays(p.parent).items()}),
+            "48 images, but meta.json counts 50",
+        ),
+    ],
+)
 def test_damaged_split_is_named_with_the_fault_and_the_fix(prepared, damage, expected):
     path = prepared / "train.npz"
     damage(path)
@@ -191,27 +207,37 @@ def test_damaged_split_is_named_with_the_fault_and_the_fix(prepared, damage, exp
 def test_a_bad_label_is_caught_with_meta_given_too(prepared):
     meta = dataset.load_meta(prepared)
     rewrite_npz(prepared / "val.npz", labels=np.full(10, 52))
-    assert "labels run from 52 to 52" in damage_report(lambda: dataset.load_split(prepared, "val", meta),
-                                                       prepared / "val.npz")
+    assert "labels run from 52 to 52" in damage_report(
+        lambda: dataset.load_split(prepared, "val", meta), prepared / "val.npz"
+    )
 
 
 def write_text(folder, text):
     (folder / "meta.json").write_text(text)
 
 
-@pytest.mark.parametrize("damage, expected", [
-    (lambda f: truncate(f / "meta.json"), "not valid JSON: "),
-    (lambda f: (f / "meta.json").write_bytes(b"\xff\xfe\x00garbage"), "not valid JSON: 'utf-8' codec can't decode"),
-    (lambda f: write_text(f, "[1, 2]"), "not a JSON object but [1, 2]"),
-    (lambda f: rewrite_meta(f, classes=..., counts=...), "no classes, counts keys"),
-    (lambda f: rewrite_meta(f, classes="0123456789"), 'classes should be a non-empty list of class names, not "0123'),
-    (lambda f: rewrite_meta(f, classes=[]), "classes should be a non-empty list of class names, not []"),
-    (lambda f: rewrite_meta(f, stand_in="no"), 'stand_in should be true or false, not "no"'),
-    (lambda f: rewrite_meta(f, image_size=[32]), "image_size should be [height, width], not [32]"),
-    (lambda f: rewrite_meta(f, counts={"train": "50"}), "counts should be an object of image counts per split"),
-    (lambda f: rewrite_meta(f, fine_to_coarse=[0, 1]), "fine_to_coarse should be null or 10 coarse indices below 5"),
-    (lambda f: rewrite_meta(f, coarse_classes=None), "fine_to_coarse should be null or 10 coarse indices below 0"),
-])
+@pytest.mark.parametrize(
+    "damage, expected",
+    [
+        (lambda f: truncate(f / "meta.json"), "not valid JSON: "),
+        (lambda f: (f / "meta.json").write_bytes(b"\xff\xfe\x00garbage"), "not valid JSON: 'utf-8' codec can't decode"),
+        (lambda f: write_text(f, "[1, 2]"), "not a JSON object but [1, 2]"),
+        (lambda f: rewrite_meta(f, classes=..., counts=...), "no classes, counts keys"),
+        (
+            lambda f: rewrite_meta(f, classes="0123456789"),
+            'classes should be a non-empty list of class names, not "0123',
+        ),
+        (lambda f: rewrite_meta(f, classes=[]), "classes should be a non-empty list of class names, not []"),
+        (lambda f: rewrite_meta(f, stand_in="no"), 'stand_in should be true or false, not "no"'),
+        (lambda f: rewrite_meta(f, image_size=[32]), "image_size should be [height, width], not [32]"),
+        (lambda f: rewrite_meta(f, counts={"train": "50"}), "counts should be an object of image counts per split"),
+        (
+            lambda f: rewrite_meta(f, fine_to_coarse=[0, 1]),
+            "fine_to_coarse should be null or 10 coarse indices below 5",
+        ),
+        (lambda f: rewrite_meta(f, coarse_classes=None), "fine_to_coarse should be null or 10 coarse indices below 0"),
+    ],
+)
 def test_damaged_meta_is_named_with_the_fault_and_the_fix(prepared, damage, expected):
     damage(prepared)
     for load in (lambda: dataset.load_meta(prepared), lambda: dataset.load_split(prepared, "test")):
@@ -220,8 +246,9 @@ def test_damaged_meta_is_named_with_the_fault_and_the_fix(prepared, damage, expe
 
 def test_meta_without_the_split_count_is_named(prepared):
     rewrite_meta(prepared, counts={"train": 50, "val": 10})
-    assert "counts has no 'test' entry" in damage_report(lambda: dataset.load_split(prepared, "test"),
-                                                         prepared / "meta.json")
+    assert "counts has no 'test' entry" in damage_report(
+        lambda: dataset.load_split(prepared, "test"), prepared / "meta.json"
+    )
 
 
 def test_checks_change_nothing_a_good_folder_loads_as(prepared):
@@ -245,7 +272,11 @@ def test_broken_json_handed_between_stages_names_the_stage_and_git_restore(tmp_p
     assert str(err.value) == (
         "metrics/evaluate/resnet18-cifar10.json is damaged (not valid JSON: Expecting value: line 1 column 10 "
         "(char 9)); rerun its stage: dvc repro -f evaluate@resnet18-cifar10, or restore it: "
-        "git checkout metrics/evaluate/resnet18-cifar10.json")
-    with pytest.raises(BenchError, match=r"logs/train-cifar10/resnet18/metrics.json is missing: "
-                                         r"run `dvc repro train-cifar10@resnet18` first"):
+        "git checkout metrics/evaluate/resnet18-cifar10.json"
+    )
+    with pytest.raises(
+        BenchError,
+        match=r"logs/train-cifar10/resnet18/metrics.json is missing: "
+        r"run `dvc repro train-cifar10@resnet18` first",
+    ):
         atomic.read_json(Path("logs/train-cifar10/resnet18/metrics.json"))

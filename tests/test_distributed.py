@@ -12,13 +12,13 @@ import sys
 
 import pytest
 import torch
+from conftest import ROOT, tiny_params, write_params
 from timm.layers import BatchNormAct2d, SyncBatchNormAct
 
-from cifarbench import paths
-from cifarbench.runtime import distributed
-from cifarbench.models import timm_models
 from cifarbench import params as paramslib
-from conftest import ROOT, tiny_params, write_params
+from cifarbench import paths
+from cifarbench.models import timm_models
+from cifarbench.runtime import distributed
 
 MODEL = "dinov2_vitb14"  # the tiny ViT: LayerNorm only
 BN_MODEL = "resnet18"  # BatchNorm
@@ -36,8 +36,12 @@ def torchrun(world):
 
 # --- one epoch of two steps through Trainer.train_epoch, with 1 and with 2 processes ---
 
-STEP_RECIPE = {"batch_size": 8, "epochs": 1, "warmup_epochs": 0,  # the global batch; the peak lr at once
-               "augment": {"crop_padding": 0, "flip": False, "jitter": 0.0}}  # no per-rank random draws
+STEP_RECIPE = {
+    "batch_size": 8,
+    "epochs": 1,
+    "warmup_epochs": 0,  # the global batch; the peak lr at once
+    "augment": {"crop_padding": 0, "flip": False, "jitter": 0.0},
+}  # no per-rank random draws
 RUNS = {1: ("vit", "cnn", "cnn-per-rank-bn"), 2: ("vit", "vit-without-ddp", "cnn")}  # scenarios per world size
 
 
@@ -45,12 +49,20 @@ RUNS = {1: ("vit", "cnn", "cnn-per-rank-bn"), 2: ("vit", "vit-without-ddp", "cnn
 def stepped(tmp_path_factory):
     """{(scenario, world, rank): {"before", "after": state dicts, "batchnorm": the Trainer's note}}."""
     folder = tmp_path_factory.mktemp("step")
-    write_params(folder, tiny_params(**{f"train__{key}__{name}": value for key in (MODEL, BN_MODEL)
-                                        for name, value in STEP_RECIPE.items()}))
+    write_params(
+        folder,
+        tiny_params(
+            **{f"train__{key}__{name}": value for key in (MODEL, BN_MODEL) for name, value in STEP_RECIPE.items()}
+        ),
+    )
     for world, scenarios in RUNS.items():
         run([*torchrun(world), str(ROOT / "tests" / "distributed_step.py"), str(folder), *scenarios], folder)
-    return {(scenario, world, rank): torch.load(folder / f"{scenario}-world{world}-rank{rank}.pt", weights_only=True)
-            for world, scenarios in RUNS.items() for scenario in scenarios for rank in range(world)}
+    return {
+        (scenario, world, rank): torch.load(folder / f"{scenario}-world{world}-rank{rank}.pt", weights_only=True)
+        for world, scenarios in RUNS.items()
+        for scenario in scenarios
+        for rank in range(world)
+    }
 
 
 def close(a, b):
@@ -83,8 +95,10 @@ def test_batchnorm_on_cpu_normalises_per_rank(stepped):
     """ResNet-18 with 2 gloo ranks (compute.sync_bn true, but SyncBatchNorm needs CUDA) equals 1 process whose
     BatchNorm normalises each rank's share apart, and not 1 process with whole-batch statistics."""
     two = stepped["cnn", 2, 0]
-    assert two["batchnorm"] == "BatchNorm: statistics per process, over its share of the batch " \
-                               "(SyncBatchNorm runs on CUDA only)"  # sync_bn was asked for
+    assert (
+        two["batchnorm"] == "BatchNorm: statistics per process, over its share of the batch "
+        "(SyncBatchNorm runs on CUDA only)"
+    )  # sync_bn was asked for
     assert stepped["vit", 2, 0]["batchnorm"] is None and stepped["cnn", 1, 0]["batchnorm"] is None
     torch.testing.assert_close(two["after"], stepped["cnn-per-rank-bn", 1, 0]["after"])
     assert not close(two["after"], stepped["cnn", 1, 0]["after"])  # the per-rank statistics do matter
@@ -92,6 +106,7 @@ def test_batchnorm_on_cpu_normalises_per_rank(stepped):
 
 # --- BatchNorm layers prepared for DDP (no processes needed: converting runs on CPU, only SyncBatchNorm's
 # --- forward under a process group needs CUDA) ---
+
 
 def tiny_model(key, freeze_blocks=0):
     p = paramslib.parse(tiny_params())
@@ -145,6 +160,7 @@ def test_without_cuda_or_sync_bn_the_model_is_unchanged_and_the_log_says_so(devi
 
 # --- the training stage under torchrun ---
 
+
 @pytest.fixture(scope="module")
 def trained_with_two_processes(tmp_path_factory):
     """The BatchNorm CNN's train stage with compute.devices 2 (on CPU: gloo, per-rank BatchNorm statistics)."""
@@ -191,7 +207,11 @@ def test_two_process_evaluation_counts_each_image_once(trained_with_two_processe
 
 def test_a_worker_error_comes_back_as_one_line(tmp_path):
     write_params(tmp_path, tiny_params(compute__devices=2))
-    proc = subprocess.run([sys.executable, str(ROOT / "stages" / "train_cifar10.py"), MODEL, "0"], cwd=tmp_path,
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "stages" / "train_cifar10.py"), MODEL, "0"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip() == "error: data/cifar10/meta.json is missing: run `dvc repro download@cifar10` first"

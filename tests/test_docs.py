@@ -69,8 +69,9 @@ def links(page):
     """(line number, target) of every Markdown link on `page` (its text may wrap lines), code left out."""
     lines = page.read_text(encoding="utf-8").splitlines()
     prose = dict(prose_lines("\n".join(lines)))
-    text = "\n".join(INLINE_CODE.sub(lambda m: " " * len(m.group(0)), prose.get(n, ""))
-                     for n in range(1, len(lines) + 1))
+    text = "\n".join(
+        INLINE_CODE.sub(lambda m: " " * len(m.group(0)), prose.get(n, "")) for n in range(1, len(lines) + 1)
+    )
     for match in LINK.finditer(text):
         yield text.count("\n", 0, match.start()) + 1, match.group(1)
     for number, line in prose.items():
@@ -100,8 +101,9 @@ def broken(page, target):
 def test_every_relative_link_resolves(page):
     found = list(links(page))
     assert found, f"{page.name}: no links found (is the link pattern still right?)"
-    problems = [f"{page.relative_to(ROOT)}:{n}: ({target}) {why}"
-                for n, target in found if (why := broken(page, target))]
+    problems = [
+        f"{page.relative_to(ROOT)}:{n}: ({target}) {why}" for n, target in found if (why := broken(page, target))
+    ]
     assert not problems, "broken links:\n" + "\n".join(problems)
 
 
@@ -210,16 +212,26 @@ def documented_keys(page=PARAMETERS):
 
 def test_params_keys_follow_the_convention():
     keys = params_keys()
-    assert {"seed", "data.source", "models.<key>.arch", "models.<key>.pretrained", "train.<key>.lr",
-            "train.<key>.augment.flip", "transfer.<key>.freeze_blocks"} <= set(keys), sorted(keys)
+    assert {
+        "seed",
+        "data.source",
+        "models.<key>.arch",
+        "models.<key>.pretrained",
+        "train.<key>.lr",
+        "train.<key>.augment.flip",
+        "transfer.<key>.freeze_blocks",
+    } <= set(keys), sorted(keys)
     assert not any(k.startswith("transfer.") and k.endswith(".lr") for k in keys)  # a train key
     assert not any(".kwargs." in k for k in keys)  # timm's arguments, not params keys
 
 
 def test_every_params_key_is_documented():
     documented = documented_keys()
-    missing = [f"{spelled} (add a row `{name}` to docs/parameters.md)"
-               for name, spelled in params_keys().items() if name not in documented]
+    missing = [
+        f"{spelled} (add a row `{name}` to docs/parameters.md)"
+        for name, spelled in params_keys().items()
+        if name not in documented
+    ]
     assert not missing, "params.yaml keys without a row on docs/parameters.md:\n" + "\n".join(missing)
 
 

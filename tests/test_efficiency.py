@@ -5,10 +5,10 @@ import time
 import pytest
 import torch
 
+from cifarbench.data.transforms import Preprocess
 from cifarbench.eval import efficiency
 from cifarbench.runtime import memory
 from cifarbench.runtime.device import Runtime
-from cifarbench.data.transforms import Preprocess
 
 
 def test_flops_of_a_single_convolution():

@@ -3,13 +3,13 @@
 import numpy as np
 import pytest
 import torch
+from conftest import tiny_params
 
 from cifarbench import params
-from cifarbench.models import checkpoint, inference, timm_models
-from cifarbench.train import engine
-from cifarbench.runtime import device as runtimelib
 from cifarbench.errors import BenchError
-from conftest import tiny_params
+from cifarbench.models import checkpoint, inference, timm_models
+from cifarbench.runtime import device as runtimelib
+from cifarbench.train import engine
 
 
 def quadrant_images(n, seed):
@@ -19,7 +19,7 @@ def quadrant_images(n, seed):
     images = rng.integers(0, 60, (n, 32, 32, 3), dtype=np.uint8)
     for i, c in enumerate(labels):
         y, x = divmod(int(c), 2)
-        images[i, y * 16 + 4:y * 16 + 12, x * 16 + 4:x * 16 + 12] = 230
+        images[i, y * 16 + 4 : y * 16 + 12, x * 16 + 4 : x * 16 + 12] = 230
     return images, labels
 
 
@@ -41,7 +41,9 @@ def _setup(key="dinov2_vitb14", **overrides):
 def test_trainer_learns_and_reports_each_epoch():
     # lr 0.05: at the demo recipe's 0.01 four epochs of 8 steps leave the blobs half learned
     p, rt, spec, model, prep, tensors = _setup("resnet18", train__resnet18__epochs=4, train__resnet18__lr=0.05)
-    trainer = engine.Trainer(model, p.recipe("train", "resnet18"), rt, prep, seed=0, eval_batch_size=64, n_train=len(tensors[1]))
+    trainer = engine.Trainer(
+        model, p.recipe("train", "resnet18"), rt, prep, seed=0, eval_batch_size=64, n_train=len(tensors[1])
+    )
     results = list(trainer.epochs(*tensors))
     assert [r.epoch for r in results] == [1, 2, 3, 4]
     assert results[-1].val_acc > 0.6  # chance is 0.25
@@ -52,9 +54,14 @@ def test_trainer_learns_and_reports_each_epoch():
 def test_early_stopping_stops_after_patience():
     # lr so small nothing improves after the first epoch's result
     p, rt, spec, model, prep, tensors = _setup(
-        train__dinov2_vitb14__epochs=20, train__dinov2_vitb14__lr=1e-12, train__dinov2_vitb14__early_stopping=2,
-        train__dinov2_vitb14__warmup_epochs=0)
-    trainer = engine.Trainer(model, p.recipe("train", "dinov2_vitb14"), rt, prep, seed=0, eval_batch_size=64, n_train=len(tensors[1]))
+        train__dinov2_vitb14__epochs=20,
+        train__dinov2_vitb14__lr=1e-12,
+        train__dinov2_vitb14__early_stopping=2,
+        train__dinov2_vitb14__warmup_epochs=0,
+    )
+    trainer = engine.Trainer(
+        model, p.recipe("train", "dinov2_vitb14"), rt, prep, seed=0, eval_batch_size=64, n_train=len(tensors[1])
+    )
     results = list(trainer.epochs(*tensors))
     assert trainer.stopped_early and len(results) < 20
     assert sum(r.improved for r in results) == len(results) - 2
@@ -62,15 +69,22 @@ def test_early_stopping_stops_after_patience():
 
 def test_same_seed_same_result():
     def run():
-        p, rt, spec, model, prep, tensors = _setup(train__dinov2_vitb14__epochs=1, train__dinov2_vitb14__warmup_epochs=0)
-        trainer = engine.Trainer(model, p.recipe("train", "dinov2_vitb14"), rt, prep, seed=0, eval_batch_size=64, n_train=len(tensors[1]))
+        p, rt, spec, model, prep, tensors = _setup(
+            train__dinov2_vitb14__epochs=1, train__dinov2_vitb14__warmup_epochs=0
+        )
+        trainer = engine.Trainer(
+            model, p.recipe("train", "dinov2_vitb14"), rt, prep, seed=0, eval_batch_size=64, n_train=len(tensors[1])
+        )
         return [r.train_loss for r in trainer.epochs(*tensors)]
+
     assert run() == run()
 
 
 def test_nan_loss_stops_with_epoch_and_step():
     p, rt, spec, model, prep, tensors = _setup(train__dinov2_vitb14__epochs=2)
-    trainer = engine.Trainer(model, p.recipe("train", "dinov2_vitb14"), rt, prep, seed=0, eval_batch_size=64, n_train=len(tensors[1]))
+    trainer = engine.Trainer(
+        model, p.recipe("train", "dinov2_vitb14"), rt, prep, seed=0, eval_batch_size=64, n_train=len(tensors[1])
+    )
     with torch.no_grad():
         model.head.weight.fill_(float("nan"))
     with pytest.raises(BenchError, match=r"loss is NaN or infinite at epoch 1, step 1:"):
@@ -81,8 +95,18 @@ def test_nan_loss_stops_with_epoch_and_step():
 def test_checkpoint_rebuilds_the_same_model(tmp_path, key):
     p, rt, spec, model, prep, tensors = _setup(key)
     path = tmp_path / "m.pt"
-    checkpoint.save(path, model, key=key, spec=spec, dataset="cifar10", classes=list("abcd"),
-                    coarse_classes=None, image_size=(32, 32), epoch=1, val_acc=0.5)
+    checkpoint.save(
+        path,
+        model,
+        key=key,
+        spec=spec,
+        dataset="cifar10",
+        classes=list("abcd"),
+        coarse_classes=None,
+        image_size=(32, 32),
+        epoch=1,
+        val_acc=0.5,
+    )
     loaded, preprocess, info = inference.load(path, rt)
     assert info["classes"] == list("abcd") and info["spec"] == spec
     x = tensors[2][:8]
@@ -96,17 +120,25 @@ def test_missing_checkpoint_says_which_stage_to_run(tmp_path):
 
 def test_bf16_autocast_and_channels_last_run_on_cpu():
     """The CUDA path's precision and memory format also work on CPU (bf16 autocast)."""
-    p, rt, spec, model, prep, tensors = _setup("resnet18", compute__precision="bf16", train__resnet18__epochs=1, train__resnet18__warmup_epochs=0)
+    p, rt, spec, model, prep, tensors = _setup(
+        "resnet18", compute__precision="bf16", train__resnet18__epochs=1, train__resnet18__warmup_epochs=0
+    )
     assert rt.amp_dtype is torch.bfloat16 and prep.channels_last
-    trainer = engine.Trainer(model, p.recipe("train", "resnet18"), rt, prep, seed=0, eval_batch_size=64, n_train=len(tensors[1]))
+    trainer = engine.Trainer(
+        model, p.recipe("train", "resnet18"), rt, prep, seed=0, eval_batch_size=64, n_train=len(tensors[1])
+    )
     [result] = list(trainer.epochs(*tensors))
     assert np.isfinite(result.train_loss) and 0 <= result.val_acc <= 1
 
 
 @pytest.mark.slow
 def test_torch_compile_runs_on_cpu():
-    p, rt, spec, model, prep, tensors = _setup(compute__compile=True, train__dinov2_vitb14__epochs=1, train__dinov2_vitb14__warmup_epochs=0)
-    trainer = engine.Trainer(model, p.recipe("train", "dinov2_vitb14"), rt, prep, seed=0, eval_batch_size=64, n_train=len(tensors[1]))
+    p, rt, spec, model, prep, tensors = _setup(
+        compute__compile=True, train__dinov2_vitb14__epochs=1, train__dinov2_vitb14__warmup_epochs=0
+    )
+    trainer = engine.Trainer(
+        model, p.recipe("train", "dinov2_vitb14"), rt, prep, seed=0, eval_batch_size=64, n_train=len(tensors[1])
+    )
     [result] = list(trainer.epochs(*tensors))
     assert np.isfinite(result.train_loss)
 

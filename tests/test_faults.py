@@ -8,18 +8,19 @@ import numpy as np
 import pytest
 import torch
 import yaml
-
 from cifar_fixtures import fake_dataset, write_official_archive
+from conftest import ROOT, dump, tiny_params, write_params
+
 from cifarbench import paths
-from cifarbench.models import checkpoint
 from cifarbench.data import dataset
 from cifarbench.errors import BenchError
-from conftest import ROOT, dump, tiny_params, write_params
+from cifarbench.models import checkpoint
 
 
 def run_stage(folder, script, *args):
-    return subprocess.run([sys.executable, str(ROOT / "stages" / script), *args], cwd=folder,
-                          capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "stages" / script), *args], cwd=folder, capture_output=True, text=True
+    )
 
 
 def one_line_error(proc):
@@ -33,8 +34,9 @@ def one_line_error(proc):
 def test_truncated_archive_leaves_no_data_folder_and_keeps_the_old_one(tmp_path):
     raw_dir = tmp_path / "data" / "raw"
     path, _ = write_official_archive(raw_dir, "cifar10", n_train=25, n_test=10)
-    params = tiny_params(data__source="archive", data__dir=str(raw_dir), data__verify=False,
-                         data__limit=0, data__val_size=5)
+    params = tiny_params(
+        data__source="archive", data__dir=str(raw_dir), data__verify=False, data__limit=0, data__val_size=5
+    )
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     proc = run_stage(tmp_path, "download.py", "cifar10")
     assert proc.returncode == 0, proc.stderr
@@ -58,8 +60,10 @@ def test_training_with_stale_recipes_says_to_run_dvc_repro(tmp_path):
     write_params(tmp_path)
     (tmp_path / "params.yaml").write_text(dump(tiny_params(train__resnet18__lr=0.123)))  # edited after recipes ran
     line = one_line_error(run_stage(tmp_path, "train_cifar10.py", "resnet18", "0"))
-    assert line == ("error: recipes/train-cifar10/resnet18.json is out of date with params.yaml: run `dvc repro` "
-                    "(its recipes stage resolves params.yaml first)")
+    assert line == (
+        "error: recipes/train-cifar10/resnet18.json is out of date with params.yaml: run `dvc repro` "
+        "(its recipes stage resolves params.yaml first)"
+    )
 
 
 def test_evaluate_without_checkpoint_says_which_stage_to_run(tmp_path):
@@ -110,24 +114,28 @@ def test_truncated_checkpoint_names_the_stage_that_writes_it(tmp_path):
     assert refused(path) == (
         f"{path} is damaged (not a readable checkpoint: PytorchStreamReader failed reading zip archive: failed "
         f"finding central directory); rerun its stage: dvc repro -f transfer-cifar100@resnet18-0, "
-        f"or restore it: dvc checkout --force {path}")
+        f"or restore it: dvc checkout --force {path}"
+    )
 
 
-@pytest.mark.parametrize("path, stage", [
-    ("data/cifar10/train.npz", "download@cifar10"),
-    ("/elsewhere/data/cifar100/meta.json", "download@cifar100"),
-    ("models/cifar10/resnet18.pt", "train-cifar10@resnet18"),
-    ("models/cifar10/dinov2_vitb14-2.pt", "train-cifar10@dinov2_vitb14-2"),
-    ("models/cifar100/efficientnet_b0.state.pt", "transfer-cifar100@efficientnet_b0"),
-    ("models/umap/resnet18-cifar100-0.npz", "embed@resnet18-cifar100-0"),
-    ("logs/transfer-cifar100/resnet18-0/metrics.json", "transfer-cifar100@resnet18-0"),
-    ("metrics/efficiency/resnet18-cifar10-0.json", "evaluate@resnet18-cifar10-0"),
-    ("metrics/embed/resnet18-cifar100-1.json", "embed@resnet18-cifar100-1"),
-    ("metrics/summary.json", "report"),
-    ("metrics/cost.json", "report"),
-    ("recipes/train-cifar10/resnet18.json", "recipes"),
-    ("params.yaml", None),
-])
+@pytest.mark.parametrize(
+    "path, stage",
+    [
+        ("data/cifar10/train.npz", "download@cifar10"),
+        ("/elsewhere/data/cifar100/meta.json", "download@cifar100"),
+        ("models/cifar10/resnet18.pt", "train-cifar10@resnet18"),
+        ("models/cifar10/dinov2_vitb14-2.pt", "train-cifar10@dinov2_vitb14-2"),
+        ("models/cifar100/efficientnet_b0.state.pt", "transfer-cifar100@efficientnet_b0"),
+        ("models/umap/resnet18-cifar100-0.npz", "embed@resnet18-cifar100-0"),
+        ("logs/transfer-cifar100/resnet18-0/metrics.json", "transfer-cifar100@resnet18-0"),
+        ("metrics/efficiency/resnet18-cifar10-0.json", "evaluate@resnet18-cifar10-0"),
+        ("metrics/embed/resnet18-cifar100-1.json", "embed@resnet18-cifar100-1"),
+        ("metrics/summary.json", "report"),
+        ("metrics/cost.json", "report"),
+        ("recipes/train-cifar10/resnet18.json", "recipes"),
+        ("params.yaml", None),
+    ],
+)
 def test_every_handed_over_file_has_its_producing_stage(path, stage):
     assert paths.producing_stage(path) == stage
 
@@ -160,18 +168,33 @@ def truncated_checkpoint(folder):
     truncate(path)
 
 
-@pytest.mark.parametrize("script, damage, expected", [
-    ("train_cifar10.py", lambda f: truncate(f / "data/cifar10/train.npz"),
-     "error: data/cifar10/train.npz is damaged (not a readable .npz: File is not a zip file); rerun its stage: "
-     "dvc repro -f download@cifar10, or restore it: dvc checkout --force data/cifar10/train.npz"),
-    ("train_cifar10.py", lambda f: label_52(f / "data/cifar10/train.npz"),
-     "error: data/cifar10/train.npz is damaged (labels run from 0 to 52, but meta.json has 10 classes: 0 to 9); "
-     "rerun its stage: dvc repro -f download@cifar10, or restore it: dvc checkout --force data/cifar10/train.npz"),
-    ("transfer_cifar100.py", truncated_checkpoint,
-     "error: models/cifar10/resnet18-0.pt is damaged (not a readable checkpoint: PytorchStreamReader failed reading "
-     "zip archive: failed finding central directory); rerun its stage: dvc repro -f train-cifar10@resnet18-0, "
-     "or restore it: dvc checkout --force models/cifar10/resnet18-0.pt"),
-], ids=["truncated-npz", "label-52", "truncated-checkpoint"])
+@pytest.mark.parametrize(
+    "script, damage, expected",
+    [
+        (
+            "train_cifar10.py",
+            lambda f: truncate(f / "data/cifar10/train.npz"),
+            "error: data/cifar10/train.npz is damaged (not a readable .npz: File is not a zip file); rerun its stage: "
+            "dvc repro -f download@cifar10, or restore it: dvc checkout --force data/cifar10/train.npz",
+        ),
+        (
+            "train_cifar10.py",
+            lambda f: label_52(f / "data/cifar10/train.npz"),
+            "error: data/cifar10/train.npz is damaged (labels run from 0 to 52, but meta.json has 10 classes: "
+            "0 to 9); rerun its stage: dvc repro -f download@cifar10, or restore it: "
+            "dvc checkout --force data/cifar10/train.npz",
+        ),
+        (
+            "transfer_cifar100.py",
+            truncated_checkpoint,
+            "error: models/cifar10/resnet18-0.pt is damaged (not a readable checkpoint: PytorchStreamReader failed "
+            "reading zip archive: failed finding central directory); rerun its stage: "
+            "dvc repro -f train-cifar10@resnet18-0, "
+            "or restore it: dvc checkout --force models/cifar10/resnet18-0.pt",
+        ),
+    ],
+    ids=["truncated-npz", "label-52", "truncated-checkpoint"],
+)
 def test_stage_with_a_damaged_input_stops_in_one_line(tmp_path, script, damage, expected):
     prepared_project(tmp_path, "cifar10", "cifar100")
     damage(tmp_path)
@@ -191,5 +214,7 @@ def test_damaged_training_curve_names_the_training_stage(tmp_path, monkeypatch):
         report.read_curve("logs/train-cifar10/resnet18-0", "val/acc")
     message = str(err.value)
     assert message.startswith("logs/train-cifar10/resnet18-0/plots/metrics/val/acc.tsv is damaged (not a DVCLive table")
-    assert message.endswith("rerun its stage: dvc repro -f train-cifar10@resnet18-0, or restore it: "
-                            "git checkout logs/train-cifar10/resnet18-0/plots/metrics/val/acc.tsv")
+    assert message.endswith(
+        "rerun its stage: dvc repro -f train-cifar10@resnet18-0, or restore it: "
+        "git checkout logs/train-cifar10/resnet18-0/plots/metrics/val/acc.tsv"
+    )

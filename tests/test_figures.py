@@ -4,21 +4,28 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cifarbench.render import figures, styles
-from cifarbench.eval import metrics
 from cifarbench.data.sources.cifar_names import CIFAR100_COARSE_CLASSES, CIFAR100_FINE_CLASSES, CIFAR100_FINE_TO_COARSE
+from cifarbench.eval import metrics
+from cifarbench.render import figures, styles
 
 KEYS = ("resnet18", "efficientnet_b0", "dinov2_vitb14")
-STYLES = styles.Styles({"resnet18": "ResNet-18", "efficientnet_b0": "EfficientNet-B0",
-                          "dinov2_vitb14": "DINOv2 ViT-B/14 (random init, 4 blocks, width 192, 3 heads, patch 7)"},
-                         dict(zip(KEYS, styles.PALETTE)))
+STYLES = styles.Styles(
+    {
+        "resnet18": "ResNet-18",
+        "efficientnet_b0": "EfficientNet-B0",
+        "dinov2_vitb14": "DINOv2 ViT-B/14 (random init, 4 blocks, width 192, 3 heads, patch 7)",
+    },
+    dict(zip(KEYS, styles.PALETTE)),
+)
 
 
 def styles_for(n):
     """n models with long, honest names and the registry's colours."""
     keys = [f"model_{i}" for i in range(n)]
-    return keys, styles.Styles({k: f"Model {i} (random init, {i + 2} blocks, width {64 * (i + 1)})"
-                                  for i, k in enumerate(keys)}, dict(zip(keys, styles.PALETTE)))
+    return keys, styles.Styles(
+        {k: f"Model {i} (random init, {i + 2} blocks, width {64 * (i + 1)})" for i, k in enumerate(keys)},
+        dict(zip(keys, styles.PALETTE)),
+    )
 
 
 def size_of(path):
@@ -48,12 +55,24 @@ def test_per_class_bars(tmp_path):
     rng = np.random.default_rng(0)
     accuracy = {key: rng.uniform(0, 1, 100) for key in KEYS}
     accuracy["resnet18"][3] = np.nan  # a class without test images
-    figures.per_class_bars(accuracy, CIFAR100_FINE_CLASSES, "per class", tmp_path / "c100.png", STYLES,
-                           fine_to_coarse=CIFAR100_FINE_TO_COARSE, coarse_classes=CIFAR100_COARSE_CLASSES)
+    figures.per_class_bars(
+        accuracy,
+        CIFAR100_FINE_CLASSES,
+        "per class",
+        tmp_path / "c100.png",
+        STYLES,
+        fine_to_coarse=CIFAR100_FINE_TO_COARSE,
+        coarse_classes=CIFAR100_COARSE_CLASSES,
+    )
     width, height = size_of(tmp_path / "c100.png")
     assert 900 <= width <= 1300 and height > 900  # four rows of 25 classes
-    figures.per_class_bars({key: rng.uniform(0, 1, 10) for key in KEYS}, [str(i) for i in range(10)], "per class",
-                           tmp_path / "c10.png", STYLES)
+    figures.per_class_bars(
+        {key: rng.uniform(0, 1, 10) for key in KEYS},
+        [str(i) for i in range(10)],
+        "per class",
+        tmp_path / "c10.png",
+        STYLES,
+    )
     assert 700 <= size_of(tmp_path / "c10.png")[0] <= 1000
 
 
@@ -74,15 +93,17 @@ def test_sample_predictions_grid(tmp_path):
 
 
 def cost_points(keys, gflops, rates):
-    return [{"key": key, "dataset": ds, "top1": top1, "low": top1 - 0.01, "high": top1 + 0.02, "gflops": g,
-             "throughput": r}
-            for ds in ("CIFAR-10", "CIFAR-100") for key, top1, g, r in zip(keys, np.linspace(0.8, 0.95, len(keys)),
-                                                                           gflops, rates)]
+    return [
+        {"key": key, "dataset": ds, "top1": top1, "low": top1 - 0.01, "high": top1 + 0.02, "gflops": g, "throughput": r}
+        for ds in ("CIFAR-10", "CIFAR-100")
+        for key, top1, g, r in zip(keys, np.linspace(0.8, 0.95, len(keys)), gflops, rates)
+    ]
 
 
 def test_accuracy_vs_cost(tmp_path):
-    figures.accuracy_vs_cost(cost_points(KEYS, (3.6, 0.8, 46.3), (2500, 2100, 600)), "cost", tmp_path / "cost.png",
-                             STYLES)
+    figures.accuracy_vs_cost(
+        cost_points(KEYS, (3.6, 0.8, 46.3), (2500, 2100, 600)), "cost", tmp_path / "cost.png", STYLES
+    )
     assert 800 <= size_of(tmp_path / "cost.png")[0] <= 1200
 
 
@@ -99,8 +120,11 @@ def tick_labels_overlap(path_png, fig_axes):
     return False
 
 
-@pytest.mark.parametrize("rates", [(2800, 2900, 3000, 3100), (0.5, 40, 5000, 900000), (1210, 1230, 1240, 1250)],
-                         ids=["narrow", "six-decades", "very-narrow"])
+@pytest.mark.parametrize(
+    "rates",
+    [(2800, 2900, 3000, 3100), (0.5, 40, 5000, 900000), (1210, 1230, 1240, 1250)],
+    ids=["narrow", "six-decades", "very-narrow"],
+)
 def test_cost_axes_stay_legible_at_any_spread(tmp_path, monkeypatch, rates):
     """The throughput axis once printed 2800290030003100... as one run of overlapping ticks."""
     captured = {}
@@ -120,19 +144,30 @@ def test_cost_axes_stay_legible_at_any_spread(tmp_path, monkeypatch, rates):
 def test_every_comparison_figure_draws_any_number_of_models(tmp_path, n):
     keys, styles = styles_for(n)
     rng = np.random.default_rng(n)
-    figures.accuracy_vs_cost(cost_points(keys, rng.uniform(0.1, 50, n), rng.uniform(100, 5000, n)), "cost",
-                             tmp_path / "cost.png", styles)
+    figures.accuracy_vs_cost(
+        cost_points(keys, rng.uniform(0.1, 50, n), rng.uniform(100, 5000, n)), "cost", tmp_path / "cost.png", styles
+    )
     probabilities = rng.dirichlet(np.ones(10), 200)
     ece, bins = metrics.calibration(probabilities, rng.integers(0, 10, 200))
     figures.reliability([(key, bins, ece) for key in keys], "reliability", tmp_path / "r.png", styles)
-    figures.per_class_bars({key: rng.uniform(0, 1, 10) for key in keys}, [str(i) for i in range(10)], "per class",
-                           tmp_path / "pc.png", styles)
-    curves = {key: {"val/acc": ([1, 2, 3], list(rng.uniform(0, 1, 3))), "val/loss": ([1, 2, 3], [3, 2, 1])}
-              for key in keys}
+    figures.per_class_bars(
+        {key: rng.uniform(0, 1, 10) for key in keys},
+        [str(i) for i in range(10)],
+        "per class",
+        tmp_path / "pc.png",
+        styles,
+    )
+    curves = {
+        key: {"val/acc": ([1, 2, 3], list(rng.uniform(0, 1, 3))), "val/loss": ([1, 2, 3], [3, 2, 1])} for key in keys
+    }
     figures.training_curves(curves, "curves", tmp_path / "curves.png", styles)
     points = rng.normal(size=(60, 2))
-    figures.umap_panels([(styles.name(key), points, rng.integers(0, 3, 60)) for key in keys], ["a", "b", "c"], "umap",
-                        tmp_path / "u.png")
+    figures.umap_panels(
+        [(styles.name(key), points, rng.integers(0, 3, 60)) for key in keys],
+        ["a", "b", "c"],
+        "umap",
+        tmp_path / "u.png",
+    )
     for name in ("cost", "r", "pc", "curves", "u"):
         width, height = size_of(tmp_path / f"{name}.png")
         assert 300 <= width <= 2000 and height <= 2400, (name, width, height)

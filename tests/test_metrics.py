@@ -8,12 +8,15 @@ from cifarbench.eval import metrics
 
 
 def test_top1_top5_of_known_logits():
-    logits = torch.tensor([
-        [9, 8, 7, 6, 5, 4],   # true 0: top-1 hit
-        [9, 8, 7, 6, 5, 4],   # true 4: top-5 hit only
-        [9, 8, 7, 6, 5, 4],   # true 5: miss both
-        [0, 0, 0, 0, 0, 1],   # true 5: top-1 hit
-    ], dtype=torch.float)
+    logits = torch.tensor(
+        [
+            [9, 8, 7, 6, 5, 4],  # true 0: top-1 hit
+            [9, 8, 7, 6, 5, 4],  # true 4: top-5 hit only
+            [9, 8, 7, 6, 5, 4],  # true 5: miss both
+            [0, 0, 0, 0, 0, 1],  # true 5: top-1 hit
+        ],
+        dtype=torch.float,
+    )
     labels = torch.tensor([0, 4, 5, 5])
     assert metrics.topk_accuracy(logits, labels, 1) == pytest.approx(0.5)
     assert metrics.topk_accuracy(logits, labels, 5) == pytest.approx(0.75)
@@ -81,11 +84,14 @@ def test_classification_adds_ece_from_softmax():
 
 def test_per_class_and_top5_of_a_known_matrix():
     # 3 test images of 7 classes, ranked by hand: image 0 puts its class f 6th, image 1 its class c 5th
-    logits = torch.tensor([
-        [7, 6, 5, 4, 3, 2, 1],
-        [1, 7, 3, 6, 5, 4, 2],
-        [0, 0, 0, 0, 0, 0, 9],
-    ], dtype=torch.float)
+    logits = torch.tensor(
+        [
+            [7, 6, 5, 4, 3, 2, 1],
+            [1, 7, 3, 6, 5, 4, 2],
+            [0, 0, 0, 0, 0, 0, 9],
+        ],
+        dtype=torch.float,
+    )
     labels = torch.tensor([5, 2, 6])
     result, predicted, cm = metrics.classification(logits, labels, list("abcdefg"))
     assert predicted.tolist() == [0, 1, 6]

@@ -2,10 +2,10 @@
 
 import pytest
 import torch
+from conftest import ROOT, committed_params, tiny_params
 
 from cifarbench import params
 from cifarbench.models import timm_models
-from conftest import ROOT, committed_params, tiny_params
 
 MODELS = list(committed_params()["models"])  # the registry: every configured model is tested
 

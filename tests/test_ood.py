@@ -21,7 +21,8 @@ def test_msp_and_energy_of_known_logits():
     assert ood.energy(logits) == pytest.approx(np.log(exp.sum(1)), rel=1e-12)
     t = 2.0
     assert ood.energy(torch.tensor(logits), temperature=t) == pytest.approx(
-        t * np.log(np.exp(logits / t).sum(1)), rel=1e-12)
+        t * np.log(np.exp(logits / t).sum(1)), rel=1e-12
+    )
     # Higher = more in-distribution: a confident image outscores a uniform one on both.
     assert ood.msp(logits)[0] > ood.msp(logits)[1]
     assert ood.energy(logits)[2] > ood.energy(logits)[1]
@@ -65,7 +66,8 @@ def test_fpr_at_tpr_matches_sklearn_roc_on_random_and_tied_scores():
     ]:
         for tpr in (0.8, 0.95):
             assert ood.fpr_at_tpr(scores_in, scores_out, tpr) == pytest.approx(
-                sklearn_fpr_at_tpr(scores_in, scores_out, tpr))
+                sklearn_fpr_at_tpr(scores_in, scores_out, tpr)
+            )
 
 
 def test_perfect_separation_and_identical_distributions():

@@ -5,11 +5,11 @@ import subprocess
 import sys
 
 import pytest
+from conftest import ROOT, committed_params, dump, set_dotted
 
 from cifarbench import params
-from cifarbench.models import checks
 from cifarbench.errors import BenchError
-from conftest import ROOT, committed_params, dump, set_dotted
+from cifarbench.models import checks
 
 
 def test_committed_params_are_the_real_benchmark():
@@ -26,7 +26,9 @@ def test_committed_params_are_the_real_benchmark():
     assert p.recipe("train", "efficientnet_b0").batch_size == 128  # from train.defaults
     # a transfer recipe starts from train.defaults, then transfer.defaults, then the model's own keys
     assert p.recipe("transfer", "resnet18").init == "cifar10" and p.recipe("transfer", "resnet18").epochs == 15
-    assert p.recipe("transfer", "dinov2_vitb14").lr == 1e-4 and p.recipe("transfer", "dinov2_vitb14").layer_decay is None
+    assert (
+        p.recipe("transfer", "dinov2_vitb14").lr == 1e-4 and p.recipe("transfer", "dinov2_vitb14").layer_decay is None
+    )
     checks.check(p)
 
 
@@ -100,7 +102,11 @@ BAD = [
     ("train.defaults.lr", -0.1, "train.defaults.lr: Input should be greater than 0"),  # even where overridden
     ("train.resnet18.lrr", 0.1, "train.resnet18.lrr: unknown key"),
     ("train.defaults.schedule", "linear", "train.defaults.schedule: Input should be 'cosine'"),
-    ("transfer.efficientnet_b0.epochs", 0, "transfer.efficientnet_b0.epochs: Input should be greater than or equal to 1"),
+    (
+        "transfer.efficientnet_b0.epochs",
+        0,
+        "transfer.efficientnet_b0.epochs: Input should be greater than or equal to 1",
+    ),
     ("transfer.defaults.init", "scratch", "transfer.defaults.init: Input should be 'cifar10' or 'imagenet'"),
     ("data.source", "torrent", "data.source: Input should be 'auto', 'download', 'archive', 'folder' or 'digits'"),
     ("data.limit", -1, "data.limit: Input should be greater than or equal to 0"),
@@ -174,8 +180,12 @@ def test_stage_script_prints_one_line_and_no_traceback(tmp_path):
     raw = committed_params()
     raw["train"]["resnet18"]["lr"] = -1
     (tmp_path / "params.yaml").write_text(dump(raw))
-    proc = subprocess.run([sys.executable, str(ROOT / "stages" / "train_cifar10.py"), "resnet18", "0"],
-                          cwd=tmp_path, capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "stages" / "train_cifar10.py"), "resnet18", "0"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
@@ -186,6 +196,10 @@ def test_stage_script_prints_one_line_and_no_traceback(tmp_path):
 def test_stage_refuses_a_model_or_seed_not_in_params(tmp_path):
     (tmp_path / "params.yaml").write_text(dump(committed_params()))
     for args, message in ((["resnet99", "0"], "unknown model 'resnet99'"), (["resnet18", "7"], "seed '7' is not in")):
-        proc = subprocess.run([sys.executable, str(ROOT / "stages" / "train_cifar10.py"), *args],
-                              cwd=tmp_path, capture_output=True, text=True)
+        proc = subprocess.run(
+            [sys.executable, str(ROOT / "stages" / "train_cifar10.py"), *args],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+        )
         assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr

@@ -29,11 +29,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import ROOT, committed_params, dump, set_dotted, tiny_params
 from PIL import Image
 from ruamel.yaml import YAML
 
 from cifarbench.paths import DATASETS
-from conftest import ROOT, committed_params, dump, set_dotted, tiny_params
 
 FOURTH = "resnet10t"  # a 4th timm model added through params.yaml alone
 MODELS = ["resnet18", "efficientnet_b0", "dinov2_vitb14", FOURTH]
@@ -42,11 +42,13 @@ SEED = 0
 
 def stages_for(models, seeds=(SEED,)):
     runs = [f"{m}-{s}" for m in models for s in seeds]
-    return ({"recipes", "report"} | {f"download@{d}" for d in DATASETS}
-            | {f"{stage}@{r}" for stage in ("train-cifar10", "transfer-cifar100") for r in runs}
-            | {f"{stage}@{m}-{d}-{s}" for stage in ("evaluate", "embed") for m in models for d in DATASETS
-               for s in seeds}
-            | {f"probe@{m}-{d}" for m in models for d in DATASETS})
+    return (
+        {"recipes", "report"}
+        | {f"download@{d}" for d in DATASETS}
+        | {f"{stage}@{r}" for stage in ("train-cifar10", "transfer-cifar100") for r in runs}
+        | {f"{stage}@{m}-{d}-{s}" for stage in ("evaluate", "embed") for m in models for d in DATASETS for s in seeds}
+        | {f"probe@{m}-{d}" for m in models for d in DATASETS}
+    )
 
 
 ALL_STAGES = stages_for(MODELS)
@@ -54,8 +56,13 @@ ALL_STAGES = stages_for(MODELS)
 
 def project_files():
     """The files a fresh clone would have (tracked, plus new files not yet committed)."""
-    out = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-                         cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return [f for f in out.splitlines() if (ROOT / f).is_file()]
 
 
@@ -74,14 +81,20 @@ class Repo:
     def __init__(self, path):
         self.path = path
         bin_dir = str(Path(sys.executable).parent)
-        self.env = dict(os.environ, PATH=bin_dir + os.pathsep + os.environ["PATH"],
-                        PYTHONPATH=str(path),  # the copy's package, not the checkout's
-                        DVC_NO_ANALYTICS="1", PYTHONUNBUFFERED="1")
+        self.env = dict(
+            os.environ,
+            PATH=bin_dir + os.pathsep + os.environ["PATH"],
+            PYTHONPATH=str(path),  # the copy's package, not the checkout's
+            DVC_NO_ANALYTICS="1",
+            PYTHONUNBUFFERED="1",
+        )
 
     def run(self, *args, check=True, **kwargs):
         proc = subprocess.run(args, cwd=self.path, env=self.env, capture_output=True, text=True, **kwargs)
         if check and proc.returncode != 0:
-            raise AssertionError(f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+            raise AssertionError(
+                f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+            )
         return proc
 
     def dvc(self, *args, check=True):
@@ -127,8 +140,9 @@ def repo(tmp_path_factory):
     path = tmp_path_factory.mktemp("cifarbench")
     copy_project(path)
     # the tiny sizes come from the demo's per-family rule: resnet10t is shrunk as a CNN with no edit
-    (path / "params.yaml").write_text(dump(tiny_params(with_fourth_model(committed_params()),
-                                                       compute__eval_batch_size=64)))
+    (path / "params.yaml").write_text(
+        dump(tiny_params(with_fourth_model(committed_params()), compute__eval_batch_size=64))
+    )
     r = Repo(path)
     r.run("git", "init", "-q", "-b", "main")
     # a fresh machine has no global git identity: DVC experiments need one
@@ -142,11 +156,21 @@ def repo(tmp_path_factory):
 def chain(model, transfer_only=False):
     """What a recipe change of one model reruns: its stages, the recipes that resolve it, the report."""
     run = f"{model}-{SEED}"
-    stages = {"recipes", f"transfer-cifar100@{run}", f"evaluate@{model}-cifar100-{SEED}",
-              f"embed@{model}-cifar100-{SEED}", "report"}
+    stages = {
+        "recipes",
+        f"transfer-cifar100@{run}",
+        f"evaluate@{model}-cifar100-{SEED}",
+        f"embed@{model}-cifar100-{SEED}",
+        "report",
+    }
     if not transfer_only:
-        stages |= {f"train-cifar10@{run}", f"evaluate@{model}-cifar10-{SEED}", f"embed@{model}-cifar10-{SEED}",
-                   f"probe@{model}-cifar10", f"probe@{model}-cifar100"}
+        stages |= {
+            f"train-cifar10@{run}",
+            f"evaluate@{model}-cifar10-{SEED}",
+            f"embed@{model}-cifar10-{SEED}",
+            f"probe@{model}-cifar10",
+            f"probe@{model}-cifar100",
+        }
     return stages
 
 
@@ -164,9 +188,15 @@ def test_full_repro_then_nothing_to_do(repo):
         for m in MODELS:
             run = f"{m}-{d}-{SEED}"
             assert (p / "models" / d / f"{m}-{SEED}.pt").is_file()
-            for rel in (f"models/umap/{run}.npz", f"models/predictions/{run}.npz", f"metrics/evaluate/{run}.json",
-                        f"metrics/efficiency/{run}.json", f"metrics/embed/{run}.json", f"plots/confusion/{run}.csv",
-                        f"metrics/probe/{m}-{d}.json"):
+            for rel in (
+                f"models/umap/{run}.npz",
+                f"models/predictions/{run}.npz",
+                f"metrics/evaluate/{run}.json",
+                f"metrics/efficiency/{run}.json",
+                f"metrics/embed/{run}.json",
+                f"plots/confusion/{run}.csv",
+                f"metrics/probe/{m}-{d}.json",
+            ):
                 assert (p / rel).is_file(), rel
             for fig in (f"confusion-{run}", f"umap-{run}", f"samples-{run}"):
                 assert (p / "plots" / "figures" / f"{fig}.png").stat().st_size > 1000
@@ -187,10 +217,32 @@ def test_full_repro_then_nothing_to_do(repo):
     repo.commit("tiny run")
 
 
-SUMMARY_KEYS = {"top1", "top5", "top1_ci", "top5_ci", "ece", "knn_top1", "best_val_acc", "ood_auroc", "ood_fpr95",
-                "corruption_top1", "probe_top1", "fewshot_top1"}
-COST_KEYS = {"params", "trainable_params", "gflops", "throughput", "latency_ms", "peak_memory_mb",
-             "train_peak_memory_mb", "train_seconds", "seconds_per_epoch", "epochs"}
+SUMMARY_KEYS = {
+    "top1",
+    "top5",
+    "top1_ci",
+    "top5_ci",
+    "ece",
+    "knn_top1",
+    "best_val_acc",
+    "ood_auroc",
+    "ood_fpr95",
+    "corruption_top1",
+    "probe_top1",
+    "fewshot_top1",
+}
+COST_KEYS = {
+    "params",
+    "trainable_params",
+    "gflops",
+    "throughput",
+    "latency_ms",
+    "peak_memory_mb",
+    "train_peak_memory_mb",
+    "train_seconds",
+    "seconds_per_epoch",
+    "epochs",
+}
 
 
 def test_every_model_and_dataset_has_accuracy_robustness_probes_and_cost(repo):
@@ -224,14 +276,28 @@ def test_every_model_and_dataset_has_accuracy_robustness_probes_and_cost(repo):
 def test_report_has_every_section_and_a_self_contained_html(repo):
     p = repo.path
     figures_dir = p / "plots" / "figures"
-    for name in ["accuracy-vs-cost", "ood-roc", "corruption-severity", "fewshot",
-                 *(f"{kind}-{d}" for kind in ("per-class", "reliability", "curves", "umap") for d in DATASETS)]:
+    for name in [
+        "accuracy-vs-cost",
+        "ood-roc",
+        "corruption-severity",
+        "fewshot",
+        *(f"{kind}-{d}" for kind in ("per-class", "reliability", "curves", "umap") for d in DATASETS),
+    ]:
         assert (figures_dir / f"{name}.png").stat().st_size > 1000, name
     report = (p / "plots" / "report.md").read_text()
-    for heading in ("## Data and parameters", "## Test accuracy", "### Which differences hold", "## Efficiency",
-                    "## Calibration", "## Transfer: fine-tuning against frozen features",
-                    "## Out-of-distribution detection", "## Corruption robustness", "## Per-class accuracy",
-                    "## Confusion matrices", "## Sample predictions"):
+    for heading in (
+        "## Data and parameters",
+        "## Test accuracy",
+        "### Which differences hold",
+        "## Efficiency",
+        "## Calibration",
+        "## Transfer: fine-tuning against frozen features",
+        "## Out-of-distribution detection",
+        "## Corruption robustness",
+        "## Per-class accuracy",
+        "## Confusion matrices",
+        "## Sample predictions",
+    ):
         assert heading in report
     assert re.search(r"Params digest\*\* `[0-9a-f]{12}`", report)
     assert re.search(r"\| \d+\.\d \(\d+\.\d–\d+\.\d\) \|", report)  # top-1 with its interval
@@ -243,7 +309,9 @@ def test_report_has_every_section_and_a_self_contained_html(repo):
     lines = report.splitlines()
     images = [i for i, line in enumerate(lines) if line.startswith("![")]
     per_run = 2 * len(MODELS) * len(DATASETS)  # confusion and samples
-    assert len(images) == 4 + 2 * 2 + 2 + 2 + per_run  # cost, ood, corruption, few-shot; reliability+curves; UMAP; per-class
+    assert (
+        len(images) == 4 + 2 * 2 + 2 + 2 + per_run
+    )  # cost, ood, corruption, few-shot; reliability+curves; UMAP; per-class
     for i in images:  # every figure has a one-line caption
         assert lines[i + 2].startswith("*") and lines[i + 2].endswith("*"), lines[i]
     html = (p / "plots" / "report.html").read_text()
@@ -274,8 +342,10 @@ def test_predict_returns_the_class_evaluate_gave(repo, tmp_path):
             for i, image in enumerate(f["images"]):
                 Image.fromarray(image).save(folder / f"{i:05d}.png")
         for m in models:
-            evaluated = [row.split(",")[1] for row in
-                         (repo.path / "plots" / "confusion" / f"{m}-{d}-{SEED}.csv").read_text().splitlines()[1:]]
+            evaluated = [
+                row.split(",")[1]
+                for row in (repo.path / "plots" / "confusion" / f"{m}-{d}-{SEED}.csv").read_text().splitlines()[1:]
+            ]
             out = repo.run(str(script), "predict", str(folder), "--model", m, "--dataset", d, "--json", "--topk", "1")
             predicted = [r["top"][0]["class"] for r in json.loads(out.stdout)]
             assert len(predicted) == len(evaluated) > 0
@@ -286,11 +356,14 @@ def dry_run(repo):
     return set(re.findall(r"Running stage '([^']+)'", repo.dvc("repro", "--dry").stdout))
 
 
-@pytest.mark.parametrize("edited, reruns", [
-    ("cifarbench/render/figures.py", {"evaluate", "embed", "report"}),  # a plotting module: no training
-    # the training loop: every training reruns (and then, as their checkpoints change, what reads them)
-    ("cifarbench/train/engine.py", {"train-cifar10", "transfer-cifar100"}),
-])
+@pytest.mark.parametrize(
+    "edited, reruns",
+    [
+        ("cifarbench/render/figures.py", {"evaluate", "embed", "report"}),  # a plotting module: no training
+        # the training loop: every training reruns (and then, as their checkpoints change, what reads them)
+        ("cifarbench/train/engine.py", {"train-cifar10", "transfer-cifar100"}),
+    ],
+)
 def test_code_edit_reruns_only_the_stages_that_run_it(repo, edited, reruns):
     path = repo.path / edited
     original = path.read_text()
@@ -349,7 +422,9 @@ def test_train_recipe_change_reruns_only_that_model_and_shows_in_exp_show(repo):
         changed = {key for changes in diff.values() for key in changes}
         assert changed and all(".dinov2_vitb14." in key for key in changed), changed
         shown = json.loads(repo.dvc("exp", "show", "--json").stdout)
-        [exp] = [e["revs"][0] for commit in shown for e in (commit.get("experiments") or []) if e.get("name") == "vit-lr"]
+        [exp] = [
+            e["revs"][0] for commit in shown for e in (commit.get("experiments") or []) if e.get("name") == "vit-lr"
+        ]
         assert exp["data"]["params"]["params.yaml"]["data"]["train"]["dinov2_vitb14"]["lr"] == 0.004
         metrics = exp["data"]["metrics"]
         assert "best_val_acc" in metrics[f"logs/train-cifar10/dinov2_vitb14-{SEED}/metrics.json"]["data"]
@@ -380,8 +455,13 @@ def test_readme_exp_show_fits_160_columns(repo):
     keep = command.index("--keep") + 1
     assert r"c100?\." in command[keep], command[keep]
     command[keep] = command[keep].replace(r"c100?\.", rf"c100?\.(?!{FOURTH})")
-    proc = subprocess.run([sys.executable, "-m", *command], cwd=repo.path, capture_output=True, text=True,
-                          env=dict(repo.env, COLUMNS="160"))
+    proc = subprocess.run(
+        [sys.executable, "-m", *command],
+        cwd=repo.path,
+        capture_output=True,
+        text=True,
+        env=dict(repo.env, COLUMNS="160"),
+    )
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.rstrip().splitlines()
     assert lines and max(len(line) for line in lines) <= 160, "\n".join(lines)
@@ -391,8 +471,11 @@ def test_readme_exp_show_fits_160_columns(repo):
 def queue_states(repo, names):
     """{experiment name: Queued | Running | Success | Failed} from `dvc queue status`."""
     out = repo.dvc("queue", "status").stdout
-    return {name: m.group(1) for name in names
-            if (m := re.search(rf"^\w+\s+{re.escape(name)}\s.*\b(Queued|Running|Success|Failed)\s*$", out, re.M))}
+    return {
+        name: m.group(1)
+        for name in names
+        if (m := re.search(rf"^\w+\s+{re.escape(name)}\s.*\b(Queued|Running|Success|Failed)\s*$", out, re.M))
+    }
 
 
 def test_a_queued_sweep_runs_in_parallel_each_with_its_own_results(repo):
@@ -404,8 +487,14 @@ def test_a_queued_sweep_runs_in_parallel_each_with_its_own_results(repo):
     assert len(names) == 3, out
     # not through repo.dvc: the workers it spawns inherit captured stdout/stderr pipes, and reading
     # those to the end would wait for the workers to finish
-    subprocess.run([sys.executable, "-m", "dvc", "queue", "start", "-j", "2"], cwd=repo.path, env=repo.env,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+    subprocess.run(
+        [sys.executable, "-m", "dvc", "queue", "start", "-j", "2"],
+        cwd=repo.path,
+        env=repo.env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        check=True,
+    )
     two_running, deadline = False, time.monotonic() + 900
     while (states := queue_states(repo, names)) and any(s in ("Queued", "Running") for s in states.values()):
         two_running |= sum(s == "Running" for s in states.values()) == 2
@@ -416,11 +505,16 @@ def test_a_queued_sweep_runs_in_parallel_each_with_its_own_results(repo):
     assert two_running, "the two workers should run two experiments at the same time"
 
     shown = json.loads(repo.dvc("exp", "show", "--json").stdout)
-    exps = {e["name"]: e["revs"][0]["data"] for commit in shown for e in (commit.get("experiments") or [])
-            if e.get("name") in names}
+    exps = {
+        e["name"]: e["revs"][0]["data"]
+        for commit in shown
+        for e in (commit.get("experiments") or [])
+        if e.get("name") in names
+    }
     assert set(exps) == set(names), "dvc exp show lists every queued experiment"
     found = sorted(data["params"]["params.yaml"]["data"]["transfer"]["dinov2_vitb14"]["lr"] for data in exps.values())
     assert found == list(rates)
+
     def numbers(rows):  # `dvc exp show --json` leaves out list-valued metrics (the intervals)
         return {key: {k: v for k, v in row.items() if isinstance(v, (int, float))} for key, row in rows.items()}
 
@@ -428,8 +522,9 @@ def test_a_queued_sweep_runs_in_parallel_each_with_its_own_results(repo):
         summary = data["metrics"]["metrics/summary.json"]["data"]
         assert numbers(summary["cifar10"]) == numbers(baseline["cifar10"])  # train-cifar10 was not rerun
         assert numbers(summary["cifar100"])["resnet18"] == numbers(baseline["cifar100"])["resnet18"]
-    shown = repo.dvc("exp", "show", "--csv", "--sort-by", "metrics/top1.json:c100.dinov2_vitb14", "--sort-order",
-                     "desc").stdout
+    shown = repo.dvc(
+        "exp", "show", "--csv", "--sort-by", "metrics/top1.json:c100.dinov2_vitb14", "--sort-order", "desc"
+    ).stdout
     header, *rows = list(csv.reader(io.StringIO(shown)))
     column = header.index("c100.dinov2_vitb14")
     swept = [float(r[column]) for r in rows if r[0] in names]
@@ -488,9 +583,14 @@ def test_killed_dvc_repro_resumes_and_matches_an_uninterrupted_run(repo):
             return 0
         return 0 if state.get("finished") else state["trainer"]["epoch"]
 
-    proc = subprocess.Popen([sys.executable, "-m", "dvc", "repro", "-f", "-s", f"train-cifar10@{run}"],
-                            cwd=repo.path, env=repo.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dvc", "repro", "-f", "-s", f"train-cifar10@{run}"],
+        cwd=repo.path,
+        env=repo.env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 300
     while saved_epoch() < 1:
         assert proc.poll() is None and time.monotonic() < deadline, "the stage ended before it could be killed"

@@ -11,14 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import dump, tiny_params
 from PIL import Image
 
 from cifarbench import cli, params
-from cifarbench.models import checkpoint, inference, timm_models
 from cifarbench.commands import predict
-from cifarbench.runtime import device as runtimelib
 from cifarbench.data import transforms
-from conftest import dump, tiny_params
+from cifarbench.models import checkpoint, inference, timm_models
+from cifarbench.runtime import device as runtimelib
 
 CLASSES = [f"class{i}" for i in range(10)]
 
@@ -33,8 +33,18 @@ def project(tmp_path_factory):
     spec = p.model("resnet18")
     torch.manual_seed(0)
     model = timm_models.create(spec, num_classes=10, key="resnet18")
-    checkpoint.save(root / "models" / "cifar10" / "resnet18-0.pt", model, key="resnet18", spec=spec, dataset="cifar10",
-                    classes=CLASSES, coarse_classes=None, image_size=(32, 32), epoch=1, val_acc=0.1)
+    checkpoint.save(
+        root / "models" / "cifar10" / "resnet18-0.pt",
+        model,
+        key="resnet18",
+        spec=spec,
+        dataset="cifar10",
+        classes=CLASSES,
+        coarse_classes=None,
+        image_size=(32, 32),
+        epoch=1,
+        val_acc=0.1,
+    )
     return root
 
 
@@ -67,8 +77,9 @@ def test_predict_gives_evaluates_probabilities_for_a_folder(project, monkeypatch
         Image.fromarray(image).save(folder / f"{i}.png")
     (folder / "notes.txt").write_text("not an image, and not an image extension: skipped in a folder")
     monkeypatch.chdir(project)
-    code, out, err = run_cli(capsys, "predict", "pngs", "--model", "resnet18", "--dataset", "cifar10", "--json",
-                             "--topk", "3")
+    code, out, err = run_cli(
+        capsys, "predict", "pngs", "--model", "resnet18", "--dataset", "cifar10", "--json", "--topk", "3"
+    )
     assert code == 0 and err == ""
     results = json.loads(out)
     assert [Path(r["path"]).name for r in results] == [f"{i}.png" for i in range(6)]
@@ -143,10 +154,14 @@ def test_non_square_images_are_centre_cropped(tmp_path):
 
 def png_header_only(path, width, height):
     """A PNG that claims width x height pixels with almost no data: a decompression bomb's header."""
+
     def chunk(kind, data):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+    )
 
 
 def test_bad_inputs_are_one_line_errors(project, monkeypatch, capsys):
@@ -183,7 +198,11 @@ def test_console_script_reports_errors_without_traceback(project):
     script = Path(sys.executable).parent / "cifarbench"
     assert script.is_file(), "the package installs a `cifarbench` console script"
     (project / "garbage.jpg").write_bytes(b"\xff\xd8\xff\xe0 definitely not a complete JPEG")
-    proc = subprocess.run([str(script), "predict", "garbage.jpg", "--model", "resnet18", "--dataset", "cifar10"],
-                          cwd=project, capture_output=True, text=True)
+    proc = subprocess.run(
+        [str(script), "predict", "garbage.jpg", "--model", "resnet18", "--dataset", "cifar10"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.startswith("error: garbage.jpg: ") and proc.stderr.count("\n") == 1, proc.stderr

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cifarbench.render import report_html
 from cifarbench.errors import BenchError
+from cifarbench.render import report_html
 
 MARKDOWN = """# Report
 
@@ -31,7 +31,9 @@ def report_dir(tmp_path):
     (tmp_path / "figures").mkdir()
     rng = np.random.default_rng(0)
     for name, size in (("a", (60, 40)), ("b", (300, 120))):
-        Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(tmp_path / "figures" / f"{name}.png")
+        Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(
+            tmp_path / "figures" / f"{name}.png"
+        )
     return tmp_path
 
 
@@ -59,5 +61,7 @@ def test_every_image_decodes_in_headless_chromium(report_dir, chromium):
     path.write_text(report_html.render(MARKDOWN, report_dir))
     images = decoded_images(chromium, path)
     assert [(i["alt"], i["ok"], i["width"], i["height"]) for i in images] == [
-        ("first figure", True, 60, 40), ("second figure", True, 300, 120)]
+        ("first figure", True, 60, 40),
+        ("second figure", True, 300, 120),
+    ]
     assert all(i["shown"] > 0 for i in images)

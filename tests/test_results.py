@@ -10,12 +10,12 @@ import math
 
 import numpy as np
 import pytest
+from conftest import tiny_params
 from scipy import stats as sps
 
 from cifarbench import params
 from cifarbench.paths import DATASETS
 from cifarbench.pipeline import summaries
-from conftest import tiny_params
 
 N = 200
 
@@ -23,16 +23,20 @@ N = 200
 def correctness(rate, seed):
     """N images, exactly round(rate * N) of them right, in a seeded order."""
     right = np.zeros(N, dtype=bool)
-    right[:round(rate * N)] = True
+    right[: round(rate * N)] = True
     return np.random.default_rng(seed).permutation(right)
 
 
 def fake_results(p, rates):
     """Stage outputs as summaries.collect returns them; rates[key][seed] = top-1 on every dataset."""
-    out = {kind: {ds: {key: {} for key in p.keys} for ds in DATASETS}
-           for kind in ("evaluation", "efficiency", "embed", "train", "train_cost", "predictions")}
-    out["probe"] = {ds: {key: {"probe_top1": 0.5, "fewshot_top1": {"1": 0.2}, "probe_from_cifar10_top1": 0.4}
-                         for key in p.keys} for ds in DATASETS}
+    out = {
+        kind: {ds: {key: {} for key in p.keys} for ds in DATASETS}
+        for kind in ("evaluation", "efficiency", "embed", "train", "train_cost", "predictions")
+    }
+    out["probe"] = {
+        ds: {key: {"probe_top1": 0.5, "fewshot_top1": {"1": 0.2}, "probe_from_cifar10_top1": 0.4} for key in p.keys}
+        for ds in DATASETS
+    }
     for ds in DATASETS:
         for i, key in enumerate(p.keys):
             for seed in p.seeds:
@@ -40,14 +44,28 @@ def fake_results(p, rates):
                 c5 = c1 | correctness(0.5, seed=99)
                 out["predictions"][ds][key][seed] = {"correct1": c1, "correct5": c5}
                 out["evaluation"][ds][key][seed] = {
-                    "top1": float(c1.mean()), "top5": float(c5.mean()), "ece": 0.1 * (seed + 1),
-                    "ood": {"msp": {"auroc": 0.8, "fpr95": 0.5}}, "corruption_top1": 0.3}
+                    "top1": float(c1.mean()),
+                    "top5": float(c5.mean()),
+                    "ece": 0.1 * (seed + 1),
+                    "ood": {"msp": {"auroc": 0.8, "fpr95": 0.5}},
+                    "corruption_top1": 0.3,
+                }
                 out["embed"][ds][key][seed] = {"knn_top1": 0.6}
                 out["train"][ds][key][seed] = {"best_val_acc": 0.7}
-                out["efficiency"][ds][key][seed] = {"params": 1000, "gflops": 0.5, "throughput": 100.0 + seed,
-                                                    "latency_ms": 2.0, "peak_memory_mb": 10.0}
-                out["train_cost"][ds][key][seed] = {"trainable_params": 900, "train_seconds": 10.0 * (seed + 1),
-                                                    "seconds_per_epoch": 5.0, "epochs": 2, "peak_memory_mb": 20.0}
+                out["efficiency"][ds][key][seed] = {
+                    "params": 1000,
+                    "gflops": 0.5,
+                    "throughput": 100.0 + seed,
+                    "latency_ms": 2.0,
+                    "peak_memory_mb": 10.0,
+                }
+                out["train_cost"][ds][key][seed] = {
+                    "trainable_params": 900,
+                    "train_seconds": 10.0 * (seed + 1),
+                    "seconds_per_epoch": 5.0,
+                    "epochs": 2,
+                    "peak_memory_mb": 20.0,
+                }
     return out
 
 

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import ROOT, tiny_params, write_params
 
 from cifarbench import paths
-from conftest import ROOT, tiny_params, write_params
 
 MODEL = "dinov2_vitb14"  # the tiny ViT: the fastest epochs
 SEED = 0
@@ -59,16 +59,26 @@ CASES = {
 
 def project_params(folder, **extra):
     """One params.yaml for every case: its epochs, no early stopping (dotted keys with __ in `extra`)."""
-    recipes = {f"{c.section}__{c.model}__{key}": value for c in CASES.values()
-               for key, value in (("epochs", c.epochs), ("early_stopping", 0))}
+    recipes = {
+        f"{c.section}__{c.model}__{key}": value
+        for c in CASES.values()
+        for key, value in (("epochs", c.epochs), ("early_stopping", 0))
+    }
     # ResNet-18 at 16 px: a third less time per epoch, the same BatchNorm layers (the last at 1x1)
     write_params(folder, tiny_params(**{**recipes, "models__resnet18__img_size": 16, **extra}))
 
 
 def stage(folder, script, *args, **popen):
     cmd = [sys.executable, str(ROOT / "stages" / script), *args]
-    return subprocess.Popen(cmd, cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=dict(os.environ, PYTHONUNBUFFERED="1"), **popen)
+    return subprocess.Popen(
+        cmd,
+        cwd=folder,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        **popen,
+    )
 
 
 def finish(proc, timeout=600):
@@ -174,7 +184,7 @@ def test_kill_9_then_rerun_gives_byte_identical_metrics(projects, tmp_path, case
     assert (folder / metrics).read_bytes() == (reference / metrics).read_bytes()
     assert training_logs(folder, case) == training_logs(reference, case)
     assert_same_weights(best_weights(folder, case), best_weights(reference, case))
-    rows = (folder / paths.train_log(case.dataset, case.model, SEED) / "plots" / "metrics" / "val" / "acc.tsv")
+    rows = folder / paths.train_log(case.dataset, case.model, SEED) / "plots" / "metrics" / "val" / "acc.tsv"
     assert len(rows.read_text().strip().splitlines()) == 1 + case.epochs  # header + one row per epoch, none repeated
 
 
@@ -188,6 +198,8 @@ def test_terminated_or_interrupted_run_resumes_exactly(projects, tmp_path, sig):
     assert training_logs(folder) == training_logs(reference)
     assert_same_weights(best_weights(folder), best_weights(reference))
     assert not list((folder / "models" / "cifar10").glob(".*.tmp"))  # temporary files cleaned up
+
+
 def test_changed_recipe_does_not_resume(downloaded, tmp_path):
     folder = make_project(downloaded, tmp_path / "changed")
     kill_after_first_epoch(folder, signal.SIGKILL)
@@ -198,8 +210,9 @@ def test_changed_recipe_does_not_resume(downloaded, tmp_path):
 
 
 def test_finished_run_reruns_from_scratch(downloaded, tmp_path):
-    folder = make_project(downloaded, tmp_path / "finished", **{f"train__{MODEL}__epochs": 1,
-                                                                 f"train__{MODEL}__warmup_epochs": 0})
+    folder = make_project(
+        downloaded, tmp_path / "finished", **{f"train__{MODEL}__epochs": 1, f"train__{MODEL}__warmup_epochs": 0}
+    )
     finish(stage(folder, "train_cifar10.py", MODEL, str(SEED)))
     out = finish(stage(folder, "train_cifar10.py", MODEL, str(SEED)))  # what `dvc repro -f` does
     assert "previous run with this recipe finished" in out
@@ -210,9 +223,9 @@ def test_finished_run_reruns_from_scratch(downloaded, tmp_path):
 def test_nan_loss_stops_keeping_the_last_good_epoch(downloaded, tmp_path, monkeypatch):
     """A loss that turns NaN in epoch 2: clear error, epoch 1's checkpoint and state stay, no summary."""
     from cifarbench import params
-    from cifarbench.train import engine
-    from cifarbench.runtime import device as runtimelib
     from cifarbench.pipeline import entry, train
+    from cifarbench.runtime import device as runtimelib
+    from cifarbench.train import engine
 
     folder = make_project(downloaded, tmp_path / "nan")
     monkeypatch.chdir(folder)
@@ -233,8 +246,8 @@ def test_nan_loss_stops_keeping_the_last_good_epoch(downloaded, tmp_path, monkey
     meta_train = json.loads(Path("data/cifar10/meta.json").read_text())["counts"]["train"]
     steps_per_epoch = meta_train // recipe.batch_size
     monkeypatch.setattr(engine.F, "cross_entropy", poisoned)
-    from cifarbench.models import timm_models
     from cifarbench.errors import BenchError
+    from cifarbench.models import timm_models
 
     torch.manual_seed(0)
     model = timm_models.create(spec, num_classes=10)
@@ -242,7 +255,9 @@ def test_nan_loss_stops_keeping_the_last_good_epoch(downloaded, tmp_path, monkey
     with pytest.raises(BenchError, match=r"NaN or infinite at epoch 2, step 3:"):
         train.run(s, "train-cifar10", model)
     ckpt = torch.load(paths.checkpoint("cifar10", MODEL, SEED), weights_only=True)
-    assert ckpt["epoch"] == 1 and all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
+    assert ckpt["epoch"] == 1 and all(
+        torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point()
+    )
     assert saved_epoch(folder) == 1
     summary = json.loads((paths.train_log("cifar10", MODEL, SEED) / "metrics.json").read_text())
     assert "best_val_acc" not in summary  # the run's summary metrics are never written

@@ -11,9 +11,9 @@ import time
 import pytest
 import torch
 
-from cifarbench.runtime import device as runtimelib
 from cifarbench.errors import BenchError
 from cifarbench.params import Compute
+from cifarbench.runtime import device as runtimelib
 
 H100_SUMMARY = """\
 Wed Nov 27 10:00:00 2026
@@ -48,18 +48,14 @@ def no_gpu(monkeypatch, tmp_path):
     return bin_dir
 
 
-def fake_nvidia_smi(bin_dir, *, gpus=("NVIDIA H100 80GB HBM3",), driver="535.104.05", cuda="12.2",
-                    body=None):
+def fake_nvidia_smi(bin_dir, *, gpus=("NVIDIA H100 80GB HBM3",), driver="535.104.05", cuda="12.2", body=None):
     """An nvidia-smi that answers as a real driver does (shell builtins only: PATH is just bin_dir).
 
     Every call appends a line to bin_dir/calls.
     """
     rows = "".join(f"{name}, {driver}\\n" for name in gpus)
     summary = H100_SUMMARY.format(cuda=cuda).replace("535.104.05", driver)
-    body = body or (f'case "$1" in\n'
-                    f"  --query-gpu=*) printf '{rows}' ;;\n"
-                    f"  *) printf '%s\\n' '{summary}' ;;\n"
-                    f"esac\n")
+    body = body or (f"case \"$1\" in\n  --query-gpu=*) printf '{rows}' ;;\n  *) printf '%s\\n' '{summary}' ;;\nesac\n")
     script = bin_dir / "nvidia-smi"
     script.write_text(f'#!/bin/sh\necho "$*" >> "{bin_dir}/calls"\n{body}')
     script.chmod(0o755)
@@ -82,13 +78,16 @@ def torch_pins(tag):
 
 # --- no silent CPU -----------------------------------------------------------------------------
 
+
 def test_gpu_that_torch_cannot_use_stops_with_one_line_naming_it_and_both_ways_out(no_gpu, monkeypatch):
     fake_nvidia_smi(no_gpu, cuda="12.2")  # a CUDA 12 driver, a wheel built for CUDA 13
     message = error_line(monkeypatch, "13.0")
     assert message.startswith("compute.device: auto found NVIDIA H100 80GB HBM3 (driver 535.104.05, runs CUDA 12.2)")
     assert f"torch {torch.__version__} (built for CUDA 13.0) cannot use it" in message
-    assert (f"pip install {torch_pins('cu128')} --index-url https://download.pytorch.org/whl/cu128 "
-            f"(or update the NVIDIA driver)") in message
+    assert (
+        f"pip install {torch_pins('cu128')} --index-url https://download.pytorch.org/whl/cu128 "
+        f"(or update the NVIDIA driver)"
+    ) in message
     assert message.endswith("or set compute.device: cpu to train on the CPU deliberately")
 
 
@@ -122,8 +121,12 @@ def test_a_driver_that_runs_torchs_build_asks_why_torch_cannot_see_it(no_gpu, mo
 
 
 def test_a_driver_without_a_cuda_version_still_stops(no_gpu, monkeypatch):
-    fake_nvidia_smi(no_gpu, body=('case "$1" in --query-gpu=*) printf \'NVIDIA L4, 550.54.15\\n\' ;; '
-                                  "*) printf 'something else\\n' ;; esac\n"))
+    fake_nvidia_smi(
+        no_gpu,
+        body=(
+            "case \"$1\" in --query-gpu=*) printf 'NVIDIA L4, 550.54.15\\n' ;; *) printf 'something else\\n' ;; esac\n"
+        ),
+    )
     message = error_line(monkeypatch, "13.0")
     assert "found NVIDIA L4 (driver 550.54.15, does not say which CUDA it runs)" in message
     assert "https://pytorch.org/get-started/locally/" in message
@@ -131,23 +134,32 @@ def test_a_driver_without_a_cuda_version_still_stops(no_gpu, monkeypatch):
 
 # --- the CPU, deliberately or for a stated reason ------------------------------------------------
 
+
 def test_no_nvidia_smi_means_the_cpu_with_its_reason(no_gpu):
     rt = runtimelib.resolve(compute())
     assert rt.device == torch.device("cpu") and rt.precision == "fp32"
     assert rt.reason == "compute.device: auto, no CUDA or MPS device"
-    assert rt.describe_choice() == (f"device: cpu ({torch.get_num_threads()} threads, fp32) - "
-                                    "compute.device: auto, no CUDA or MPS device")
+    assert rt.describe_choice() == (
+        f"device: cpu ({torch.get_num_threads()} threads, fp32) - compute.device: auto, no CUDA or MPS device"
+    )
 
 
 def test_nvidia_smi_that_fails_means_the_cpu_and_the_reason_quotes_it(no_gpu):
-    fake_nvidia_smi(no_gpu, body=("printf '%s\\n' \"NVIDIA-SMI has failed because it couldn't communicate with "
-                                  "the NVIDIA driver. Make sure that the latest NVIDIA driver is installed and "
-                                  "running.\"\nexit 9\n"))
+    fake_nvidia_smi(
+        no_gpu,
+        body=(
+            "printf '%s\\n' \"NVIDIA-SMI has failed because it couldn't communicate with "
+            "the NVIDIA driver. Make sure that the latest NVIDIA driver is installed and "
+            'running."\nexit 9\n'
+        ),
+    )
     rt = runtimelib.resolve(compute())
     assert rt.device == torch.device("cpu")
-    assert rt.reason == ("compute.device: auto, no CUDA or MPS device (nvidia-smi failed: NVIDIA-SMI has failed "
-                         "because it couldn't communicate with the NVIDIA driver. Make sure that the latest NVIDIA "
-                         "driver is installed and running.)")
+    assert rt.reason == (
+        "compute.device: auto, no CUDA or MPS device (nvidia-smi failed: NVIDIA-SMI has failed "
+        "because it couldn't communicate with the NVIDIA driver. Make sure that the latest NVIDIA "
+        "driver is installed and running.)"
+    )
 
 
 def test_nvidia_smi_that_lists_no_gpu_means_the_cpu(no_gpu):
@@ -196,6 +208,7 @@ def test_explicit_cuda_without_any_gpu_says_so(no_gpu):
 
 # --- CUDA and MPS ----------------------------------------------------------------------------
 
+
 @pytest.fixture
 def fake_cuda(no_gpu, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
@@ -218,8 +231,9 @@ def test_cuda_under_torchrun_takes_the_local_rank(fake_cuda, monkeypatch):
     monkeypatch.setenv("LOCAL_RANK", "1")
     rt = runtimelib.resolve(compute("cuda"))
     assert rt.device == torch.device("cuda:1")
-    assert rt.describe_choice() == ("device: cuda:1 (NVIDIA H100 80GB HBM3, bf16) - "
-                                    "compute.device: cuda (torchrun's LOCAL_RANK=1)")
+    assert rt.describe_choice() == (
+        "device: cuda:1 (NVIDIA H100 80GB HBM3, bf16) - compute.device: cuda (torchrun's LOCAL_RANK=1)"
+    )
 
 
 @pytest.fixture
@@ -254,8 +268,11 @@ def test_mps_autocasts_where_torch_supports_it(fake_mps, precision):
 
 def test_mps_bf16_is_refused_before_macos_14(fake_mps, monkeypatch):
     monkeypatch.setattr(torch.backends.mps, "is_macos_or_newer", lambda major, minor: False)
-    with pytest.raises(BenchError, match=r"compute.precision: bf16 autocast on MPS needs macOS 14 and a torch that "
-                                         r"supports it \(this is torch .*\); use fp32 or auto"):
+    with pytest.raises(
+        BenchError,
+        match=r"compute.precision: bf16 autocast on MPS needs macOS 14 and a torch that "
+        r"supports it \(this is torch .*\); use fp32 or auto",
+    ):
         runtimelib.resolve(compute("auto", "bf16"))
 
 

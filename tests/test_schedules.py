@@ -5,10 +5,10 @@ import math
 
 import pytest
 import torch
+from conftest import tiny_params
 
 from cifarbench import params
 from cifarbench.train import engine, schedules
-from conftest import tiny_params
 
 STEPS = 10  # optimizer updates per epoch
 
@@ -52,8 +52,9 @@ def test_step_schedule_multiplies_by_the_rate_every_decay_epochs():
 
 
 def test_plateau_cuts_the_lr_when_validation_accuracy_stalls():
-    r = recipe(schedule="plateau", epochs=6, warmup_epochs=0, lr=0.1, plateau_factor=0.2, plateau_patience=1,
-               min_lr=0.0)
+    r = recipe(
+        schedule="plateau", epochs=6, warmup_epochs=0, lr=0.1, plateau_factor=0.2, plateau_patience=1, min_lr=0.0
+    )
     per_epoch = lrs(r, val_accs=[0.5, 0.6, 0.6, 0.6, 0.6, 0.6])[::STEPS]
     # best after epoch 2; epochs 3 and 4 do not improve: two bad epochs > patience 1, so epoch 5 runs at lr x 0.2
     assert per_epoch == pytest.approx([0.1, 0.1, 0.1, 0.1, 0.02, 0.02])
@@ -62,8 +63,16 @@ def test_plateau_cuts_the_lr_when_validation_accuracy_stalls():
 def test_layer_decay_scales_each_group_once():
     import timm
 
-    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32, patch_size=8, depth=2,
-                              embed_dim=32, num_heads=2, num_classes=2)
+    model = timm.create_model(
+        "vit_tiny_patch16_224",
+        pretrained=False,
+        img_size=32,
+        patch_size=8,
+        depth=2,
+        embed_dim=32,
+        num_heads=2,
+        num_classes=2,
+    )
     r = recipe(schedule="constant", epochs=1, warmup_epochs=0, lr=0.1, layer_decay=0.5, optimizer="adamw")
     optimizer = engine.build_optimizer(model, r)
     schedules.Schedule(optimizer, r, STEPS)
@@ -103,4 +112,4 @@ def test_saved_state_continues_exactly(name):
             resumed.append(optimizer2.param_groups[0]["lr"])
             schedule2.after_update(epoch * STEPS + step + 1)
         schedule2.after_epoch(epoch + 1, accs[epoch])
-    assert resumed == full[2 * STEPS:]
+    assert resumed == full[2 * STEPS :]

@@ -21,11 +21,10 @@ from cifar_fixtures import (
     write_tar_gz,
 )
 
-from cifarbench.data.sources import select
-from cifarbench.errors import BenchError
-from cifarbench.data.sources import download
+from cifarbench.data.sources import download, select
 from cifarbench.data.sources.cifar_archive import read_archive
 from cifarbench.data.sources.cifar_names import CIFAR100_COARSE_CLASSES, CIFAR100_FINE_CLASSES
+from cifarbench.errors import BenchError
 
 
 def assert_same_split(actual, expected):

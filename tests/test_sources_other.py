@@ -5,10 +5,15 @@ import pytest
 from PIL import Image
 
 from cifarbench.data.sources import select
-from cifarbench.errors import BenchError
-from cifarbench.data.sources.cifar_names import CIFAR10_CLASSES, CIFAR100_COARSE_CLASSES, CIFAR100_FINE_CLASSES, CIFAR100_FINE_TO_COARSE
+from cifarbench.data.sources.cifar_names import (
+    CIFAR10_CLASSES,
+    CIFAR100_COARSE_CLASSES,
+    CIFAR100_FINE_CLASSES,
+    CIFAR100_FINE_TO_COARSE,
+)
 from cifarbench.data.sources.digits import make_digits
 from cifarbench.data.sources.folder import read_folder
+from cifarbench.errors import BenchError
 
 # The superclass table as printed on https://www.cs.toronto.edu/~kriz/cifar.html
 # (plural/spaced names there, the archive's names here): an independent spelling

@@ -12,10 +12,10 @@ import subprocess
 import sys
 
 import pytest
+from conftest import ROOT
 from ruamel.yaml import YAML
 
 from cifarbench import sourcefiles
-from conftest import ROOT
 
 STAGES = YAML(typ="safe").load((ROOT / "dvc.yaml").read_text())["stages"]
 CODE = re.compile(r"^(cifarbench|stages)/")
@@ -38,9 +38,15 @@ def test_stage_deps_are_exactly_its_import_closure(name):
 
 def test_training_code_holds_no_reporting_code():
     """Editing a figure, the report or evaluation measurements must never rerun a training."""
-    reporting = ("cifarbench/render/", "cifarbench/eval/", "cifarbench/pipeline/report.py",
-                 "cifarbench/pipeline/summaries.py", "cifarbench/pipeline/evaluate.py", "cifarbench/pipeline/embed.py",
-                 "cifarbench/pipeline/probe.py")
+    reporting = (
+        "cifarbench/render/",
+        "cifarbench/eval/",
+        "cifarbench/pipeline/report.py",
+        "cifarbench/pipeline/summaries.py",
+        "cifarbench/pipeline/evaluate.py",
+        "cifarbench/pipeline/embed.py",
+        "cifarbench/pipeline/probe.py",
+    )
     for script in ("stages/train_cifar10.py", "stages/transfer_cifar100.py"):
         closure = sourcefiles.closure(ROOT / script)
         assert "cifarbench/train/engine.py" in closure  # the check looks at real paths
@@ -66,9 +72,16 @@ def test_closure_follows_late_and_relative_imports_and_package_inits_with_code(t
     (package / "room" / "c.py").write_text("thing = 1\n")
     (tmp_path / "stages" / "s.py").write_text("from cifarbench import late, data\nfrom cifarbench.room import a\n")
     assert sourcefiles.closure(tmp_path / "stages" / "s.py") == [
-        "cifarbench/data.py", "cifarbench/late.py", "cifarbench/room/a.py", "cifarbench/room/b.py",
-        "cifarbench/room/c.py", "cifarbench/sub/__init__.py", "cifarbench/sub/leaf.py", "cifarbench/table.npz",
-        "stages/s.py"]
+        "cifarbench/data.py",
+        "cifarbench/late.py",
+        "cifarbench/room/a.py",
+        "cifarbench/room/b.py",
+        "cifarbench/room/c.py",
+        "cifarbench/sub/__init__.py",
+        "cifarbench/sub/leaf.py",
+        "cifarbench/table.npz",
+        "stages/s.py",
+    ]
 
 
 def test_fingerprint_code_changes_with_the_training_loop_not_with_a_figure(tmp_path):
@@ -146,8 +159,13 @@ def test_foundations_import_only_foundations_and_rooms_only_rooms_below_them():
         assert graph[leaf] == set(), f"{leaf} imports {sorted(graph[leaf])}"
     for rel, deps in graph.items():
         room = room_of(rel)
-        allowed = ({"foundations"} if room in ("foundations", "__init__") else
-                   {"foundations", room} | ROOMS[room] if room in ROOMS else {"foundations"} | set(ROOMS))
+        allowed = (
+            {"foundations"}
+            if room in ("foundations", "__init__")
+            else {"foundations", room} | ROOMS[room]
+            if room in ROOMS
+            else {"foundations"} | set(ROOMS)
+        )
         for dep in deps:
             assert room_of(dep) in allowed, f"{rel} ({room}) imports {dep} ({room_of(dep)}): a room above it"
 

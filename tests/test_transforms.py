@@ -29,8 +29,12 @@ def test_random_crop_is_an_exact_shifted_window_per_image():
     padded = torch.nn.functional.pad(x, (4, 4, 4, 4))
     offsets = set()
     for i in range(len(x)):
-        matches = [(dy, dx) for dy in range(9) for dx in range(9)
-                   if torch.equal(padded[i, :, dy:dy + 32, dx:dx + 32], out[i])]
+        matches = [
+            (dy, dx)
+            for dy in range(9)
+            for dx in range(9)
+            if torch.equal(padded[i, :, dy : dy + 32, dx : dx + 32], out[i])
+        ]
         assert matches, f"image {i} is not a crop of its padded self"
         offsets.add(matches[0])
     assert len(offsets) > 10  # per-image draws, not one offset for the batch
@@ -49,7 +53,7 @@ def test_jitter_stays_in_range_and_varies_per_image():
     x = torch.rand(64, 3, 8, 8)
     out = transforms.random_jitter(x, 0.4, torch.Generator().manual_seed(0))
     assert out.min() >= 0 and out.max() <= 1
-    ratios = (out.mean(dim=(1, 2, 3)) / x.mean(dim=(1, 2, 3)))
+    ratios = out.mean(dim=(1, 2, 3)) / x.mean(dim=(1, 2, 3))
     assert ratios.std() > 0.05
     assert torch.equal(transforms.random_jitter(x, 0.0, None), x)
 
@@ -81,7 +85,7 @@ def test_crop_and_flip_together_are_a_mirrored_or_plain_window_per_image():
     padded = torch.nn.functional.pad(x, (4, 4, 4, 4)).float() / 255
     flipped = 0
     for i in range(len(x)):
-        windows = [padded[i, :, dy:dy + 32, dx:dx + 32] for dy in range(9) for dx in range(9)]
+        windows = [padded[i, :, dy : dy + 32, dx : dx + 32] for dy in range(9) for dx in range(9)]
         plain = any(torch.equal(w, out[i]) for w in windows)
         mirrored = any(torch.equal(w.flip(2), out[i]) for w in windows)
         assert plain or mirrored, f"image {i} is neither a crop nor a mirrored crop"
@@ -132,7 +136,7 @@ def test_training_batches_on_cpu_are_training_batch_per_step():
     gen = torch.Generator().manual_seed(3)
     assert len(got) == 3
     for step, (index, batch) in enumerate(got):
-        assert torch.equal(index, order[step * 16:(step + 1) * 16])
+        assert torch.equal(index, order[step * 16 : (step + 1) * 16])
         assert torch.equal(batch, transforms.training_batch(x, index, aug, prep, gen))
 
 

@@ -20,12 +20,12 @@ import sys
 import time
 from pathlib import Path
 
-from cifarbench import paths
-from cifarbench.paths import DATASETS
-from cifarbench.models import timm_models
-from cifarbench.render import styles
 from cifarbench import params as paramslib
+from cifarbench import paths
 from cifarbench.errors import BenchError
+from cifarbench.models import timm_models
+from cifarbench.paths import DATASETS
+from cifarbench.render import styles
 
 # per family: the model's size, and the recipe that converges from random init in a few epochs
 SIZES = {
@@ -34,16 +34,28 @@ SIZES = {
     "vit": {"img_size": 28, "kwargs": {"depth": 4, "embed_dim": 192, "num_heads": 3, "patch_size": 7}},
 }
 COMMON_RECIPE = {
-    "batch_size": 64, "label_smoothing": 0.0, "layer_decay": None, "schedule": "cosine", "warmup_lr": 1.0e-4,
-    "min_lr": 1.0e-5, "early_stopping": 0,
-    "augment.crop_padding": 2, "augment.flip": False,  # digits are not mirror-symmetric
+    "batch_size": 64,
+    "label_smoothing": 0.0,
+    "layer_decay": None,
+    "schedule": "cosine",
+    "warmup_lr": 1.0e-4,
+    "min_lr": 1.0e-5,
+    "early_stopping": 0,
+    "augment.crop_padding": 2,
+    "augment.flip": False,  # digits are not mirror-symmetric
     "augment.jitter": 0.1,
 }
 RECIPES = {
     # from random init, BatchNorm CNNs need lr 0.01 and no warm-up: at 0.05, or with the cosine
     # decay starting after a warm-up epoch, EfficientNet-B0 is still at 55-70 % when 6 epochs end
-    "cnn": {**COMMON_RECIPE, "optimizer": "sgd", "lr": 0.01, "momentum": 0.9, "weight_decay": 5.0e-4,
-            "warmup_epochs": 0},
+    "cnn": {
+        **COMMON_RECIPE,
+        "optimizer": "sgd",
+        "lr": 0.01,
+        "momentum": 0.9,
+        "weight_decay": 5.0e-4,
+        "warmup_epochs": 0,
+    },
     "vit": {**COMMON_RECIPE, "optimizer": "adamw", "lr": 2.0e-3, "weight_decay": 0.05, "warmup_epochs": 1},
 }
 # from a trained CIFAR-10 checkpoint the CNNs take (and need) a higher rate: at 0.01 EfficientNet-B0 is at 6 %

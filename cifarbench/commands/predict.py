@@ -29,15 +29,22 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from pydantic import ValidationError
 
-from cifarbench.models import inference
 from cifarbench.data import transforms
-from cifarbench.runtime import device as runtimelib
 from cifarbench.errors import BenchError
+from cifarbench.models import inference
 from cifarbench.params import Compute
+from cifarbench.runtime import device as runtimelib
 
 BATCH_SIZE = 256
-_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, Image.DecompressionBombError,
-                  Image.DecompressionBombWarning)
+_DECODE_ERRORS = (
+    OSError,
+    SyntaxError,
+    ValueError,
+    EOFError,
+    struct.error,
+    Image.DecompressionBombError,
+    Image.DecompressionBombWarning,
+)
 
 
 def image_files(arguments):
@@ -46,8 +53,11 @@ def image_files(arguments):
     for argument in map(Path, arguments):
         if argument.is_dir():
             extensions = Image.registered_extensions()
-            found = sorted(p for p in argument.iterdir()
-                           if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in extensions)
+            found = sorted(
+                p
+                for p in argument.iterdir()
+                if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in extensions
+            )
             if not found:
                 raise BenchError(f"{argument}: no image files in this folder")
             files += found
@@ -91,13 +101,16 @@ def predict(arguments, checkpoint_path, topk=5, device="auto"):
     """[{"path", "top": [{"class", "index", "probability"}, ...]}] for every image file in `arguments`."""
     files = image_files(arguments)
     try:
-        compute = Compute(device=device, devices=1, precision="auto", compile=False, eval_batch_size=BATCH_SIZE,
-                          sync_bn=False)
+        compute = Compute(
+            device=device, devices=1, precision="auto", compile=False, eval_batch_size=BATCH_SIZE, sync_bn=False
+        )
     except ValidationError:
         raise BenchError(f"--device: {device!r} is not auto, cpu, cuda, cuda:N or mps") from None
     if not Path(checkpoint_path).is_file():
-        raise BenchError(f"checkpoint {checkpoint_path} not found under {Path.cwd()}: run cifarbench from the project "
-                         f"root once the pipeline has trained the model (`dvc repro` or `make demo`)")
+        raise BenchError(
+            f"checkpoint {checkpoint_path} not found under {Path.cwd()}: run cifarbench from the project "
+            f"root once the pipeline has trained the model (`dvc repro` or `make demo`)"
+        )
     rt = runtimelib.resolve(compute)
     model, preprocess, info = inference.load(checkpoint_path, rt)
     size = info.get("image_size") or (32, 32)  # checkpoints from before image_size was stored: CIFAR's 32 px
@@ -106,7 +119,13 @@ def predict(arguments, checkpoint_path, topk=5, device="auto"):
     probabilities = torch.softmax(logits.double(), dim=1).cpu()
     top = probabilities.topk(min(topk, probabilities.shape[1]), dim=1)
     classes = info["classes"]
-    return [{"path": str(path),
-             "top": [{"class": classes[i], "index": int(i), "probability": float(p)}
-                     for p, i in zip(values.tolist(), indices.tolist())]}
-            for path, values, indices in zip(files, top.values, top.indices)]
+    return [
+        {
+            "path": str(path),
+            "top": [
+                {"class": classes[i], "index": int(i), "probability": float(p)}
+                for p, i in zip(values.tolist(), indices.tolist())
+            ],
+        }
+        for path, values, indices in zip(files, top.values, top.indices)
+    ]

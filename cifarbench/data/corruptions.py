@@ -47,10 +47,21 @@ import torch.nn.functional as F
 from PIL import Image
 
 CORRUPTIONS = (
-    "gaussian_noise", "shot_noise", "impulse_noise",
-    "defocus_blur", "glass_blur", "motion_blur", "zoom_blur",
-    "snow", "frost", "fog", "brightness",
-    "contrast", "elastic_transform", "pixelate", "jpeg_compression",
+    "gaussian_noise",
+    "shot_noise",
+    "impulse_noise",
+    "defocus_blur",
+    "glass_blur",
+    "motion_blur",
+    "zoom_blur",
+    "snow",
+    "frost",
+    "fog",
+    "brightness",
+    "contrast",
+    "elastic_transform",
+    "pixelate",
+    "jpeg_compression",
 )
 SEVERITIES = (1, 2, 3, 4, 5)
 SIZE = 32  # the constants below are for 32x32 images only
@@ -66,16 +77,24 @@ CONSTANTS = {
     "motion_blur": ((6, 1), (6, 1.5), (6, 2), (8, 2), (9, 2.5)),  # radius, sigma
     "zoom_blur": tuple(tuple(np.arange(1, stop, 0.01)) for stop in (1.06, 1.11, 1.16, 1.21, 1.26)),
     # loc, scale, zoom, threshold, blur radius, blur sigma, image weight
-    "snow": ((0.1, 0.2, 1, 0.6, 8, 3, 0.95), (0.1, 0.2, 1, 0.5, 10, 4, 0.9),
-             (0.15, 0.3, 1.75, 0.55, 10, 4, 0.9), (0.25, 0.3, 2.25, 0.6, 12, 6, 0.85),
-             (0.3, 0.3, 1.25, 0.65, 14, 12, 0.8)),
+    "snow": (
+        (0.1, 0.2, 1, 0.6, 8, 3, 0.95),
+        (0.1, 0.2, 1, 0.5, 10, 4, 0.9),
+        (0.15, 0.3, 1.75, 0.55, 10, 4, 0.9),
+        (0.25, 0.3, 2.25, 0.6, 12, 6, 0.85),
+        (0.3, 0.3, 1.25, 0.65, 14, 12, 0.8),
+    ),
     "frost": ((1, 0.2), (1, 0.3), (0.9, 0.4), (0.85, 0.4), (0.75, 0.45)),  # image weight, frost weight
     "fog": ((0.2, 3), (0.5, 3), (0.75, 2.5), (1, 2), (1.5, 1.75)),  # strength, fractal decay
     "brightness": (0.05, 0.1, 0.15, 0.2, 0.3),  # added to HSV value
     "contrast": (0.75, 0.5, 0.4, 0.3, 0.15),  # factor on the distance to the channel mean
-    "elastic_transform": ((_IM * 0, _IM * 0, _IM * 0.08), (_IM * 0.05, _IM * 0.2, _IM * 0.07),
-                          (_IM * 0.08, _IM * 0.06, _IM * 0.06), (_IM * 0.1, _IM * 0.04, _IM * 0.05),
-                          (_IM * 0.1, _IM * 0.03, _IM * 0.03)),  # alpha, sigma, affine jitter
+    "elastic_transform": (
+        (_IM * 0, _IM * 0, _IM * 0.08),
+        (_IM * 0.05, _IM * 0.2, _IM * 0.07),
+        (_IM * 0.08, _IM * 0.06, _IM * 0.06),
+        (_IM * 0.1, _IM * 0.04, _IM * 0.05),
+        (_IM * 0.1, _IM * 0.03, _IM * 0.03),
+    ),  # alpha, sigma, affine jitter
     "pixelate": (0.95, 0.9, 0.85, 0.75, 0.65),  # size factor of the box downsampling
     "jpeg_compression": (80, 65, 58, 50, 40),  # quality
 }
@@ -148,9 +167,9 @@ def corrupt(images, name, severity, seed=0):
         nhwc = _as_nhwc(images)
         out = nhwc.clone()
         for chunk, start in enumerate(range(0, nhwc.shape[0], CHUNK)):
-            part = nhwc[start:start + CHUNK]
+            part = nhwc[start : start + CHUNK]
             draws = TorchDraws(part.shape[0], stream_seed(int(seed), name, int(severity), chunk), device)
-            out[start:start + CHUNK] = apply(part, name, constants, draws)
+            out[start : start + CHUNK] = apply(part, name, constants, draws)
         return out.numpy() if numpy_in else out.permute(0, 3, 1, 2).contiguous()
 
 
@@ -195,8 +214,12 @@ def _as_nhwc(images):
         if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (SIZE, SIZE, 3):
             raise ValueError(f"numpy images must be uint8 (N, {SIZE}, {SIZE}, 3), got {images.dtype} {images.shape}")
         return torch.from_numpy(np.ascontiguousarray(images))
-    if not torch.is_tensor(images) or images.dtype != torch.uint8 or images.ndim != 4 \
-            or tuple(images.shape[1:]) != (3, SIZE, SIZE):
+    if (
+        not torch.is_tensor(images)
+        or images.dtype != torch.uint8
+        or images.ndim != 4
+        or tuple(images.shape[1:]) != (3, SIZE, SIZE)
+    ):
         shape = tuple(images.shape) if hasattr(images, "shape") else type(images).__name__
         raise ValueError(f"images must be a uint8 tensor (N, 3, {SIZE}, {SIZE}), got {shape}")
     return images.permute(0, 2, 3, 1).contiguous()
@@ -249,7 +272,7 @@ def _fold(index, size, mode):
     return index if index < size else period - index - (mode == "symmetric")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def filter_matrix(taps, size, mode):
     """(size x size) matrix M: M @ signal = the signal correlated with `taps` (odd count, centred),
     borders by `mode` (see _fold). On 32-pixel images two such matmuls per channel (rows, then
@@ -271,37 +294,39 @@ def _separable(x, rows, cols):
 
 def _cv2_gaussian_blur_reflect101(array, ksize, sigma):
     """cv2.GaussianBlur(array, (ksize, ksize), sigma) in numpy: separable, BORDER_REFLECT_101."""
-    taps = np.exp(-((np.arange(ksize) - (ksize - 1) / 2) ** 2) / (2 * sigma ** 2))
+    taps = np.exp(-((np.arange(ksize) - (ksize - 1) / 2) ** 2) / (2 * sigma**2))
     taps /= taps.sum()
     pad = ksize // 2
     padded = np.pad(array.astype(np.float64), pad, mode="reflect")  # numpy's reflect is reflect-101
-    rows = sum(taps[i] * padded[i:i + array.shape[0]] for i in range(ksize))
-    return sum(taps[i] * rows[:, i:i + array.shape[1]] for i in range(ksize))
+    rows = sum(taps[i] * padded[i : i + array.shape[0]] for i in range(ksize))
+    return sum(taps[i] * rows[:, i : i + array.shape[1]] for i in range(ksize))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def disk_kernel(radius, alias_blur):
     """The defocus kernel: an aliased disk on a 17x17 grid (wider for radius > 8), anti-aliased
     by a small Gaussian blur, cropped to its non-zero support (the zero border adds nothing)."""
     half, ksize = (8, 3) if radius <= 8 else (int(radius), 5)
     grid = np.arange(-half, half + 1)
     xx, yy = np.meshgrid(grid, grid)
-    disk = (xx ** 2 + yy ** 2 <= radius ** 2).astype(np.float32)
+    disk = (xx**2 + yy**2 <= radius**2).astype(np.float32)
     disk /= disk.sum()
     kernel = _cv2_gaussian_blur_reflect101(disk, ksize, alias_blur).astype(np.float32)
     used = np.flatnonzero(kernel.any(axis=0))
     reach = max(half - used.min(), used.max() - half)
-    return kernel[half - reach: half + reach + 1, half - reach: half + reach + 1]
+    return kernel[half - reach : half + reach + 1, half - reach : half + reach + 1]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _disk_factors(radius, alias_blur, size):
     """The disk kernel as a sum of separable terms (SVD, rank 2-3 here), as row/column filter matrices."""
     kernel = disk_kernel(radius, alias_blur).astype(np.float64)
     u, s, vt = np.linalg.svd(kernel)
-    return tuple((filter_matrix(tuple(u[:, r] * s[r]), size, "reflect101"),
-                  filter_matrix(tuple(vt[r]), size, "reflect101"))
-                 for r in range(len(s)) if s[r] > 1e-12 * s[0])
+    return tuple(
+        (filter_matrix(tuple(u[:, r] * s[r]), size, "reflect101"), filter_matrix(tuple(vt[r]), size, "reflect101"))
+        for r in range(len(s))
+        if s[r] > 1e-12 * s[0]
+    )
 
 
 def _defocus_blur(x, c, draws):
@@ -365,7 +390,7 @@ def motion_blur_taps(radius, sigma):
     """ImageMagick's motion-blur kernel (as ported by imagecorruptions): 2 * radius + 1 taps of a
     one-sided Gaussian, normalised."""
     width = 2 * int(radius) + 1
-    taps = np.exp(-(np.arange(width) ** 2) / (2 * sigma ** 2)) / (math.sqrt(2 * math.pi) * sigma)
+    taps = np.exp(-(np.arange(width) ** 2) / (2 * sigma**2)) / (math.sqrt(2 * math.pi) * sigma)
     return taps / taps.sum()
 
 
@@ -404,7 +429,7 @@ def _motion_blur(x, c, draws):
     return _motion_blur_values(x.to(torch.float32), radius, sigma, angles)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def zoom_matrix(size, factor, centred=True):
     """(size x size) matrix Z with Z @ image @ Z.T = the script's clipped_zoom of one channel.
 
@@ -429,7 +454,7 @@ def zoom_matrix(size, factor, centred=True):
     return matrix
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _zoom_blur_operator(size, factors, centred=True):
     """The whole zoom blur as one linear map of flattened images: (x + sum of zooms) / (count + 1)."""
     total = np.eye(size * size)
@@ -465,7 +490,7 @@ def _snow(x, c, draws):
     return (image + layer + layer.flip(1, 2)).clamp(0, 1) * 255
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def frost_textures():
     """The five frost pictures the CIFAR script draws from, already resized by 0.2, RGB uint8."""
     with np.load(FROST_TEXTURES) as archive:
@@ -563,8 +588,9 @@ def _sample(image_nchw, rows, cols, align_corners):
         grid = torch.stack([cols * (2 / (w - 1)) - 1, rows * (2 / (h - 1)) - 1], dim=-1)
     else:
         grid = torch.stack([(2 * cols + 1) / w - 1, (2 * rows + 1) / h - 1], dim=-1)
-    return F.grid_sample(image_nchw, grid.to(image_nchw.dtype), mode="bilinear",
-                         padding_mode="reflection", align_corners=align_corners)
+    return F.grid_sample(
+        image_nchw, grid.to(image_nchw.dtype), mode="bilinear", padding_mode="reflection", align_corners=align_corners
+    )
 
 
 def _elastic_transform(x, c, draws):
@@ -573,8 +599,9 @@ def _elastic_transform(x, c, draws):
     # A random affine map that moves three fixed points by up to `jitter` pixels
     # (cv2.getAffineTransform + cv2.warpAffine, bilinear, BORDER_REFLECT_101) ...
     centre, side = SIZE // 2, SIZE // 3
-    source = torch.tensor([[centre + side] * 2, [centre + side, centre - side], [centre - side] * 2],
-                          dtype=torch.float32, device=x.device)
+    source = torch.tensor(
+        [[centre + side] * 2, [centre + side, centre - side], [centre - side] * 2], dtype=torch.float32, device=x.device
+    )
     target = source + draws.uniform(-jitter, jitter, (3, 2)).to(torch.float32)
     points = torch.cat([source, torch.ones(3, 1, device=x.device)], dim=1).to(torch.float64)
     forward = torch.linalg.solve(points, target.to(torch.float64)).transpose(1, 2)  # (N, 2, 3): x', y'
@@ -626,9 +653,19 @@ def _jpeg_compression(x, c, draws):
 
 
 _FUNCTIONS = {
-    "gaussian_noise": _gaussian_noise, "shot_noise": _shot_noise, "impulse_noise": _impulse_noise,
-    "defocus_blur": _defocus_blur, "glass_blur": _glass_blur, "motion_blur": _motion_blur,
-    "zoom_blur": _zoom_blur, "snow": _snow, "frost": _frost, "fog": _fog, "brightness": _brightness,
-    "contrast": _contrast, "elastic_transform": _elastic_transform, "pixelate": _pixelate,
+    "gaussian_noise": _gaussian_noise,
+    "shot_noise": _shot_noise,
+    "impulse_noise": _impulse_noise,
+    "defocus_blur": _defocus_blur,
+    "glass_blur": _glass_blur,
+    "motion_blur": _motion_blur,
+    "zoom_blur": _zoom_blur,
+    "snow": _snow,
+    "frost": _frost,
+    "fog": _fog,
+    "brightness": _brightness,
+    "contrast": _contrast,
+    "elastic_transform": _elastic_transform,
+    "pixelate": _pixelate,
     "jpeg_compression": _jpeg_compression,
 }

@@ -195,12 +195,20 @@ def _meta_problem(meta):
         "source": (isinstance(meta["source"], str), "a description"),
         "stand_in": (isinstance(meta["stand_in"], bool), "true or false"),
         "classes": (_is_names(meta["classes"]), "a non-empty list of class names"),
-        "coarse_classes": (meta["coarse_classes"] is None or _is_names(meta["coarse_classes"]),
-                           "null or a non-empty list of class names"),
-        "counts": (isinstance(meta["counts"], dict) and all(_is_int(n) and n >= 0 for n in meta["counts"].values()),
-                   "an object of image counts per split"),
-        "image_size": (isinstance(meta["image_size"], list) and len(meta["image_size"]) == 2
-                       and all(_is_int(v) and v > 0 for v in meta["image_size"]), "[height, width]"),
+        "coarse_classes": (
+            meta["coarse_classes"] is None or _is_names(meta["coarse_classes"]),
+            "null or a non-empty list of class names",
+        ),
+        "counts": (
+            isinstance(meta["counts"], dict) and all(_is_int(n) and n >= 0 for n in meta["counts"].values()),
+            "an object of image counts per split",
+        ),
+        "image_size": (
+            isinstance(meta["image_size"], list)
+            and len(meta["image_size"]) == 2
+            and all(_is_int(v) and v > 0 for v in meta["image_size"]),
+            "[height, width]",
+        ),
     }
     for key, (ok, expected) in checks.items():
         if not ok:

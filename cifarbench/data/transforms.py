@@ -71,7 +71,7 @@ class Preprocess:
         # Normalising is per-channel affine and bilinear weights sum to 1, so the
         # two commute: do it at whichever size has fewer pixels (before a 32 → 224
         # upsampling that is 49x less work; equal up to float rounding).
-        upsample = resize and x.shape[-1] * x.shape[-2] < self.img_size ** 2
+        upsample = resize and x.shape[-1] * x.shape[-2] < self.img_size**2
         return resize, upsample, torch.channels_last if self.channels_last else torch.contiguous_format
 
     def native(self, x):
@@ -96,8 +96,9 @@ class Preprocess:
         resize, upsample, layout = self._plan(x)
         if resize:
             # bilinear; antialias only matters when shrinking
-            x = F.interpolate(x, size=(self.img_size, self.img_size), mode="bilinear", align_corners=False,
-                              antialias=not upsample)
+            x = F.interpolate(
+                x, size=(self.img_size, self.img_size), mode="bilinear", align_corners=False, antialias=not upsample
+            )
             if not upsample:
                 x = self._normalize(x, layout)
         return x.contiguous(memory_format=layout)
@@ -183,9 +184,9 @@ def inference_batches(images, batch_size, preprocess):
     """Model inputs for consecutive batches of uint8 images, the native-size half per chunk of batches."""
     chunk = batches_per_chunk(images.device, batch_size) * batch_size
     for start in range(0, len(images), chunk):
-        native = preprocess.native(images[start:start + chunk])
+        native = preprocess.native(images[start : start + chunk])
         for first in range(0, len(native), batch_size):
-            yield preprocess.resized(native[first:first + batch_size])
+            yield preprocess.resized(native[first : first + batch_size])
 
 
 def training_batches(images, order, batch_size, steps, aug, preprocess, generator):
@@ -199,7 +200,7 @@ def training_batches(images, order, batch_size, steps, aug, preprocess, generato
     per_chunk = batches_per_chunk(images.device, batch_size)
     for first in range(0, steps, per_chunk):
         count = min(per_chunk, steps - first)
-        index = order[first * batch_size:(first + count) * batch_size]
+        index = order[first * batch_size : (first + count) * batch_size]
         chunk = preprocess.native(augment(images.index_select(0, index), aug, generator))
         for k in range(count):
             part = slice(k * batch_size, (k + 1) * batch_size)

@@ -69,16 +69,26 @@ def time_runs(fn, device, *, warmup, min_runs, min_seconds, max_runs=MAX_RUNS):
 def throughput(model, images, preprocess, runtime, batch_size):
     """Images/s for full batches of batch_size uint8 images (repeated from `images` when there are fewer)."""
     batch = images[torch.arange(batch_size, device=images.device) % len(images)]
-    times = time_runs(lambda: inference.infer(model, batch, preprocess, runtime, batch_size), runtime.device,
-                      warmup=THROUGHPUT_WARMUP, min_runs=THROUGHPUT_MIN_RUNS, min_seconds=THROUGHPUT_MIN_SECONDS)
+    times = time_runs(
+        lambda: inference.infer(model, batch, preprocess, runtime, batch_size),
+        runtime.device,
+        warmup=THROUGHPUT_WARMUP,
+        min_runs=THROUGHPUT_MIN_RUNS,
+        min_seconds=THROUGHPUT_MIN_SECONDS,
+    )
     return batch_size * len(times) / sum(times)
 
 
 def latency_ms(model, images, preprocess, runtime):
     """Median milliseconds for one image (batch of 1) after a warm-up."""
     single = images[:1]
-    times = time_runs(lambda: inference.infer(model, single, preprocess, runtime, 1), runtime.device,
-                      warmup=LATENCY_WARMUP, min_runs=LATENCY_MIN_RUNS, min_seconds=LATENCY_MIN_SECONDS)
+    times = time_runs(
+        lambda: inference.infer(model, single, preprocess, runtime, 1),
+        runtime.device,
+        warmup=LATENCY_WARMUP,
+        min_runs=LATENCY_MIN_RUNS,
+        min_seconds=LATENCY_MIN_SECONDS,
+    )
     return 1000 * statistics.median(times)
 
 

@@ -84,7 +84,8 @@ class Probe:
 
     @property
     def c_at_grid_edge(self):
-        """Whether the chosen C is the grid's largest, or its smallest and better than the next: a wider grid might win."""
+        """Whether the chosen C is the grid's largest, or its smallest and better than the next:
+        a wider grid might win."""
         grid = [entry["c"] for entry in self.path]
         if len(grid) < 2:
             return False
@@ -155,8 +156,18 @@ def _fit_quietly(model, x, y):
     return problems
 
 
-def fit_probe(train_x, train_y, val_x, val_y, c_grid=DEFAULT_C_GRID, seed=0, solver=SOLVER, max_iter=MAX_ITER,
-              threads=THREADS, tol=TOL):
+def fit_probe(
+    train_x,
+    train_y,
+    val_x,
+    val_y,
+    c_grid=DEFAULT_C_GRID,
+    seed=0,
+    solver=SOLVER,
+    max_iter=MAX_ITER,
+    threads=THREADS,
+    tol=TOL,
+):
     """Standardise, fit a multinomial logistic regression per C, keep the C with the best validation top-1.
 
     Ties go to the smaller C (stronger regularisation: the simpler model the data do
@@ -191,13 +202,15 @@ def _sweep(train_x, train_y, val_x, val_y, grid, seed, solver, max_iter, tol):
         problems = _fit_quietly(model, x, train_y)
         n_iter = int(np.max(model.n_iter_))
         val_top1 = float(model.score(vx, val_y))
-        path.append({
-            "c": c,
-            "val_top1": val_top1,
-            "n_iter": n_iter,
-            "converged": not problems and n_iter < max_iter,
-            "warning": problems[0] if problems else None,
-        })
+        path.append(
+            {
+                "c": c,
+                "val_top1": val_top1,
+                "n_iter": n_iter,
+                "converged": not problems and n_iter < max_iter,
+                "warning": problems[0] if problems else None,
+            }
+        )
         if best is None or val_top1 > best[1]:  # strictly better: ties keep the smaller C
             best = (c, val_top1, copy.deepcopy(model))
     c, val_top1, chosen = best
@@ -246,8 +259,21 @@ def _check_shots(shots):
     return [int(k) for k in shots]
 
 
-def fewshot_curve(train_x, train_y, val_x, val_y, test_x, test_y, shots=(1, 5, 10, 25), draws=5, seed=0,
-                  c_grid=DEFAULT_C_GRID, threads=THREADS, tol=TOL, max_iter=MAX_ITER):
+def fewshot_curve(
+    train_x,
+    train_y,
+    val_x,
+    val_y,
+    test_x,
+    test_y,
+    shots=(1, 5, 10, 25),
+    draws=5,
+    seed=0,
+    c_grid=DEFAULT_C_GRID,
+    threads=THREADS,
+    tol=TOL,
+    max_iter=MAX_ITER,
+):
     """Test top-1 of probes trained on `shots` labelled images per class, `draws` random draws each.
 
     Returns {"fewshot_top1": {"1": mean, ...}, "fewshot_top1_std": {...},
@@ -276,16 +302,27 @@ def fewshot_curve(train_x, train_y, val_x, val_y, test_x, test_y, shots=(1, 5, 1
             # split holds far more labels than the k shots, so these numbers are what a
             # probe can reach with k labels given good regularisation, an optimistic
             # bound for a user who truly has only k labelled images per class.
-            fitted = fit_probe(train_x[idx], train_y[idx], val_x, val_y, c_grid=grid, seed=s, threads=threads, tol=tol,
-                               max_iter=max_iter)
-            runs.append({
-                "draw": d,
-                "seed": s,
-                "top1": fitted.score(test_x, test_y),
-                "c": fitted.c,
-                "val_top1": fitted.val_top1,
-                "converged": fitted.converged,
-            })
+            fitted = fit_probe(
+                train_x[idx],
+                train_y[idx],
+                val_x,
+                val_y,
+                c_grid=grid,
+                seed=s,
+                threads=threads,
+                tol=tol,
+                max_iter=max_iter,
+            )
+            runs.append(
+                {
+                    "draw": d,
+                    "seed": s,
+                    "top1": fitted.score(test_x, test_y),
+                    "c": fitted.c,
+                    "val_top1": fitted.val_top1,
+                    "converged": fitted.converged,
+                }
+            )
         top1 = [r["top1"] for r in runs]
         per_shot[str(k)] = {
             "mean": float(np.mean(top1)),

@@ -54,8 +54,7 @@ def calibration(probabilities, labels, n_bins=ECE_BINS):
     def listed(values):
         return [None if c == 0 else float(v) for v, c in zip(values, count)]
 
-    return ece, {"bins": n_bins, "count": count.tolist(), "accuracy": listed(accuracy),
-                 "confidence": listed(mean_conf)}
+    return ece, {"bins": n_bins, "count": count.tolist(), "accuracy": listed(accuracy), "confidence": listed(mean_conf)}
 
 
 def classification(logits, labels, classes):
@@ -66,14 +65,18 @@ def classification(logits, labels, classes):
     confusion = confusion_matrix(predicted, labels.numpy(), len(classes))
     per_class = per_class_accuracy(confusion)
     ece, reliability = calibration(logits.double().softmax(1).numpy(), labels.numpy())
-    return {
-        "top1": topk_accuracy(logits, labels, 1),
-        "top5": topk_accuracy(logits, labels, 5),
-        "ece": ece,
-        "n_test": int(len(labels)),
-        "per_class": {name: (None if np.isnan(acc) else float(acc)) for name, acc in zip(classes, per_class)},
-        "reliability": reliability,
-    }, predicted, confusion
+    return (
+        {
+            "top1": topk_accuracy(logits, labels, 1),
+            "top5": topk_accuracy(logits, labels, 5),
+            "ece": ece,
+            "n_test": int(len(labels)),
+            "per_class": {name: (None if np.isnan(acc) else float(acc)) for name, acc in zip(classes, per_class)},
+            "reliability": reliability,
+        },
+        predicted,
+        confusion,
+    )
 
 
 def knn_accuracy(train_features, train_labels, test_features, test_labels, k=20):

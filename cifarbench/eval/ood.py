@@ -118,6 +118,9 @@ def detection(in_logits, out_logits, points=101):
     for name, score in SCORES.items():
         scores_in, scores_out = score(in_logits), score(out_logits)
         fpr, tpr = roc_curve(scores_in, scores_out, points)
-        out[name] = {"auroc": auroc(scores_in, scores_out), "fpr95": fpr_at_tpr(scores_in, scores_out, 0.95),
-                     "roc": {"fpr": fpr, "tpr": tpr}}
+        out[name] = {
+            "auroc": auroc(scores_in, scores_out),
+            "fpr95": fpr_at_tpr(scores_in, scores_out, 0.95),
+            "roc": {"fpr": fpr, "tpr": tpr},
+        }
     return out

@@ -48,8 +48,13 @@ def bootstrap_ci(values, resamples=1000, seed=0, level=0.95):
         # distribution for this case, the answer is exact without it.
         return float(values[0]), float(values[0])
     result = sps.bootstrap(
-        (values,), np.mean, n_resamples=resamples, confidence_level=level,
-        method="percentile", vectorized=True, rng=np.random.default_rng(seed),
+        (values,),
+        np.mean,
+        n_resamples=resamples,
+        confidence_level=level,
+        method="percentile",
+        vectorized=True,
+        rng=np.random.default_rng(seed),
         batch=max(1, _BOOTSTRAP_CELLS // values.size),
     )
     interval = result.confidence_interval

@@ -10,35 +10,37 @@ from pathlib import Path
 import torch
 
 from cifarbench import atomic, inputs, paths
-from cifarbench.models import timm_models as modellib
 from cifarbench.errors import BenchError
+from cifarbench.models import timm_models as modellib
 from cifarbench.params import ModelSpec
 
 FORMAT = 1
 
 
-def save(path, model, *, key, spec, dataset, classes, coarse_classes, image_size, epoch, val_acc,
-         state_dict=None):
+def save(path, model, *, key, spec, dataset, classes, coarse_classes, image_size, epoch, val_acc, state_dict=None):
     """Save `model` (or, given, `state_dict`: weights for the same architecture) with its rebuild recipe."""
     mean, std = modellib.normalization(model)
     if state_dict is None:
         state_dict = model.state_dict()
     state = {k: v.detach().cpu() for k, v in state_dict.items()}
-    atomic.torch_save(path, {
-        "format": FORMAT,
-        "model_key": key,
-        "spec": spec.model_dump(),
-        "num_classes": len(classes),
-        "dataset": dataset,
-        "classes": list(classes),
-        "coarse_classes": list(coarse_classes) if coarse_classes else None,
-        "image_size": [int(v) for v in image_size],  # (H, W) of the dataset's images: predict resizes to it
-        "mean": list(mean),
-        "std": list(std),
-        "epoch": epoch,
-        "val_acc": val_acc,
-        "state_dict": state,
-    })
+    atomic.torch_save(
+        path,
+        {
+            "format": FORMAT,
+            "model_key": key,
+            "spec": spec.model_dump(),
+            "num_classes": len(classes),
+            "dataset": dataset,
+            "classes": list(classes),
+            "coarse_classes": list(coarse_classes) if coarse_classes else None,
+            "image_size": [int(v) for v in image_size],  # (H, W) of the dataset's images: predict resizes to it
+            "mean": list(mean),
+            "std": list(std),
+            "epoch": epoch,
+            "val_acc": val_acc,
+            "state_dict": state,
+        },
+    )
 
 
 def read(path):
@@ -76,4 +78,3 @@ def load_model(path):
     model.load_state_dict(ckpt.pop("state_dict"))
     ckpt["spec"] = spec
     return model, ckpt
-

@@ -8,10 +8,10 @@ It returns outputs; metrics are computed from them elsewhere (metrics.py).
 
 import torch
 
-from cifarbench.models import checkpoint
-from cifarbench.runtime import distributed
 from cifarbench.data import transforms
+from cifarbench.models import checkpoint
 from cifarbench.models import timm_models as modellib
+from cifarbench.runtime import distributed
 from cifarbench.runtime.device import uses_channels_last
 
 
@@ -39,8 +39,8 @@ def infer(model, images, preprocess, runtime, batch_size, fn=None):
     fn = fn or model
     world = distributed.world_size() if len(images) >= distributed.world_size() else 1
     bounds = [len(share) for share in torch.tensor_split(torch.arange(len(images)), world)]
-    start = sum(bounds[:distributed.rank()]) if world > 1 else 0
-    mine = images[start:start + bounds[distributed.rank()]] if world > 1 else images
+    start = sum(bounds[: distributed.rank()]) if world > 1 else 0
+    mine = images[start : start + bounds[distributed.rank()]] if world > 1 else images
     outputs = []
     for x in transforms.inference_batches(mine, batch_size, preprocess):
         with runtime.autocast():
@@ -53,6 +53,7 @@ def load(checkpoint_path, runtime):
     """A checkpoint's model on the device in eval mode, with the preprocessing it was trained with."""
     model, info = checkpoint.load_model(checkpoint_path)
     model = prepare_model(model, runtime).eval()
-    preprocess = transforms.Preprocess(info["spec"].img_size, tuple(info["mean"]), tuple(info["std"]),
-                                       channels_last=uses_channels_last(model))
+    preprocess = transforms.Preprocess(
+        info["spec"].img_size, tuple(info["mean"]), tuple(info["std"]), channels_last=uses_channels_last(model)
+    )
     return model, preprocess, info

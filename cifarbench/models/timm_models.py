@@ -39,7 +39,9 @@ def create(spec, num_classes, pretrained=None, key="model"):
     kwargs = _build_kwargs(spec, num_classes)
     if isinstance(pretrained, str):
         if not Path(pretrained).is_file():
-            raise BenchError(f"models.{key}.pretrained: weights file {pretrained} not found; give an existing path, true or false")
+            raise BenchError(
+                f"models.{key}.pretrained: weights file {pretrained} not found; give an existing path, true or false"
+            )
         kwargs["pretrained_cfg_overlay"] = {"file": str(pretrained)}
         pretrained = True
     try:
@@ -133,9 +135,12 @@ def check_spec(key, spec, freeze_blocks):
     if patch and spec.img_size % patch:
         near = max(patch, round(spec.img_size / patch) * patch)
         raise BenchError(
-            f"models.{key}.img_size: {spec.img_size} is not a multiple of {spec.arch}'s patch size {patch}; use e.g. {near}"
+            f"models.{key}.img_size: {spec.img_size} is not a multiple of {spec.arch}'s patch size {patch}; "
+            f"use e.g. {near}"
         )
     depth = block_count(model)
     if freeze_blocks > depth:
-        raise BenchError(f"transfer.{key}.freeze_blocks: {freeze_blocks} is more than the {depth} blocks of {spec.arch}")
+        raise BenchError(
+            f"transfer.{key}.freeze_blocks: {freeze_blocks} is more than the {depth} blocks of {spec.arch}"
+        )
     return model

@@ -4,9 +4,9 @@ import numpy as np
 
 from cifarbench import atomic, paths
 from cifarbench.data import dataset, transforms
-from cifarbench.render import figures, styles
-from cifarbench.models import inference, timm_models
 from cifarbench.eval import metrics
+from cifarbench.models import inference, timm_models
+from cifarbench.render import figures, styles
 
 KNN_K = 20  # DINO's k-NN protocol uses k = 20
 
@@ -45,6 +45,7 @@ def _import_umap_with_numba_cache():
         def wrapper(*args, **kwargs):
             kwargs.setdefault("cache", True)
             return decorator(*args, **kwargs)
+
         return wrapper
 
     numba.njit, numba.jit = with_cache(numba.njit), with_cache(numba.jit)
@@ -78,7 +79,8 @@ def warm_numba_cache():
 
 
 def run(s):
-    """Features of models/<dataset>/<model>-<seed>.pt: k-NN accuracy (train split as the bank), UMAP of the test split."""
+    """Features of models/<dataset>/<model>-<seed>.pt: k-NN accuracy (train split as the bank), UMAP of the
+    test split."""
     key, ds, seed, rt = s.model, s.dataset, s.seed, s.runtime
     data_dir = paths.data_dir(ds)
     meta = dataset.load_meta(data_dir)
@@ -89,12 +91,19 @@ def run(s):
     result = knn(features(model, train.images, preprocess, rt, batch), train.labels, test_features, test.labels)
     points = umap_2d(test_features, s.params.seed)
     # CIFAR-100's 100 colours would be unreadable: colour by its 20 coarse groups
-    colours, names = (test.coarse, meta["coarse_classes"]) if test.coarse is not None else (test.labels, meta["classes"])
-    atomic.save_npz(paths.embedding_points(key, ds, seed), points=points, colours=colours, labels=test.labels,
-                    names=np.array(names))
-    figures.umap_scatter(points, colours, names,
-                         f"{styles.display_name(s.params.models[key])} features, "
-                         f"{styles.dataset_name(ds)} test (UMAP)", paths.figure(f"umap-{key}-{ds}-{seed}"))
+    colours, names = (
+        (test.coarse, meta["coarse_classes"]) if test.coarse is not None else (test.labels, meta["classes"])
+    )
+    atomic.save_npz(
+        paths.embedding_points(key, ds, seed), points=points, colours=colours, labels=test.labels, names=np.array(names)
+    )
+    figures.umap_scatter(
+        points,
+        colours,
+        names,
+        f"{styles.display_name(s.params.models[key])} features, {styles.dataset_name(ds)} test (UMAP)",
+        paths.figure(f"umap-{key}-{ds}-{seed}"),
+    )
     atomic.write_json(paths.embedding_metrics(key, ds, seed), result)
     return result
 

@@ -15,9 +15,9 @@ import sys
 from dataclasses import dataclass
 from typing import Any
 
-from cifarbench.paths import DATASETS
 from cifarbench import params as paramslib
 from cifarbench.errors import BenchError
+from cifarbench.paths import DATASETS
 
 ARGUMENTS = ("model", "dataset", "seed")  # what a stage may take, in this order on its command line
 
@@ -41,8 +41,11 @@ class _Parser(argparse.ArgumentParser):
 
 def _arguments(doc, names, argv):
     parser = _Parser(description=doc, prog=os.path.basename(sys.argv[0]))
-    helps = {"model": "a model key under params.yaml's models:", "dataset": " or ".join(DATASETS),
-             "seed": "a training seed from params.yaml's seeds:"}
+    helps = {
+        "model": "a model key under params.yaml's models:",
+        "dataset": " or ".join(DATASETS),
+        "seed": "a training seed from params.yaml's seeds:",
+    }
     for name in names:
         parser.add_argument(name, help=helps[name])
     return parser.parse_args(argv)

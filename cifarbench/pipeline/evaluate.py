@@ -19,15 +19,12 @@ import numpy as np
 import torch
 
 from cifarbench import atomic, paths
-from cifarbench.paths import DATASETS
-from cifarbench.data import dataset
-from cifarbench.eval import efficiency, metrics, ood
-from cifarbench.render import figures
+from cifarbench.data import dataset, transforms
+from cifarbench.eval import efficiency, metrics, ood, robustness, stats
 from cifarbench.models import inference, timm_models
+from cifarbench.paths import DATASETS
+from cifarbench.render import figures, styles
 from cifarbench.runtime import memory
-from cifarbench.render import styles
-from cifarbench.eval import robustness, stats
-from cifarbench.data import transforms
 
 SAMPLES = {"cifar10": 30, "cifar100": 50}  # test images in the sample-predictions figure
 SAMPLE_COLUMNS = {"cifar10": 6, "cifar100": 10}
@@ -52,14 +49,21 @@ def cost(model, images, preprocess, rt, batch_size, img_size):
     total, _ = timm_models.count_parameters(model)
     measured = efficiency.measure(model, images, preprocess, rt, batch_size, img_size)
     peak, measure = memory.peak(rt.device)
-    return {"params": total, **measured, "peak_memory_mb": round(peak, 1), "memory_measure": measure,
-            "device": rt.describe()}
+    return {
+        "params": total,
+        **measured,
+        "peak_memory_mb": round(peak, 1),
+        "memory_measure": measure,
+        "device": rt.describe(),
+    }
 
 
 def intervals(correct1, correct5, settings, seed):
     """95 % bootstrap intervals of top-1 and top-5 over the test images (seeded: deterministic)."""
-    return {f"top{k}_ci": list(stats.bootstrap_ci(correct, resamples=settings.bootstrap, seed=seed))
-            for k, correct in ((1, correct1), (5, correct5))}
+    return {
+        f"top{k}_ci": list(stats.bootstrap_ci(correct, resamples=settings.bootstrap, seed=seed))
+        for k, correct in ((1, correct1), (5, correct5))
+    }
 
 
 def out_of_distribution(model, preprocess, rt, batch_size, logits, dataset_name):
@@ -87,21 +91,35 @@ def run(s):
     correct1, correct5 = metrics.topk_correct(logits, labels, 1), metrics.topk_correct(logits, labels, 5)
     result.update(intervals(correct1, correct5, params.evaluate, params.seed))
     result["ood"] = out_of_distribution(model, preprocess, rt, batch_size, logits, ds)
-    result.update(robustness.accuracy(model, images, labels.to(rt.device), preprocess, rt, batch_size,
-                                      params.evaluate, params.seed))
+    result.update(
+        robustness.accuracy(
+            model, images, labels.to(rt.device), preprocess, rt, batch_size, params.evaluate, params.seed
+        )
+    )
     classes, name, ds_name = meta["classes"], styles.display_name(params.models[key]), styles.dataset_name(ds)
 
     atomic.write_json(paths.evaluation(key, ds, seed), result)
-    atomic.save_npz(paths.predictions(key, ds, seed), predicted=predicted.astype(np.int16), correct1=correct1,
-                    correct5=correct5)
+    atomic.save_npz(
+        paths.predictions(key, ds, seed), predicted=predicted.astype(np.int16), correct1=correct1, correct5=correct5
+    )
     atomic.write_text(paths.confusion_rows(key, ds, seed), confusion_csv(test.labels, predicted, classes))
-    figures.confusion(confusion, classes, f"{name} on {ds_name} (top-1 {result['top1']:.1%})",
-                      paths.figure(f"confusion-{key}-{ds}-{seed}"), fine_to_coarse=meta.get("fine_to_coarse"),
-                      coarse_classes=meta["coarse_classes"])
+    figures.confusion(
+        confusion,
+        classes,
+        f"{name} on {ds_name} (top-1 {result['top1']:.1%})",
+        paths.figure(f"confusion-{key}-{ds}-{seed}"),
+        fine_to_coarse=meta.get("fine_to_coarse"),
+        coarse_classes=meta["coarse_classes"],
+    )
     shown = sample_indices(len(test), SAMPLES.get(ds, 30))
-    figures.sample_predictions(test.images[shown], [classes[i] for i in test.labels[shown]],
-                               [classes[i] for i in predicted[shown]], f"{name} on {ds_name} test images",
-                               paths.figure(f"samples-{key}-{ds}-{seed}"), columns=SAMPLE_COLUMNS.get(ds, 6))
+    figures.sample_predictions(
+        test.images[shown],
+        [classes[i] for i in test.labels[shown]],
+        [classes[i] for i in predicted[shown]],
+        f"{name} on {ds_name} test images",
+        paths.figure(f"samples-{key}-{ds}-{seed}"),
+        columns=SAMPLE_COLUMNS.get(ds, 6),
+    )
     efficiency_result = cost(model, images, preprocess, rt, batch_size, info["spec"].img_size)
     atomic.write_json(paths.efficiency(key, ds, seed), efficiency_result)
     return result, efficiency_result

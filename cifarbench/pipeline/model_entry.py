@@ -7,9 +7,9 @@ stage's first line, and reruns a training stage under torchrun when
 """
 
 from cifarbench.models import checks
-from cifarbench.runtime import distributed
 from cifarbench.pipeline import entry
 from cifarbench.runtime import device as runtimelib
+from cifarbench.runtime import distributed
 
 
 def run(logic, doc, *, args=(), torchrun=False, argv=None):

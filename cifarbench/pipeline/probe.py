@@ -18,10 +18,10 @@ import torch
 
 from cifarbench import atomic, paths
 from cifarbench.data import dataset, transforms
-from cifarbench.models import inference, timm_models
-from cifarbench.eval import linear_probe
-from cifarbench.pipeline import recipes
 from cifarbench.errors import BenchError
+from cifarbench.eval import linear_probe
+from cifarbench.models import inference, timm_models
+from cifarbench.pipeline import recipes
 
 
 def _features(model, preprocess, runtime, batch_size, split):
@@ -44,8 +44,15 @@ def starting_model(s, num_classes):
 
 
 def _probe(feats, splits, settings):
-    fitted = linear_probe.fit_probe(feats["train"], splits["train"].labels, feats["val"], splits["val"].labels,
-                             c_grid=settings.c_grid, tol=settings.tol, max_iter=settings.max_iter)
+    fitted = linear_probe.fit_probe(
+        feats["train"],
+        splits["train"].labels,
+        feats["val"],
+        splits["val"].labels,
+        c_grid=settings.c_grid,
+        tol=settings.tol,
+        max_iter=settings.max_iter,
+    )
     return fitted.score(feats["test"], splits["test"].labels), fitted.summary()
 
 
@@ -63,10 +70,20 @@ def run(s):
     feature_seconds = time.perf_counter() - start
     probe_top1, fit = _probe(start_features, splits, params.probe)
     try:
-        curve = linear_probe.fewshot_curve(start_features["train"], splits["train"].labels, start_features["val"],
-                                    splits["val"].labels, start_features["test"], splits["test"].labels,
-                                    shots=params.probe.shots, draws=params.probe.draws, seed=params.seed,
-                                    c_grid=params.probe.c_grid, tol=params.probe.tol, max_iter=params.probe.max_iter)
+        curve = linear_probe.fewshot_curve(
+            start_features["train"],
+            splits["train"].labels,
+            start_features["val"],
+            splits["val"].labels,
+            start_features["test"],
+            splits["test"].labels,
+            shots=params.probe.shots,
+            draws=params.probe.draws,
+            seed=params.seed,
+            c_grid=params.probe.c_grid,
+            tol=params.probe.tol,
+            max_iter=params.probe.max_iter,
+        )
     except ValueError as exc:  # too few training images per class for the largest shot count
         raise BenchError(f"probe.shots: {exc}; lower probe.shots or use more images (data.limit)") from None
 

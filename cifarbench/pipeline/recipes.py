@@ -24,7 +24,10 @@ def contents(params):
     for key in params.keys:
         spec = params.model(key).model_dump(mode="json")
         for section, stage in (("train", "train-cifar10"), ("transfer", "transfer-cifar100")):
-            out[paths.recipe(stage, key)] = {"model": spec, "recipe": params.recipe(section, key).model_dump(mode="json")}
+            out[paths.recipe(stage, key)] = {
+                "model": spec,
+                "recipe": params.recipe(section, key).model_dump(mode="json"),
+            }
         out[paths.recipe(PROBE, key)] = {"model": spec}
     return out
 

@@ -18,8 +18,8 @@ import itertools
 import numpy as np
 
 from cifarbench import atomic, inputs, paths
-from cifarbench.paths import DATASETS
 from cifarbench.eval import stats
+from cifarbench.paths import DATASETS
 
 # per-seed stage outputs: name -> where each (key, dataset, seed) file is
 PER_SEED = {
@@ -36,11 +36,23 @@ SIGNIFICANCE = 0.05  # family-wise, Holm's correction over the pairs of models o
 
 def collect(params):
     """{kind: {dataset: {key: {seed: dict}}}} for every kind in PER_SEED, plus per-image "predictions"."""
-    out = {kind: {ds: {key: {seed: atomic.read_json(where(key, ds, seed)) for seed in params.seeds}
-                       for key in params.keys} for ds in DATASETS}
-           for kind, where in PER_SEED.items()}
-    out["predictions"] = {ds: {key: {seed: inputs.read_npz(paths.predictions(key, ds, seed), ("correct1", "correct5"))
-                                     for seed in params.seeds} for key in params.keys} for ds in DATASETS}
+    out = {
+        kind: {
+            ds: {key: {seed: atomic.read_json(where(key, ds, seed)) for seed in params.seeds} for key in params.keys}
+            for ds in DATASETS
+        }
+        for kind, where in PER_SEED.items()
+    }
+    out["predictions"] = {
+        ds: {
+            key: {
+                seed: inputs.read_npz(paths.predictions(key, ds, seed), ("correct1", "correct5"))
+                for seed in params.seeds
+            }
+            for key in params.keys
+        }
+        for ds in DATASETS
+    }
     out["probe"] = {ds: {key: atomic.read_json(paths.probe_metrics(key, ds)) for key in params.keys} for ds in DATASETS}
     return out
 
@@ -107,11 +119,15 @@ def comparisons(results, params):
         averaged = {key: seed_averaged(predictions[key], "correct1") for key in params.keys}  # once per model
         pairs = {}
         for a, b in itertools.combinations(params.keys, 2):
-            diff, lo, hi = stats.paired_bootstrap_ci(averaged[a], averaged[b],
-                                                     resamples=params.evaluate.bootstrap, seed=params.seed)
+            diff, lo, hi = stats.paired_bootstrap_ci(
+                averaged[a], averaged[b], resamples=params.evaluate.bootstrap, seed=params.seed
+            )
             p = stats.mcnemar_exact(predictions[a][first]["correct1"], predictions[b][first]["correct1"])
-            pairs[f"{a}-vs-{b}"] = {"top1_diff": round(diff, 6), "top1_diff_ci": [round(lo, 6), round(hi, 6)],
-                                    "mcnemar_p": p}
+            pairs[f"{a}-vs-{b}"] = {
+                "top1_diff": round(diff, 6),
+                "top1_diff_ci": [round(lo, 6), round(hi, 6)],
+                "mcnemar_p": p,
+            }
         adjusted, significant = stats.holm([pair["mcnemar_p"] for pair in pairs.values()], SIGNIFICANCE)
         for pair, holm_p, flag in zip(pairs.values(), adjusted, significant):
             pair["holm_p"], pair["significant"] = holm_p, flag

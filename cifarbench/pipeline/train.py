@@ -11,19 +11,23 @@ import dataclasses
 import torch
 from dvclive import Live
 
-from cifarbench import atomic, paths
+from cifarbench import atomic, paths, sourcefiles
+from cifarbench.data import dataset, transforms
 from cifarbench.models import checkpoint, inference, timm_models
-from cifarbench.data import dataset
 from cifarbench.runtime import distributed, memory
 from cifarbench.train import engine, resume
-from cifarbench import sourcefiles
-from cifarbench.data import transforms
 
 DATASET = {stage: ds for ds, stage in paths.TRAIN_STAGE.items()}
 SECTION = {"train-cifar10": "train", "transfer-cifar100": "transfer"}
-LOGGED = (("train/loss", "train_loss"), ("train/acc", "train_acc"), ("val/loss", "val_loss"),
-          ("val/acc", "val_acc"), ("lr", "lr"), ("epoch_seconds", "seconds"),
-          ("images_per_second", "images_per_second"))
+LOGGED = (
+    ("train/loss", "train_loss"),
+    ("train/acc", "train_acc"),
+    ("val/loss", "val_loss"),
+    ("val/acc", "val_acc"),
+    ("lr", "lr"),
+    ("epoch_seconds", "seconds"),
+    ("images_per_second", "images_per_second"),
+)
 # plotted per epoch, but kept out of the summary DVC compares: they change on every run
 TIMINGS = ("epoch_seconds", "images_per_second")
 
@@ -37,9 +41,12 @@ def _log_epoch(live, result):
 
 
 def _print_epoch(r):
-    print(f"epoch {r['epoch']:3d}  train loss {r['train_loss']:.4f} acc {r['train_acc']:.4f}  "
-          f"val loss {r['val_loss']:.4f} acc {r['val_acc']:.4f}  lr {r['lr']:.2e}  "
-          f"{r['seconds']:.1f}s ({r['images_per_second']:.0f} img/s){'  *best' if r['improved'] else ''}", flush=True)
+    print(
+        f"epoch {r['epoch']:3d}  train loss {r['train_loss']:.4f} acc {r['train_acc']:.4f}  "
+        f"val loss {r['val_loss']:.4f} acc {r['val_acc']:.4f}  lr {r['lr']:.2e}  "
+        f"{r['seconds']:.1f}s ({r['images_per_second']:.0f} img/s){'  *best' if r['improved'] else ''}",
+        flush=True,
+    )
 
 
 def _cpu_weights(model):
@@ -48,8 +55,12 @@ def _cpu_weights(model):
 
 def _tensors(data_dir, meta, device):
     train, val = dataset.load_split(data_dir, "train", meta), dataset.load_split(data_dir, "val", meta)
-    return (transforms.to_tensor(train.images, device), torch.from_numpy(train.labels).to(device),
-            transforms.to_tensor(val.images, device), torch.from_numpy(val.labels).to(device))
+    return (
+        transforms.to_tensor(train.images, device),
+        torch.from_numpy(train.labels).to(device),
+        transforms.to_tensor(val.images, device),
+        torch.from_numpy(val.labels).to(device),
+    )
 
 
 def run(s, stage, model, init_path=None):
@@ -69,21 +80,33 @@ def run(s, stage, model, init_path=None):
     tensors = _tensors(data_dir, meta, rt.device)
     model = inference.prepare_model(model, rt)
     preprocess = inference.preprocess_for(model, rt, spec.img_size)
-    trainer = engine.Trainer(model, recipe, rt, preprocess, seed, params.compute.eval_batch_size, len(tensors[1]),
-                             sync_bn=params.compute.sync_bn)
+    trainer = engine.Trainer(
+        model,
+        recipe,
+        rt,
+        preprocess,
+        seed,
+        params.compute.eval_batch_size,
+        len(tensors[1]),
+        sync_bn=params.compute.sync_bn,
+    )
     model = trainer.model  # under DDP its BatchNorm layers may be SyncBatchNorm: the same weights and names
     if main:
-        print(f"{meta['dataset']} ({meta['source']}): {len(tensors[1])} train / {len(tensors[3])} val images; "
-              f"{spec.arch} at {spec.img_size} px, seed {seed}, {recipe.schedule} schedule"
-              f"{f' x {distributed.world_size()} processes' if distributed.world_size() > 1 else ''}", flush=True)
+        print(
+            f"{meta['dataset']} ({meta['source']}): {len(tensors[1])} train / {len(tensors[3])} val images; "
+            f"{spec.arch} at {spec.img_size} px, seed {seed}, {recipe.schedule} schedule"
+            f"{f' x {distributed.world_size()} processes' if distributed.world_size() > 1 else ''}",
+            flush=True,
+        )
         if trainer.batchnorm:
             print(trainer.batchnorm, flush=True)
 
     inputs = [data_dir / "train.npz", data_dir / "val.npz", data_dir / "meta.json"] + ([init_path] if init_path else [])
     # the same files dvc.yaml lists as this stage's code
     code = sourcefiles.digest(sourcefiles.closure(s.script), sourcefiles.project_root(s.script))
-    fingerprint = resume.fingerprint(stage=stage, spec=spec, recipe=recipe, seed=seed, compute=params.compute,
-                                     inputs=inputs, code=code)
+    fingerprint = resume.fingerprint(
+        stage=stage, spec=spec, recipe=recipe, seed=seed, compute=params.compute, inputs=inputs, code=code
+    )
     state, why = resume.load(state_path, fingerprint)
     if main:
         print(why, flush=True)
@@ -96,13 +119,24 @@ def run(s, stage, model, init_path=None):
 
     def save_best():
         if main:
-            checkpoint.save(checkpoint_path, model, key=key, spec=spec, dataset=meta["dataset"],
-                            classes=meta["classes"], coarse_classes=meta["coarse_classes"],
-                            image_size=meta["image_size"], epoch=best["epoch"], val_acc=best["val_acc"],
-                            state_dict=best["state_dict"])
+            checkpoint.save(
+                checkpoint_path,
+                model,
+                key=key,
+                spec=spec,
+                dataset=meta["dataset"],
+                classes=meta["classes"],
+                coarse_classes=meta["coarse_classes"],
+                image_size=meta["image_size"],
+                epoch=best["epoch"],
+                val_acc=best["val_acc"],
+                state_dict=best["state_dict"],
+            )
 
     # starts the logs afresh, then replays the completed epochs, so a resumed run's logs continue
-    live = Live(dir=str(paths.train_log(ds, key, seed)), dvcyaml=None, save_dvc_exp=False, report=None) if main else None
+    live = (
+        Live(dir=str(paths.train_log(ds, key, seed)), dvcyaml=None, save_dvc_exp=False, report=None) if main else None
+    )
     for logged in history if main else []:
         _log_epoch(live, logged)
     if best:
@@ -117,8 +151,9 @@ def run(s, stage, model, init_path=None):
         if not main:
             continue
         current_is_best = best["epoch"] == trainer.epoch
-        resume.save(state_path, fingerprint, trainer_state, history,
-                    dict(best, state_dict=None) if current_is_best else best)
+        resume.save(
+            state_path, fingerprint, trainer_state, history, dict(best, state_dict=None) if current_is_best else best
+        )
         _log_epoch(live, result)
         _print_epoch(result)
     if main:
@@ -130,17 +165,26 @@ def run(s, stage, model, init_path=None):
 
 def _finish(live, trainer, best, history, rt, parameter_counts, cost_path):
     """The DVCLive summary (what `dvc exp show` compares) and the run's cost (timings, memory, device)."""
-    live.summary.update({"best_val_acc": trainer.best_acc, "best_epoch": best["epoch"],
-                         "epochs_run": trainer.epoch, "stopped_early": trainer.stopped_early})
+    live.summary.update(
+        {
+            "best_val_acc": trainer.best_acc,
+            "best_epoch": best["epoch"],
+            "epochs_run": trainer.epoch,
+            "stopped_early": trainer.stopped_early,
+        }
+    )
     live.end()
     seconds = [r["seconds"] for r in history]
-    atomic.write_json(cost_path, {
-        "train_seconds": round(sum(seconds), 3),
-        "seconds_per_epoch": round(sum(seconds) / len(seconds), 3),
-        "epochs": trainer.epoch,
-        "device": rt.describe(),
-        "processes": distributed.world_size(),
-        "params": parameter_counts[0],
-        "trainable_params": parameter_counts[1],
-        "peak_memory_mb": round(memory.peak(rt.device)[0], 1),
-    })
+    atomic.write_json(
+        cost_path,
+        {
+            "train_seconds": round(sum(seconds), 3),
+            "seconds_per_epoch": round(sum(seconds) / len(seconds), 3),
+            "epochs": trainer.epoch,
+            "device": rt.describe(),
+            "processes": distributed.world_size(),
+            "params": parameter_counts[0],
+            "trainable_params": parameter_counts[1],
+            "peak_memory_mb": round(memory.peak(rt.device)[0], 1),
+        },
+    )

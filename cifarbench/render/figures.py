@@ -68,8 +68,15 @@ def confusion(matrix, classes, title, path, fine_to_coarse=None, coarse_classes=
             for i in range(n):
                 for j in range(n):
                     if rows[i, j] >= 0.005:
-                        ax.text(j, i, f"{rows[i, j]:.2f}".lstrip("0"), ha="center", va="center", fontsize=6.5,
-                                color="white" if rows[i, j] > 0.5 else "black")
+                        ax.text(
+                            j,
+                            i,
+                            f"{rows[i, j]:.2f}".lstrip("0"),
+                            ha="center",
+                            va="center",
+                            fontsize=6.5,
+                            color="white" if rows[i, j] > 0.5 else "black",
+                        )
         elif fine_to_coarse is not None:
             for b in boundaries:
                 ax.axhline(b - 0.5, color="0.4", lw=0.5)
@@ -97,17 +104,31 @@ def _scatter(ax, points, labels, names, title, size):
     for index, name in enumerate(names):
         mask = labels == index
         if mask.any():
-            ax.scatter(points[mask, 0], points[mask, 1], s=size, color=cmap(index % cmap.N), label=name,
-                       alpha=0.75, linewidths=0, rasterized=True)
+            ax.scatter(
+                points[mask, 0],
+                points[mask, 1],
+                s=size,
+                color=cmap(index % cmap.N),
+                label=name,
+                alpha=0.75,
+                linewidths=0,
+                rasterized=True,
+            )
     ax.set_title(title)
     ax.set_xticks([])
     ax.set_yticks([])
 
 
 def _legend(fig, ax, n, size):
-    fig.legend(*ax.get_legend_handles_labels(), loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False,
-               markerscale=6 / np.sqrt(size),  # legend dots 6 pt wide, however small the points
-               fontsize=7 if n > 10 else 8, ncol=1)
+    fig.legend(
+        *ax.get_legend_handles_labels(),
+        loc="center left",
+        bbox_to_anchor=(1.0, 0.5),
+        frameon=False,
+        markerscale=6 / np.sqrt(size),  # legend dots 6 pt wide, however small the points
+        fontsize=7 if n > 10 else 8,
+        ncol=1,
+    )
 
 
 def umap_scatter(points, labels, names, title, path):
@@ -127,7 +148,7 @@ def umap_panels(panels, names, title, path):
     rows = -(-len(panels) // columns)
     with plt.rc_context(STYLE):
         fig, axes = plt.subplots(rows, columns, figsize=(3.4 * columns, 3.5 * rows), squeeze=False)
-        for ax in axes.flat[len(panels):]:
+        for ax in axes.flat[len(panels) :]:
             ax.axis("off")
         for ax, (panel_title, points, labels) in zip(axes.flat, panels):
             _scatter(ax, np.asarray(points), np.asarray(labels), names, _wrapped(panel_title, 34), size)
@@ -145,8 +166,9 @@ def training_curves(curves, title, path, styles):
             for ax, metric in zip(axes, ("val/acc", "val/loss")):
                 epochs, values = metrics_[metric]
                 if epochs:
-                    ax.plot(epochs, values, marker="o", ms=3, label=_wrapped(styles.name(key)),
-                            color=styles.colour(key))
+                    ax.plot(
+                        epochs, values, marker="o", ms=3, label=_wrapped(styles.name(key)), color=styles.colour(key)
+                    )
         for ax, label in zip(axes, ("validation accuracy", "validation loss")):
             ax.set_xlabel("epoch")
             ax.set_ylabel(label)
@@ -166,13 +188,12 @@ def _class_rows(n, fine_to_coarse, groups_per_row):
     ends = np.concatenate([boundaries, [n]]).astype(int)
     rows = []
     for first in range(0, len(starts), groups_per_row):
-        s, e = starts[first:first + groups_per_row], ends[first:first + groups_per_row]
-        rows.append((order[s[0]:e[-1]], [(a - s[0], b - s[0], groups[a]) for a, b in zip(s, e)]))
+        s, e = starts[first : first + groups_per_row], ends[first : first + groups_per_row]
+        rows.append((order[s[0] : e[-1]], [(a - s[0], b - s[0], groups[a]) for a, b in zip(s, e)]))
     return rows
 
 
-def per_class_bars(accuracy, classes, title, path, styles, fine_to_coarse=None, coarse_classes=None,
-                   groups_per_row=5):
+def per_class_bars(accuracy, classes, title, path, styles, fine_to_coarse=None, coarse_classes=None, groups_per_row=5):
     """Test accuracy of every class, the models' bars side by side.
 
     accuracy: {model key: per-class accuracies in class order (NaN: no test image)}. With a
@@ -183,16 +204,26 @@ def per_class_bars(accuracy, classes, title, path, styles, fine_to_coarse=None, 
     rows = _class_rows(len(classes), fine_to_coarse, groups_per_row)
     width = 0.8 / len(keys)
     with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(len(rows), 1, figsize=(10 if len(classes) > 10 else 8, 2.6 * len(rows) + 0.4),
-                                 squeeze=False)
+        fig, axes = plt.subplots(
+            len(rows), 1, figsize=(10 if len(classes) > 10 else 8, 2.6 * len(rows) + 0.4), squeeze=False
+        )
         for ax, (index, segments) in zip(axes[:, 0], rows):
             x = np.arange(len(index))
             for k, key in enumerate(keys):
                 values = np.asarray(accuracy[key], dtype=float)[index]
-                ax.bar(x + (k - (len(keys) - 1) / 2) * width, np.nan_to_num(values), width, color=styles.colour(key),
-                       label=styles.name(key))
-            ax.set_xticks(x, [classes[i] for i in index], rotation=90 if len(index) > 12 else 0,
-                          fontsize=7 if len(index) > 12 else 8)
+                ax.bar(
+                    x + (k - (len(keys) - 1) / 2) * width,
+                    np.nan_to_num(values),
+                    width,
+                    color=styles.colour(key),
+                    label=styles.name(key),
+                )
+            ax.set_xticks(
+                x,
+                [classes[i] for i in index],
+                rotation=90 if len(index) > 12 else 0,
+                fontsize=7 if len(index) > 12 else 8,
+            )
             ax.set_xlim(-0.6, len(index) - 0.4)
             ax.set_ylim(0, 1.0)
             ax.set_ylabel("test accuracy")
@@ -201,15 +232,28 @@ def per_class_bars(accuracy, classes, title, path, styles, fine_to_coarse=None, 
                 if start:
                     ax.axvline(start - 0.5, color="0.3", lw=0.8)
                 label = coarse_classes[group] if coarse_classes and group >= 0 else f"group {group}"
-                ax.text((start + end - 1) / 2, 1.02, label, ha="center", va="bottom", fontsize=7.5,
-                        transform=ax.get_xaxis_transform())
+                ax.text(
+                    (start + end - 1) / 2,
+                    1.02,
+                    label,
+                    ha="center",
+                    va="bottom",
+                    fontsize=7.5,
+                    transform=ax.get_xaxis_transform(),
+                )
         columns = min(len(keys), 3)
         legend_rows = -(-len(keys) // columns)
         height = fig.get_figheight()
         title_room, legend_room = 0.4 / height, (0.2 * legend_rows + 0.1) / height  # inches, as figure fractions
         fig.suptitle(title, x=0.02, y=1 - 0.08 / height, ha="left", va="top")
-        fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="upper left", ncol=columns, frameon=False,
-                   bbox_to_anchor=(0.02, 1 - title_room), fontsize=8)
+        fig.legend(
+            *axes[0, 0].get_legend_handles_labels(),
+            loc="upper left",
+            ncol=columns,
+            frameon=False,
+            bbox_to_anchor=(0.02, 1 - title_room),
+            fontsize=8,
+        )
         fig.tight_layout(rect=(0, 0, 1, 1 - title_room - legend_room))
         save(fig, path)
 
@@ -227,8 +271,14 @@ def reliability(panels, title, path, styles):
     with plt.rc_context(STYLE):
         columns = min(len(panels), 4)
         rows = -(-len(panels) // columns)
-        fig, axes = plt.subplots(2 * rows, columns, figsize=(3.2 * columns, 4.6 * rows), sharex=True, squeeze=False,
-                                 gridspec_kw={"height_ratios": [3, 1] * rows})
+        fig, axes = plt.subplots(
+            2 * rows,
+            columns,
+            figsize=(3.2 * columns, 4.6 * rows),
+            sharex=True,
+            squeeze=False,
+            gridspec_kw={"height_ratios": [3, 1] * rows},
+        )
         for index in range(len(panels), rows * columns):  # empty cells of the last row
             axes[2 * (index // columns), index % columns].axis("off")
             axes[2 * (index // columns) + 1, index % columns].axis("off")
@@ -239,10 +289,26 @@ def reliability(panels, title, path, styles):
             centres, width = (edges[:-1] + edges[1:]) / 2, 1 / bins["bins"]
             acc, conf = _bin_values(bins["accuracy"]), _bin_values(bins["confidence"])
             filled = ~np.isnan(acc)
-            top.bar(centres[filled], acc[filled], width, color=styles.colour(key), edgecolor="white", lw=0.5,
-                    label="accuracy")
-            top.bar(centres[filled], (conf - acc)[filled], width, bottom=acc[filled], color=MISTAKE, alpha=0.35,
-                    edgecolor=MISTAKE, lw=0.5, label="gap to confidence")
+            top.bar(
+                centres[filled],
+                acc[filled],
+                width,
+                color=styles.colour(key),
+                edgecolor="white",
+                lw=0.5,
+                label="accuracy",
+            )
+            top.bar(
+                centres[filled],
+                (conf - acc)[filled],
+                width,
+                bottom=acc[filled],
+                color=MISTAKE,
+                alpha=0.35,
+                edgecolor=MISTAKE,
+                lw=0.5,
+                label="gap to confidence",
+            )
             top.plot([0, 1], [0, 1], ls="--", color="0.35", lw=1, label="perfect calibration")
             top.set_xlim(0, 1)
             top.set_ylim(0, 1)
@@ -282,14 +348,24 @@ def sample_predictions(images, true_names, predicted_names, title, path, columns
             ax.imshow(image, extent=(x, x + size, y + size, y), interpolation="bilinear")
             if mistake:
                 ax.add_patch(Rectangle((x - 1, y - 1), size + 2, size + 2, fill=False, edgecolor=MISTAKE, lw=2))
-            ax.text(x + size / 2, y - 2, f"{true}\n→ {predicted}{'  ✗' if mistake else ''}", ha="center",
-                    va="bottom", fontsize=6.5, color=MISTAKE if mistake else CORRECT,
-                    fontweight="bold" if mistake else "normal")
+            ax.text(
+                x + size / 2,
+                y - 2,
+                f"{true}\n→ {predicted}{'  ✗' if mistake else ''}",
+                ha="center",
+                va="bottom",
+                fontsize=6.5,
+                color=MISTAKE if mistake else CORRECT,
+                fontweight="bold" if mistake else "normal",
+            )
         ax.set_xlim(0, columns * cell_w)
         ax.set_ylim(rows * cell_h + 3, 0)  # room for the last row's red frames
         ax.axis("off")
-        fig.suptitle(f"{title}: {n - sum(wrong)} of {n} correct (true → predicted; mistakes in red)",
-                     y=1 - 0.1 / fig.get_figheight(), va="top")
+        fig.suptitle(
+            f"{title}: {n - sum(wrong)} of {n} correct (true → predicted; mistakes in red)",
+            y=1 - 0.1 / fig.get_figheight(),
+            va="top",
+        )
         save(fig, path)
 
 
@@ -305,7 +381,7 @@ def _nice_log_ticks(low, high, most=6):
     if high / low >= 10:
         exponents = range(int(np.floor(np.log10(low))), int(np.ceil(np.log10(high))) + 1)
         for mantissas, every in (((1, 2, 5), 1), ((1,), 1), ((1,), 2), ((1,), 3)):
-            ticks = [m * 10.0 ** e for e in exponents[::every] for m in mantissas if low <= m * 10.0 ** e <= high]
+            ticks = [m * 10.0**e for e in exponents[::every] for m in mantissas if low <= m * 10.0**e <= high]
             if len(ticks) <= most:
                 return ticks
         return ticks
@@ -352,18 +428,35 @@ def accuracy_vs_cost(points, title, path, styles):
         for p in points:
             errors = [[max(p["top1"] - p["low"], 0)], [max(p["high"] - p["top1"], 0)]]
             for ax, x in zip(axes, (p["gflops"], p["throughput"])):
-                ax.errorbar(x, p["top1"], yerr=errors, fmt="none", ecolor=styles.colour(p["key"]), elinewidth=1.2,
-                            capsize=3, zorder=2)
-                ax.scatter(x, p["top1"], s=55, marker=markers[p["dataset"]], color=styles.colour(p["key"]),
-                           edgecolors="black", linewidths=0.5, zorder=3)
+                ax.errorbar(
+                    x,
+                    p["top1"],
+                    yerr=errors,
+                    fmt="none",
+                    ecolor=styles.colour(p["key"]),
+                    elinewidth=1.2,
+                    capsize=3,
+                    zorder=2,
+                )
+                ax.scatter(
+                    x,
+                    p["top1"],
+                    s=55,
+                    marker=markers[p["dataset"]],
+                    color=styles.colour(p["key"]),
+                    edgecolors="black",
+                    linewidths=0.5,
+                    zorder=3,
+                )
         for ax, label in zip(axes, ("forward GFLOPs per image (log scale)", "throughput, images/s (log scale)")):
             _log_axis(ax, label)
         axes[0].margins(y=0.15)
         axes[0].set_ylabel("test top-1 (bars: spread)")
         axes[0].yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
         keys = list(dict.fromkeys(p["key"] for p in points))
-        handles = [Line2D([], [], ls="", marker="o", color=styles.colour(k), label=_wrapped(styles.name(k), 30))
-                   for k in keys]
+        handles = [
+            Line2D([], [], ls="", marker="o", color=styles.colour(k), label=_wrapped(styles.name(k), 30)) for k in keys
+        ]
         handles += [Line2D([], [], ls="", marker=markers[ds], color="0.4", label=ds) for ds in datasets]
         fig.subplots_adjust(right=0.74, wspace=0.08)
         fig.legend(handles=handles, loc="center left", bbox_to_anchor=(0.75, 0.5), frameon=False, fontsize=8)
@@ -380,8 +473,13 @@ def roc_curves(panels, title, path, styles):
         fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels) + 2.4, 3.8), squeeze=False)
         for ax, (panel_title, curves) in zip(axes[0], panels):
             for key, curve in curves.items():
-                ax.plot(curve["fpr"], curve["tpr"], color=styles.colour(key), lw=1.6,
-                        label=_wrapped(f"{styles.name(key)} (AUROC {curve['auroc']:.3f})", 40))
+                ax.plot(
+                    curve["fpr"],
+                    curve["tpr"],
+                    color=styles.colour(key),
+                    lw=1.6,
+                    label=_wrapped(f"{styles.name(key)} (AUROC {curve['auroc']:.3f})", 40),
+                )
             ax.plot([0, 1], [0, 1], ls="--", color="0.6", lw=1)
             ax.axhline(0.95, color="0.75", lw=0.8, ls=":")  # the TPR at which FPR95 is read
             ax.set_xlim(0, 1)
@@ -410,8 +508,13 @@ def _top1_panels(panels, title, path, xlabel, ylabel, draw):
             ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
             ax.set_title(panel_title)
             ax.grid(alpha=0.3)
-        fig.legend(*axes[0][0].get_legend_handles_labels(), loc="center left", bbox_to_anchor=(1.0, 0.5),
-                   frameon=False, fontsize=8)
+        fig.legend(
+            *axes[0][0].get_legend_handles_labels(),
+            loc="center left",
+            bbox_to_anchor=(1.0, 0.5),
+            frameon=False,
+            fontsize=8,
+        )
         fig.suptitle(title)
         fig.tight_layout()
         save(fig, path)
@@ -422,14 +525,17 @@ def corruption_severity(panels, title, path, styles):
 
     panels = [(panel title, {model key: (severities, accuracies)})], accuracies averaged over corruptions.
     """
+
     def draw(ax, lines):
         for key, (severities, accuracies) in lines.items():
-            ax.plot(severities, accuracies, marker="o", ms=3.5, color=styles.colour(key),
-                    label=_wrapped(styles.name(key)))
+            ax.plot(
+                severities, accuracies, marker="o", ms=3.5, color=styles.colour(key), label=_wrapped(styles.name(key))
+            )
         ax.set_xticks(sorted({s for severities, _ in lines.values() for s in severities}))
 
-    _top1_panels(panels, title, path, "corruption severity (0 = clean test images)",
-                 "test top-1, mean over corruptions", draw)
+    _top1_panels(
+        panels, title, path, "corruption severity (0 = clean test images)", "test top-1, mean over corruptions", draw
+    )
 
 
 def fewshot_curves(panels, title, path, styles):

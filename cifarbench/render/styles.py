@@ -8,8 +8,7 @@ says what ran (the demo's 4-block random-init ViT is not called DINOv2 ViT-B/14)
 
 DATASET_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100"}
 # matplotlib's tab10, in order: ten colours that stay distinct for colour-blind readers in most pairs
-PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
-           "#bcbd22", "#17becf")
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
 # timm kwargs that change how a model is regularised, not what it is: no need to mention them
 REGULARISATION_KWARGS = {"drop_rate", "drop_path_rate", "drop_block_rate", "proj_drop_rate", "attn_drop_rate"}
 # how the common architecture kwargs read in a name; others show as `key value`

@@ -106,8 +106,12 @@ def nvidia_gpus():
     if exe is None:
         return None, "no nvidia-smi"
     try:
-        query = subprocess.run([exe, "--query-gpu=name,driver_version", "--format=csv,noheader"],
-                               capture_output=True, text=True, timeout=NVIDIA_SMI_TIMEOUT)
+        query = subprocess.run(
+            [exe, "--query-gpu=name,driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=NVIDIA_SMI_TIMEOUT,
+        )
         rows = [line.rsplit(",", 1) for line in query.stdout.splitlines() if "," in line]
         if query.returncode != 0 or not rows:
             said = (query.stdout + query.stderr).strip().splitlines()
@@ -118,8 +122,9 @@ def nvidia_gpus():
     except (OSError, UnicodeDecodeError) as exc:
         return None, f"nvidia-smi could not run: {exc}"
     cuda = re.search(r"CUDA Version:\s*(\d+\.\d+)", summary.stdout)
-    return NvidiaGpus(names=tuple(name.strip() for name, _ in rows), driver=rows[0][1].strip(),
-                      cuda=cuda.group(1) if cuda else None), ""
+    return NvidiaGpus(
+        names=tuple(name.strip() for name, _ in rows), driver=rows[0][1].strip(), cuda=cuda.group(1) if cuda else None
+    ), ""
 
 
 def _version(text):
@@ -140,18 +145,23 @@ def _torch_fix(driver_cuda):
         return f"install the torch build that matches the driver's CUDA ({guide})"
     driver = _version(driver_cuda)
     if torch.version.cuda and _version(torch.version.cuda)[0] <= driver[0]:
-        return ("find out why torch cannot see it (`python -c 'import torch; torch.cuda.init()'` says) "
-                f"and reinstall torch if needed ({guide})")
+        return (
+            "find out why torch cannot see it (`python -c 'import torch; torch.cuda.init()'` says) "
+            f"and reinstall torch if needed ({guide})"
+        )
     builds = [build for build in TORCH_CUDA_BUILDS if build[0] <= driver[0]]
     if not builds:
         oldest = ".".join(map(str, TORCH_CUDA_BUILDS[0]))
         return f"update the NVIDIA driver (it runs CUDA {driver_cuda}; torch's builds need CUDA {oldest} or newer)"
     tag = "cu" + "".join(map(str, max(builds)))
-    pins = " ".join(f"{package}=={version}+{tag}" for package in ("torch", "torchvision")
-                    if (version := _installed(package)))
+    pins = " ".join(
+        f"{package}=={version}+{tag}" for package in ("torch", "torchvision") if (version := _installed(package))
+    )
     newer = " (or update the NVIDIA driver)" if torch.version.cuda else ""
-    return (f"install the torch build for this driver: pip install {pins or 'torch torchvision'} "
-            f"--index-url https://download.pytorch.org/whl/{tag}{newer}")
+    return (
+        f"install the torch build for this driver: pip install {pins or 'torch torchvision'} "
+        f"--index-url https://download.pytorch.org/whl/{tag}{newer}"
+    )
 
 
 def _unusable_gpu(asked, gpus):
@@ -160,7 +170,8 @@ def _unusable_gpu(asked, gpus):
     return BenchError(
         f"compute.device: {asked} found {gpus} (driver {gpus.driver}, {runs}) but torch "
         f"{torch.__version__} ({build}) cannot use it; either {_torch_fix(gpus.cuda)}, "
-        f"or set compute.device: cpu to train on the CPU deliberately")
+        f"or set compute.device: cpu to train on the CPU deliberately"
+    )
 
 
 def _gpus_hidden():
@@ -191,8 +202,10 @@ def _pick_device(name):
     if name == "auto":
         name, reason = _pick_auto()
     if name == "mps" and not _mps_available():
-        raise BenchError("compute.device: mps asked for but torch offers no MPS device (Apple silicon, "
-                         "macOS 14 or later); use auto or cpu")
+        raise BenchError(
+            "compute.device: mps asked for but torch offers no MPS device (Apple silicon, "
+            "macOS 14 or later); use auto or cpu"
+        )
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
             gpus, _ = (None, "") if _gpus_hidden() else nvidia_gpus()
@@ -228,8 +241,10 @@ def _precision(asked, device):
         return asked
     if device.type == "mps" and not _mps_supports(asked):
         needs = "macOS 14 and a torch" if asked == "bf16" else "a torch"
-        raise BenchError(f"compute.precision: {asked} autocast on MPS needs {needs} that supports it "
-                         f"(this is torch {torch.__version__}); use fp32 or auto")
+        raise BenchError(
+            f"compute.precision: {asked} autocast on MPS needs {needs} that supports it "
+            f"(this is torch {torch.__version__}); use fp32 or auto"
+        )
     if asked == "fp16" and device.type == "cpu":
         raise BenchError("compute.precision: fp16 needs a CUDA device (or Apple's MPS); use fp32 or bf16 on CPU")
     if asked == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():

@@ -14,12 +14,12 @@ import torch.nn.functional as F
 from timm.optim import create_optimizer_v2
 from tqdm import tqdm
 
-from cifarbench.runtime import distributed
-from cifarbench.models import inference
-from cifarbench.train import schedules
 from cifarbench.data import transforms
-from cifarbench.models import timm_models as modellib
 from cifarbench.errors import BenchError
+from cifarbench.models import inference
+from cifarbench.models import timm_models as modellib
+from cifarbench.runtime import distributed
+from cifarbench.train import schedules
 
 # Read the loss back every this many steps to catch NaN/inf early; one scalar
 # copy per 50 steps costs nothing measurable, unlike one per step.
@@ -46,8 +46,14 @@ def build_optimizer(model, recipe):
     timm scheduler applies every time it sets the lr (see schedules.py).
     """
     extra = {"momentum": recipe.momentum} if recipe.optimizer == "sgd" else {}
-    return create_optimizer_v2(model, opt=recipe.optimizer, lr=recipe.lr, weight_decay=recipe.weight_decay,
-                               layer_decay=recipe.layer_decay, **extra)
+    return create_optimizer_v2(
+        model,
+        opt=recipe.optimizer,
+        lr=recipe.lr,
+        weight_decay=recipe.weight_decay,
+        layer_decay=recipe.layer_decay,
+        **extra,
+    )
 
 
 class Trainer:
@@ -69,8 +75,9 @@ class Trainer:
         self.eval_batch_size = eval_batch_size
         self.world, self.rank = distributed.world_size(), distributed.rank()
         # under DDP: SyncBatchNorm layers (sync_bn on CUDA) or per-rank statistics; `batchnorm` says which
-        self.model, self.batchnorm = (distributed.batchnorm_for_ddp(model, runtime.device, sync_bn) if self.world > 1
-                                      else (model, None))
+        self.model, self.batchnorm = (
+            distributed.batchnorm_for_ddp(model, runtime.device, sync_bn) if self.world > 1 else (model, None)
+        )
         self.optimizer = build_optimizer(self.model, recipe)
         self.schedule = schedules.Schedule(self.optimizer, recipe, self.plan(n_train)[2])
         self.scaler = torch.amp.GradScaler(runtime.device.type, enabled=runtime.needs_grad_scaler)
@@ -95,8 +102,10 @@ class Trainer:
         per_rank = n_images // self.world
         batch = min(max(1, self.recipe.batch_size // self.world), per_rank)
         if batch < 1:
-            raise BenchError(f"{n_images} training images cannot make one batch over {self.world} processes; "
-                             "use more images (data.limit) or fewer compute.devices")
+            raise BenchError(
+                f"{n_images} training images cannot make one batch over {self.world} processes; "
+                "use more images (data.limit) or fewer compute.devices"
+            )
         return per_rank, batch, per_rank // batch  # drop the ragged tail: a 1-image batch breaks BatchNorm
 
     @property
@@ -120,7 +129,9 @@ class Trainer:
         """
         cuda = torch.cuda.get_rng_state_all() if self.runtime.device.type == "cuda" else []
         return {
-            "epoch": self.epoch, "best_acc": self.best_acc, "since_best": self.since_best,
+            "epoch": self.epoch,
+            "best_acc": self.best_acc,
+            "since_best": self.since_best,
             "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
             "optimizer": self.optimizer.state_dict(),
             "schedule": self.schedule.state_dict(),
@@ -128,7 +139,8 @@ class Trainer:
             "order_rng": self.order_generator.get_state(),
             # per rank: augmentation, and the global RNG that dropout and drop-path draw from
             "rank_rngs": distributed.gather_objects(
-                {"augment": self.augment_generator.get_state(), "torch": torch.get_rng_state(), "cuda": cuda}),
+                {"augment": self.augment_generator.get_state(), "torch": torch.get_rng_state(), "cuda": cuda}
+            ),
         }
 
     def load_state_dict(self, state):
@@ -150,15 +162,17 @@ class Trainer:
         per_rank, batch, steps = self.plan(len(labels))
         modellib.train_mode(self.model)
         order = torch.randperm(len(labels), device=runtime.device, generator=self.order_generator)
-        order = order[self.rank::self.world][:per_rank]  # this rank's disjoint shard
+        order = order[self.rank :: self.world][:per_rank]  # this rank's disjoint shard
         loss_sum = torch.zeros((), device=runtime.device)
         correct = torch.zeros((), device=runtime.device, dtype=torch.long)
         first_bad_step = torch.full((), -1, device=runtime.device, dtype=torch.long)
-        bar = tqdm(range(steps), desc=f"epoch {self.epoch + 1}", unit="batch", leave=False, mininterval=2,
-                   disable=None)  # None: a bar on a terminal, none in CI logs
+        bar = tqdm(
+            range(steps), desc=f"epoch {self.epoch + 1}", unit="batch", leave=False, mininterval=2, disable=None
+        )  # None: a bar on a terminal, none in CI logs
         start = time.perf_counter()
-        batches = transforms.training_batches(images, order, batch, steps, recipe.augment, self.preprocess,
-                                              self.augment_generator)
+        batches = transforms.training_batches(
+            images, order, batch, steps, recipe.augment, self.preprocess, self.augment_generator
+        )
         for step, (index, x) in zip(bar, batches):
             y = labels[index]
             with runtime.autocast():
@@ -216,9 +230,17 @@ class Trainer:
         seconds = time.perf_counter() - start
         lr = self.lr  # the lr of the epoch's last update, before the epoch-end schedule step
         improved = self.end_epoch(val_acc)
-        return EpochResult(epoch=self.epoch, train_loss=train_loss, train_acc=train_acc, val_loss=val_loss,
-                           val_acc=val_acc, lr=lr, seconds=seconds, images_per_second=seen / seconds,
-                           improved=improved)
+        return EpochResult(
+            epoch=self.epoch,
+            train_loss=train_loss,
+            train_acc=train_acc,
+            val_loss=val_loss,
+            val_acc=val_acc,
+            lr=lr,
+            seconds=seconds,
+            images_per_second=seen / seconds,
+            improved=improved,
+        )
 
     def epochs(self, *tensors):
         """Yield run_epoch(*tensors) until recipe.epochs or early stopping."""

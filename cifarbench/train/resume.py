@@ -71,10 +71,17 @@ def load(path, expected_fingerprint):
 
 
 def save(path, fingerprint_, trainer_state, history, best):
-    atomic.torch_save(path, {
-        "format": FORMAT, "fingerprint": fingerprint_, "finished": False,
-        "trainer": trainer_state, "history": history, "best": best,
-    })
+    atomic.torch_save(
+        path,
+        {
+            "format": FORMAT,
+            "fingerprint": fingerprint_,
+            "finished": False,
+            "trainer": trainer_state,
+            "history": history,
+            "best": best,
+        },
+    )
 
 
 def mark_finished(path, fingerprint_):

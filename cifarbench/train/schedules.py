@@ -26,12 +26,19 @@ class Schedule:
             # we keep it on purpose and save its full state ourselves (state_dict below)
             warnings.simplefilter("ignore", FutureWarning)
             self.scheduler, _ = create_scheduler_v2(
-                optimizer, sched=recipe.schedule, num_epochs=recipe.epochs, decay_epochs=recipe.decay_epochs,
+                optimizer,
+                sched=recipe.schedule,
+                num_epochs=recipe.epochs,
+                decay_epochs=recipe.decay_epochs,
                 decay_milestones=list(recipe.decay_milestones),
                 decay_rate=recipe.plateau_factor if recipe.schedule == "plateau" else recipe.decay_rate,
-                patience_epochs=recipe.plateau_patience, min_lr=recipe.min_lr, warmup_lr=recipe.warmup_lr,
-                warmup_epochs=recipe.warmup_epochs, plateau_mode="max",
-                step_on_epochs=self.per_epoch, updates_per_epoch=updates_per_epoch,
+                patience_epochs=recipe.plateau_patience,
+                min_lr=recipe.min_lr,
+                warmup_lr=recipe.warmup_lr,
+                warmup_epochs=recipe.warmup_epochs,
+                plateau_mode="max",
+                step_on_epochs=self.per_epoch,
+                updates_per_epoch=updates_per_epoch,
             )
 
     def after_update(self, num_updates):

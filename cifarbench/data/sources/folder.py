@@ -11,8 +11,8 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from cifarbench.data.dataset import Dataset, Split
-from cifarbench.errors import BenchError
 from cifarbench.data.sources.cifar_names import CIFAR100_COARSE_CLASSES, CIFAR100_FINE_CLASSES, CIFAR100_FINE_TO_COARSE
+from cifarbench.errors import BenchError
 
 IMAGE_SIZE = (32, 32)
 EXTENSIONS = {".png", ".jpg", ".jpeg"}

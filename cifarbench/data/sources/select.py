@@ -9,12 +9,12 @@
 Every source returns a `cifarbench.dataset.Dataset`.
 """
 
-from cifarbench.paths import DATASETS
-from cifarbench.errors import BenchError
 from cifarbench.data.sources import download as _download
 from cifarbench.data.sources.cifar_archive import read_archive
 from cifarbench.data.sources.digits import make_digits
 from cifarbench.data.sources.folder import read_folder
+from cifarbench.errors import BenchError
+from cifarbench.paths import DATASETS
 
 SOURCES = ("auto", "download", "archive", "folder", "digits")
 
