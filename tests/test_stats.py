@@ -142,3 +142,24 @@ def test_t_interval_against_scipy():
     assert stats.t_interval([0.5, 0.5, 0.5]) == (0.5, 0.5, 0.5)
     with pytest.raises(ValueError, match="at least 2"):
         stats.t_interval([0.9])
+
+
+def test_welch_against_scipy_and_by_hand():
+    a, b = [0.951, 0.948, 0.955], [0.940, 0.947, 0.938, 0.944]
+    p = stats.welch_p(a, b)
+    assert p == pytest.approx(sps.ttest_ind(a, b, equal_var=False).pvalue, rel=1e-12)
+    # by hand: t = (mean a - mean b) / sqrt(va/na + vb/nb), Welch-Satterthwaite degrees of freedom
+    va, vb = np.var(a, ddof=1) / 3, np.var(b, ddof=1) / 4
+    t = (np.mean(a) - np.mean(b)) / math.sqrt(va + vb)
+    df = (va + vb) ** 2 / (va**2 / 2 + vb**2 / 3)
+    assert p == pytest.approx(2 * sps.t.sf(abs(t), df), rel=1e-9)
+    assert stats.welch_p(b, a) == pytest.approx(p, rel=1e-12)  # two-sided: symmetric
+    assert isinstance(p, float)
+
+
+def test_welch_edge_cases():
+    assert stats.welch_p([0.5, 0.5], [0.5, 0.5]) == 1.0  # nothing varies, same mean: scipy says NaN
+    assert stats.welch_p([0.5, 0.5], [0.6, 0.6]) == 0.0  # nothing varies, different means
+    assert 0 < stats.welch_p([0.5, 0.5], [0.6, 0.62]) < 1  # one side varies: scipy's answer
+    with pytest.raises(ValueError, match="at least 2"):
+        stats.welch_p([0.9], [0.8, 0.85])

@@ -1,4 +1,4 @@
-"""Uncertainty and significance for per-image test results: bootstrap and t intervals, McNemar, Holm.
+"""Uncertainty and significance for per-image test results: bootstrap and t intervals, McNemar, Holm, Welch.
 
 Inputs are per-image values over one test set (0/1 correctness, or correctness
 averaged over training seeds, floats in [0, 1]) or per-seed accuracies; outputs
@@ -8,6 +8,7 @@ A leaf: numpy and scipy only, nothing of ours.
 """
 
 import math
+import warnings
 
 import numpy as np
 from scipy import stats as sps
@@ -127,3 +128,19 @@ def t_interval(values, level=0.95):
     sem = float(values.std(ddof=1)) / math.sqrt(n)
     half = float(sps.t.ppf(0.5 + level / 2, df=n - 1)) * sem
     return mean, mean - half, mean + half
+
+
+def welch_p(a, b):
+    """Two-sided p-value of Welch's t-test (unequal variances) that two sets of per-seed accuracies share a mean.
+
+    scipy.stats.ttest_ind(a, b, equal_var=False); each side needs at least 2 values. When neither side
+    varies, t is 0/0 or infinite and scipy answers NaN: here 1.0 for equal means, 0.0 for different ones.
+    """
+    a, b = _vector(a, "a"), _vector(b, "b")
+    if a.size < 2 or b.size < 2:
+        raise ValueError(f"Welch's test needs at least 2 values a side, got {a.size} and {b.size}")
+    if np.all(a == a[0]) and np.all(b == b[0]):
+        return 1.0 if a[0] == b[0] else 0.0
+    with warnings.catch_warnings():  # one side without spread (seeds that tie) is fine: its variance is 0
+        warnings.filterwarnings("ignore", "Precision loss occurred", RuntimeWarning)
+        return float(sps.ttest_ind(a, b, equal_var=False).pvalue)
