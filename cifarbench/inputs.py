@@ -5,9 +5,15 @@ trusts what an earlier stage wrote: every problem becomes a `BenchError`
 (`error: <file> is damaged (<what>); rerun its stage: dvc repro -f <stage>,
 or restore it: dvc checkout --force <file>`), never a zipfile or JSON traceback.
 The stage that writes each file is looked up in `paths.producing_stage`.
+`per_image` checks the per-image predictions file, also as read at another
+revision (`cifarbench compare`), where the fix names that revision.
 """
 
+import base64
+import binascii
+import dataclasses
 import json
+import re
 import zipfile
 import zlib
 from pathlib import Path
@@ -79,3 +85,81 @@ def read_npz(path, required, optional=()):
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         # truncated or overwritten zip, bad CRC, pickled objects, an array header numpy cannot parse
         raise damaged(path, f"not a readable .npz: {first_line(exc)}") from None
+
+
+# metrics/per_image/<model>-<dataset>-<seed>.json, written by the evaluate stage (pipeline/evaluate.py):
+# {"format": PER_IMAGE_FORMAT, "n_test": N, "n_classes": C, "test_digest": "sha256:<64 hex>",
+#  "dtype": "uint8" | "uint16", "predicted": base64 of N little-endian classes, "correct": base64 of
+#  np.packbits(predicted == label)}: about 1.5 bytes an image, the same bytes on every rerun.
+PER_IMAGE_FORMAT = "cifarbench per-image predictions 1"
+CLASS_DTYPES = {"uint8": "<u1", "uint16": "<u2"}
+_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+
+
+@dataclasses.dataclass(frozen=True)
+class PerImage:
+    """One evaluate run's per-image results: predicted classes, their correctness, the test set's digest."""
+
+    predicted: np.ndarray  # (n_test,) int64
+    correct: np.ndarray  # (n_test,) bool: predicted == the test label
+    n_classes: int
+    test_digest: str  # sha256 over the test labels and pixels evaluate scored
+
+    @property
+    def top1(self):
+        return float(self.correct.mean())
+
+
+def _decoded(record, field, size):
+    text = record.get(field)
+    if not isinstance(text, str):
+        raise ValueError(f"no {field} string")
+    try:
+        raw = base64.b64decode(text.encode("ascii"), validate=True)
+    except (UnicodeEncodeError, binascii.Error):
+        raise ValueError(f"{field} is not base64") from None
+    if len(raw) != size:
+        raise ValueError(f"{field} holds {len(raw)} bytes where n_test needs {size}")
+    return raw
+
+
+def _per_image(data):
+    try:
+        record = json.loads(data.decode("utf-8") if isinstance(data, bytes) else data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"not valid JSON: {first_line(exc)}") from None
+    if not isinstance(record, dict) or record.get("format") != PER_IMAGE_FORMAT:
+        raise ValueError(f"its format is not {PER_IMAGE_FORMAT!r}")
+    n, n_classes, dtype = record.get("n_test"), record.get("n_classes"), record.get("dtype")
+    for name, value in (("n_test", n), ("n_classes", n_classes)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} is not a positive whole number")
+    if dtype not in CLASS_DTYPES:
+        raise ValueError(f"dtype is not one of {', '.join(CLASS_DTYPES)}")
+    digest = record.get("test_digest")
+    if not isinstance(digest, str) or not _DIGEST.match(digest):
+        raise ValueError("no test_digest (sha256:<64 hex digits>)")
+    item = np.dtype(CLASS_DTYPES[dtype])
+    predicted = np.frombuffer(_decoded(record, "predicted", n * item.itemsize), dtype=item).astype(np.int64)
+    if predicted.max() >= n_classes:
+        raise ValueError(f"a predicted class is {int(predicted.max())}, past n_classes {n_classes}")
+    bits = np.frombuffer(_decoded(record, "correct", (n + 7) // 8), dtype=np.uint8)
+    correct = np.unpackbits(bits)
+    if correct[n:].any():
+        raise ValueError("correct has bits set past n_test")
+    return PerImage(predicted, correct[:n].astype(bool), n_classes, digest)
+
+
+def per_image(data, path, revision=None):
+    """A per-image predictions file's content (bytes or text), checked: a PerImage, or one line naming the
+    file (and the revision it was read at: 'HEAD (1a2b3c4)', an experiment) and the fix."""
+    try:
+        return _per_image(data)
+    except ValueError as exc:
+        if revision is None:
+            raise damaged(path, str(exc)) from None
+        stage = paths.producing_stage(path) or "<the stage that writes it>"
+        raise BenchError(
+            f"{path} at {revision} is damaged ({exc}); rerun its stage on that revision "
+            f"(`dvc repro -f {stage}`) and commit the result"
+        ) from None

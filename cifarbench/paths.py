@@ -50,8 +50,8 @@ _PRODUCERS = (
     ),
     (re.compile(r"(?:^|/)logs/(?P<stage>[^/]+)/(?P<run>[^/]+)/"), lambda m: f"{m['stage']}@{m['run']}"),
     (
-        re.compile(r"(?:^|/)metrics/(?P<kind>evaluate|efficiency|embed|probe)/(?P<run>[^/]+)\.json$"),
-        lambda m: f"{'evaluate' if m['kind'] == 'efficiency' else m['kind']}@{m['run']}",
+        re.compile(r"(?:^|/)metrics/(?P<kind>evaluate|efficiency|per_image|embed|probe)/(?P<run>[^/]+)\.json$"),
+        lambda m: f"{'evaluate' if m['kind'] in ('efficiency', 'per_image') else m['kind']}@{m['run']}",
     ),
     (re.compile(r"(?:^|/)metrics/(?:summary|cost|comparisons|top1)\.json$"), lambda m: "report"),
     (re.compile(r"(?:^|/)recipes/"), lambda m: "recipes"),
@@ -126,6 +126,14 @@ def efficiency(key, dataset, seed):
 def predictions(key, dataset, seed):
     """Per test image: predicted class, top-1 and top-5 correctness (the report's paired tests and intervals)."""
     return MODELS / "predictions" / f"{key}-{dataset}-{seed}.npz"
+
+
+def per_image(key, dataset, seed):
+    """Per test image: the predicted class and whether it is right, with a digest of the test set scored.
+
+    Small and git-tracked (cache: false, not a declared metric), so every commit and experiment
+    carries what `cifarbench compare` pairs, without a DVC remote (format: inputs.per_image)."""
+    return METRICS / "per_image" / f"{key}-{dataset}-{seed}.json"
 
 
 def embedding_metrics(key, dataset, seed):

@@ -180,8 +180,8 @@ def test_kill_9_then_rerun_gives_byte_identical_metrics(projects, tmp_path, case
     out = finish(case.start(folder))
     assert "resuming after epoch" in out
     case.evaluate(folder)
-    metrics = paths.evaluation(case.model, case.dataset, SEED)
-    assert (folder / metrics).read_bytes() == (reference / metrics).read_bytes()
+    for metrics in (paths.evaluation(case.model, case.dataset, SEED), paths.per_image(case.model, case.dataset, SEED)):
+        assert (folder / metrics).read_bytes() == (reference / metrics).read_bytes()
     assert training_logs(folder, case) == training_logs(reference, case)
     assert_same_weights(best_weights(folder, case), best_weights(reference, case))
     rows = folder / paths.train_log(case.dataset, case.model, SEED) / "plots" / "metrics" / "val" / "acc.tsv"

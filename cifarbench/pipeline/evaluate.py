@@ -1,6 +1,6 @@
 """The evaluate stage's work: accuracy, calibration, robustness and cost of one checkpoint on the test split.
 
-Two files per model, dataset and training seed, kept apart on purpose:
+Three files per model, dataset and training seed, kept apart on purpose:
 - metrics/evaluate/<model>-<dataset>-<seed>.json: top1, top5 with their 95 %
   bootstrap intervals over the test images, ece, n_test, per_class, the
   reliability bins, out-of-distribution detection of the other dataset's test
@@ -9,16 +9,22 @@ Two files per model, dataset and training seed, kept apart on purpose:
   with an uninterrupted one);
 - metrics/efficiency/<model>-<dataset>-<seed>.json: params, gflops, throughput,
   latency_ms, peak memory and the device, which vary from run to run (the report
-  adds the training stage's own cost to them in metrics/cost.json).
+  adds the training stage's own cost to them in metrics/cost.json);
+- metrics/per_image/<model>-<dataset>-<seed>.json: each test image's predicted
+  class and whether it is right, with a digest of the test set it scored (its
+  labels and pixels): small and git-tracked, so `cifarbench compare` can pair two
+  revisions' results image by image (format: inputs.per_image).
 """
 
+import base64
 import csv
+import hashlib
 import io
 
 import numpy as np
 import torch
 
-from cifarbench import atomic, paths
+from cifarbench import atomic, inputs, paths
 from cifarbench.data import dataset, transforms
 from cifarbench.eval import efficiency, metrics, ood, robustness, stats
 from cifarbench.models import inference, timm_models
@@ -37,6 +43,32 @@ def confusion_csv(labels, predicted, classes):
     writer.writerow(["actual", "predicted"])
     writer.writerows((classes[a], classes[p]) for a, p in zip(labels, predicted))
     return out.getvalue()
+
+
+def test_digest(images, labels):
+    """sha256 over the test labels and pixels as scored (dtype and shape included): equal digests, same test set."""
+    h = hashlib.sha256()
+    for array in (np.asarray(labels, dtype="<i8"), np.asarray(images)):
+        array = np.ascontiguousarray(array)
+        h.update(f"{array.dtype.str}{array.shape};".encode())
+        h.update(array.tobytes())
+    return f"sha256:{h.hexdigest()}"
+
+
+def per_image(predicted, correct, n_classes, digest):
+    """The per-image predictions file's content (inputs.PER_IMAGE_FORMAT): the same bytes for the same results."""
+    dtype = "uint8" if n_classes <= 256 else "uint16"
+    classes = np.asarray(predicted).astype(inputs.CLASS_DTYPES[dtype])
+    bits = np.packbits(np.asarray(correct, dtype=bool))
+    return {
+        "format": inputs.PER_IMAGE_FORMAT,
+        "n_test": int(len(classes)),
+        "n_classes": int(n_classes),
+        "test_digest": digest,
+        "dtype": dtype,
+        "predicted": base64.b64encode(classes.tobytes()).decode("ascii"),
+        "correct": base64.b64encode(bits.tobytes()).decode("ascii"),
+    }
 
 
 def sample_indices(n_test, count):
@@ -101,6 +133,10 @@ def run(s):
     atomic.write_json(paths.evaluation(key, ds, seed), result)
     atomic.save_npz(
         paths.predictions(key, ds, seed), predicted=predicted.astype(np.int16), correct1=correct1, correct5=correct5
+    )
+    atomic.write_json(
+        paths.per_image(key, ds, seed),
+        per_image(predicted, correct1, len(classes), test_digest(test.images, test.labels)),
     )
     atomic.write_text(paths.confusion_rows(key, ds, seed), confusion_csv(test.labels, predicted, classes))
     figures.confusion(
