@@ -20,7 +20,6 @@ import json
 import os
 import re
 import shlex
-import shutil
 import signal
 import subprocess
 import sys
@@ -29,9 +28,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, committed_params, dump, set_dotted, tiny_params
+from conftest import ROOT, committed_params, dump, tiny_params
+from dvc_repo import Repo, copy_project, stages_for
 from PIL import Image
-from ruamel.yaml import YAML
 
 from cifarbench.paths import DATASETS
 
@@ -40,93 +39,7 @@ MODELS = ["resnet18", "efficientnet_b0", "dinov2_vitb14", FOURTH]
 SEED = 0
 
 
-def stages_for(models, seeds=(SEED,)):
-    runs = [f"{m}-{s}" for m in models for s in seeds]
-    return (
-        {"recipes", "report"}
-        | {f"download@{d}" for d in DATASETS}
-        | {f"{stage}@{r}" for stage in ("train-cifar10", "transfer-cifar100") for r in runs}
-        | {f"{stage}@{m}-{d}-{s}" for stage in ("evaluate", "embed") for m in models for d in DATASETS for s in seeds}
-        | {f"probe@{m}-{d}" for m in models for d in DATASETS}
-    )
-
-
 ALL_STAGES = stages_for(MODELS)
-
-
-def project_files():
-    """The files a fresh clone would have (tracked, plus new files not yet committed)."""
-    out = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return [f for f in out.splitlines() if (ROOT / f).is_file()]
-
-
-def copy_project(dest):
-    for rel in project_files():
-        target = dest / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT / rel, target)
-    # results of a local `make demo` would look like committed outputs: a fresh clone has none
-    for generated in ("dvc.lock", "metrics", "plots", "logs", "recipes"):
-        path = dest / generated
-        shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
-
-
-class Repo:
-    def __init__(self, path):
-        self.path = path
-        bin_dir = str(Path(sys.executable).parent)
-        self.env = dict(
-            os.environ,
-            PATH=bin_dir + os.pathsep + os.environ["PATH"],
-            PYTHONPATH=str(path),  # the copy's package, not the checkout's
-            DVC_NO_ANALYTICS="1",
-            PYTHONUNBUFFERED="1",
-        )
-
-    def run(self, *args, check=True, **kwargs):
-        proc = subprocess.run(args, cwd=self.path, env=self.env, capture_output=True, text=True, **kwargs)
-        if check and proc.returncode != 0:
-            raise AssertionError(
-                f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-            )
-        return proc
-
-    def dvc(self, *args, check=True):
-        return self.run(sys.executable, "-m", "dvc", *args, check=check)
-
-    def stages_run(self, *args):
-        out = self.dvc(*args).stdout
-        return set(re.findall(r"Running stage '([^']+)'", out))
-
-    def params(self):
-        return YAML(typ="safe").load((self.path / "params.yaml").read_text())
-
-    def write_params(self, raw):
-        (self.path / "params.yaml").write_text(dump(raw))
-
-    def set_param(self, key, value):
-        raw = self.params()
-        set_dotted(raw, key, value)
-        self.write_params(raw)
-
-    def commit(self, message):
-        self.run("git", "add", "-A")
-        self.run("git", "commit", "-q", "--allow-empty", "-m", message)
-
-    def restore(self):
-        """Back to the last commit: tracked files (params, dvc.lock, metrics) and DVC-cached outputs."""
-        self.run("git", "checkout", "-q", "--", ".")
-        self.run("git", "clean", "-q", "-fd", "--", "metrics", "plots", "logs", "recipes")
-        self.dvc("checkout", "--force")
-
-    def json(self, rel):
-        return json.loads((self.path / rel).read_text())
 
 
 def with_fourth_model(raw):
@@ -191,6 +104,7 @@ def test_full_repro_then_nothing_to_do(repo):
             for rel in (
                 f"models/umap/{run}.npz",
                 f"models/predictions/{run}.npz",
+                f"metrics/per_image/{run}.json",
                 f"metrics/evaluate/{run}.json",
                 f"metrics/efficiency/{run}.json",
                 f"metrics/embed/{run}.json",
@@ -573,7 +487,8 @@ def test_killed_dvc_repro_resumes_and_matches_an_uninterrupted_run(repo):
     repo.set_param(f"train.{model}.epochs", 3)
     repo.dvc("repro", evaluate)  # uninterrupted: 3 epochs, then evaluate
     metrics = repo.path / "metrics" / "evaluate" / f"{model}-cifar10-{SEED}.json"
-    uninterrupted = metrics.read_bytes()
+    per_image = repo.path / "metrics" / "per_image" / f"{model}-cifar10-{SEED}.json"
+    uninterrupted, uninterrupted_per_image = metrics.read_bytes(), per_image.read_bytes()
     state_path = repo.path / "models" / "cifar10" / f"{run}.state.pt"
 
     def saved_epoch():
@@ -603,3 +518,4 @@ def test_killed_dvc_repro_resumes_and_matches_an_uninterrupted_run(repo):
     rows = (repo.path / "logs" / "train-cifar10" / run / "plots" / "metrics" / "val" / "acc.tsv").read_text()
     assert len(rows.strip().splitlines()) == 1 + 3
     assert metrics.read_bytes() == uninterrupted
+    assert per_image.read_bytes() == uninterrupted_per_image
