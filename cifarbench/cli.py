@@ -1,12 +1,16 @@
 """The `cifarbench` command (installed with the package).
 
     cifarbench predict PATH... --model resnet18 --dataset cifar10 [--seed 0] [--topk 5] [--json] [--device auto]
+    cifarbench compare [A [B]] [--all] [--md | --json] [--fail-if-worse]
 
-Run it from the project root: it loads the pipeline's checkpoint
+Run it from the project root. predict loads the pipeline's checkpoint
 models/<dataset>/<model>-<seed>.pt of any model in params.yaml's registry
-(the first training seed unless --seed says otherwise). Every user error (a bad argument, a missing
-checkpoint, a file that is not a readable image) is one line on stderr and exit
-status 2, never a traceback.
+(the first training seed unless --seed says otherwise). compare says which
+top-1 differences between two revisions (commits, branches, tags, experiments;
+default HEAD and the workspace) are real (cifarbench/commands/compare.py).
+Every user error (a bad argument, a missing checkpoint, a file that is not a
+readable image, an unknown revision, a damaged results file) is one line on
+stderr and exit status 2, never a traceback.
 """
 
 import argparse
@@ -55,6 +59,25 @@ def _parser():
     predict.add_argument(
         "--device", default="auto", help="auto (CUDA, else Apple's MPS, else the CPU), cpu, cuda, cuda:N or mps"
     )
+    compare = commands.add_parser(
+        "compare",
+        help="which top-1 differences between two revisions' results are real",
+        description="Compare the evaluate results of two revisions (anything `dvc metrics diff` takes: a commit, "
+        "branch, tag or experiment name; default HEAD and the workspace), image by image: per model and dataset, "
+        "top-1 of A and B, B - A with a paired bootstrap interval, the exact McNemar p-value, Holm's correction, "
+        "with two or more training seeds a side Welch's t-test over seeds, and a verdict for B against A.",
+    )
+    compare.add_argument("a", nargs="?", metavar="A", help="the baseline (default HEAD)")
+    compare.add_argument("b", nargs="?", metavar="B", help="what is compared against it (default: the workspace)")
+    compare.add_argument(
+        "--all", action="store_true", dest="every", help="compare every experiment of commit A against A (a sweep)"
+    )
+    output = compare.add_mutually_exclusive_group()
+    output.add_argument("--md", action="store_const", const="md", dest="output", help="print a Markdown table")
+    output.add_argument("--json", action="store_const", const="json", dest="output", help="print a JSON list")
+    compare.add_argument(
+        "--fail-if-worse", action="store_true", help="exit with status 1 when any cell is significantly worse"
+    )
     return parser
 
 
@@ -81,7 +104,14 @@ def _checkpoint(args):
 
 @functools.partial(exit_on_bench_error, also=(ParamsError,))
 def main(argv=None):
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command == "compare":
+        if args.every and args.b is not None:
+            parser.error("compare --all takes one revision, the baseline whose experiments it compares")
+        from cifarbench.commands import compare  # numpy and scipy load only once the arguments are good
+
+        return compare.run(args.a, args.b, args.every, args.output or "text", args.fail_if_worse)
     if args.command == "predict":
         checkpoint_path = _checkpoint(args)
         from cifarbench.commands import predict  # torch and timm load only once the arguments are good

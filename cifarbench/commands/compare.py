@@ -1,0 +1,384 @@
+"""`cifarbench compare [A [B]]`: which top-1 differences between two revisions' results are real.
+
+A and B are what `dvc metrics diff` takes (a commit, branch, tag or experiment name; default HEAD
+and the workspace). A side's runs are the evaluate stages its dvc.lock records for the models and
+seeds its params.yaml names; their per-image files (metrics/per_image/, git-tracked) are read at the
+revision (revisions.read), never by checking it out. For every model x dataset on both sides, paired
+over the same test images (the files' test-set digests must agree):
+
+- top1_a, top1_b: the mean top-1 over each side's training seeds; diff = top1_b - top1_a;
+- diff_ci: the 95 % paired bootstrap interval of diff over the test images, each image's
+  correctness averaged over the side's seeds (as the report's intervals are; seeded, deterministic);
+- mcnemar_p: the exact McNemar test on each side's first training seed's 0/1 outcomes (as the
+  report's comparisons.json does: seed-averaged correctness is fractional, McNemar counts 0/1 pairs);
+- holm_p: Holm's correction over every cell compared (with --all over every experiment's cells:
+  a sweep is one family of tests);
+- seed_p, seed_holm_p: with two or more seeds on both sides, Welch's t-test on the per-seed top-1s
+  (seed-to-seed variance is often the larger noise), Holm-corrected over the cells that have it;
+- verdict, B against A: `better` or `worse` when holm_p holds at ALPHA, seed_holm_p too where there
+  is one, and the first seeds' difference points the way diff does; else `inconclusive`.
+"""
+
+import json
+import re
+import textwrap
+
+import numpy as np
+import yaml
+
+from cifarbench import inputs, paths
+from cifarbench.commands import revisions
+from cifarbench.errors import BenchError
+from cifarbench.eval import stats
+from cifarbench.paths import DATASETS
+from cifarbench.pipeline import summaries
+
+ALPHA = summaries.SIGNIFICANCE  # 0.05, family-wise (Holm), as the report's comparisons
+RESAMPLES = 1000  # paired bootstrap resamples of the test images (the evaluate.bootstrap default)
+BOOTSTRAP_SEED = 0  # the same intervals on every run
+LOCK, PARAMS = "dvc.lock", "params.yaml"
+VERDICTS = ("better", "worse", "inconclusive")
+WIDTH = 120  # the readable table's notes wrap here; its rows stay under it for 3 models x 2 datasets
+_EVALUATE = re.compile(rf"^evaluate@(?P<model>.+)-(?P<dataset>{'|'.join(DATASETS)})-(?P<seed>\d+)$")
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def _where(revision):
+    return "the workspace" if revision.sha is None else revision.label
+
+
+def _not_yet(revision, why):
+    fix = (
+        "run `dvc repro` first"
+        if revision.sha is None
+        else "run `dvc repro` there and commit its results (`git add -A`), or compare another revision"
+    )
+    return BenchError(f"{_where(revision)} has no evaluate results yet ({why}): {fix}")
+
+
+def _registry(data):
+    """(model keys, seeds) a params.yaml names, each None where it cannot say (read as DVC does: YAML 1.2)."""
+    from ruamel.yaml import YAML, YAMLError
+
+    try:
+        raw = YAML(typ="safe").load(data.decode("utf-8")) if data else None
+    except (UnicodeDecodeError, YAMLError):
+        return None, None
+    raw = raw if isinstance(raw, dict) else {}
+    models, seeds = raw.get("models"), raw.get("seeds")
+    return (set(models) if isinstance(models, dict) else None), (set(seeds) if isinstance(seeds, list) else None)
+
+
+def runs(revision, lock, params):
+    """{(dataset, model): {seed: per-image file path}}: the evaluate runs a revision's dvc.lock records."""
+    if lock is None:
+        raise _not_yet(revision, "no dvc.lock")
+    try:
+        stages = (yaml.load(lock.decode("utf-8"), Loader=_LOADER) or {}).get("stages") or {}
+    except (UnicodeDecodeError, yaml.YAMLError, AttributeError):
+        raise BenchError(f"dvc.lock at {_where(revision)} is not a readable lock file: restore it from git") from None
+    models, seeds = _registry(params)
+    found, predating = {}, []
+    for name, stage in stages.items():
+        match = _EVALUATE.match(name)
+        if not match or (models is not None and match["model"] not in models):
+            continue
+        seed = int(match["seed"])
+        if seeds is not None and seed not in seeds:
+            continue
+        path = paths.per_image(match["model"], match["dataset"], seed).as_posix()
+        outs = {out.get("path") for out in (stage or {}).get("outs") or [] if isinstance(out, dict)}
+        if path not in outs:
+            predating.append(name)
+            continue
+        found.setdefault((match["dataset"], match["model"]), {})[seed] = path
+    if predating:
+        raise BenchError(
+            f"{_where(revision)}'s {predating[0]} ran before evaluate wrote per-image predictions "
+            f"(metrics/per_image/): rerun `dvc repro` {'there and commit its results' if revision.sha else ''}".rstrip()
+        )
+    if not found:
+        raise _not_yet(revision, "its dvc.lock records no evaluate stage of its params.yaml's models")
+    return found
+
+
+def load(sides):
+    """{Revision: {(dataset, model): {seed: inputs.PerImage}}} for every revision in `sides`, read in two batches."""
+    head = revisions.read([(r, LOCK) for r in sides] + [(r, PARAMS) for r in sides])
+    listed = {r: runs(r, head[i], head[len(sides) + i]) for i, r in enumerate(sides)}
+    requests = [
+        (r, cell, seed, path) for r in sides for cell, seeds in listed[r].items() for seed, path in seeds.items()
+    ]
+    contents = revisions.read([(r, path) for r, _, _, path in requests])
+    out = {r: {} for r in sides}
+    for (r, cell, seed, path), data in zip(requests, contents):
+        if data is None:
+            if r.sha is None:
+                raise inputs.missing(path)
+            raise BenchError(
+                f"{path} is missing at {r.label}, though its dvc.lock lists it: commit the pipeline's results with "
+                "`git add -A` (`git commit -am` leaves new files out)"
+            )
+        out[r].setdefault(cell, {})[seed] = inputs.per_image(data, path, None if r.sha is None else r.label)
+    return out
+
+
+def _same_test_set(a, b, cell, a_runs, b_runs):
+    digests = {
+        (side.label, seed): run.test_digest for side, rs in ((a, a_runs), (b, b_runs)) for seed, run in rs.items()
+    }
+    if len(set(digests.values())) > 1:
+        first, d1 = next(iter(digests.items()))
+        other, d2 = next((k, d) for k, d in digests.items() if d != d1)
+        dataset, model = cell
+        raise BenchError(
+            f"{model} on {dataset}: {first[0]} seed {first[1]} and {other[0]} seed {other[1]} scored different test "
+            f"sets (test-set digests {d1[7:19]}... and {d2[7:19]}...); compare revisions whose data settings "
+            "(params.yaml's data:) agree, or rerun evaluate on the same data"
+        )
+
+
+def cell_stats(a_runs, b_runs):
+    """The paired statistics of one model x dataset: {seed: PerImage} a side, on the same test images."""
+    a_seeds, b_seeds = sorted(a_runs), sorted(b_runs)
+    a_avg = summaries.seed_averaged({s: {"correct1": a_runs[s].correct} for s in a_seeds}, "correct1")
+    b_avg = summaries.seed_averaged({s: {"correct1": b_runs[s].correct} for s in b_seeds}, "correct1")
+    diff, lo, hi = stats.paired_bootstrap_ci(b_avg, a_avg, resamples=RESAMPLES, seed=BOOTSTRAP_SEED)
+    first_a, first_b = a_runs[a_seeds[0]].correct, b_runs[b_seeds[0]].correct
+    seeded = len(a_seeds) >= 2 and len(b_seeds) >= 2
+    return {
+        "n_test": int(a_avg.size),
+        "n_seeds_a": len(a_seeds),
+        "n_seeds_b": len(b_seeds),
+        "top1_a": float(a_avg.mean()),
+        "top1_b": float(b_avg.mean()),
+        "diff": diff,
+        "diff_ci": [lo, hi],
+        "first_seed_diff": float(first_b.mean() - first_a.mean()),
+        "mcnemar_p": stats.mcnemar_exact(first_a, first_b),
+        "seed_p": stats.welch_p([b_runs[s].top1 for s in b_seeds], [a_runs[s].top1 for s in a_seeds])
+        if seeded
+        else None,
+    }
+
+
+def verdict(diff, first_seed_diff, significant, seed_significant=None):
+    """B against A: 'better' or 'worse' when the image-level test holds (after Holm), the seed-level test
+    holds where there is one (None: fewer than 2 seeds a side), and the first seeds' difference
+    (what McNemar tested) points the way the seed-averaged one does; else 'inconclusive'."""
+    if not significant or seed_significant is False or diff == 0 or np.sign(first_seed_diff) != np.sign(diff):
+        return "inconclusive"
+    return "better" if diff > 0 else "worse"
+
+
+def judge(rows):
+    """Holm over every compared row (image-level p, and apart the seed-level p), then each row's verdict."""
+    compared = [r for r in rows if r["only_in"] is None]
+    adjusted, reject = stats.holm([r["mcnemar_p"] for r in compared], ALPHA)
+    seeded = [r for r in compared if r["seed_p"] is not None]
+    seed_adjusted, seed_reject = stats.holm([r["seed_p"] for r in seeded], ALPHA)
+    seed_ok = {id(r): ok for r, ok in zip(seeded, seed_reject)}
+    for r, p in zip(seeded, seed_adjusted):
+        r["seed_holm_p"] = p
+    for r, p, ok in zip(compared, adjusted, reject):
+        r["holm_p"] = p
+        r["verdict"] = verdict(r["diff"], r["first_seed_diff"], ok, seed_ok.get(id(r)))
+    return rows
+
+
+def _row(a, b, dataset, model, only_in=None, **values):
+    row = {"a": a.label, "b": b.label, "dataset": dataset, "model": model}
+    row.update(dict.fromkeys(("n_test", "n_seeds_a", "n_seeds_b", "top1_a", "top1_b", "diff", "diff_ci")))
+    row.update(dict.fromkeys(("mcnemar_p", "holm_p", "seed_p", "seed_holm_p", "verdict", "first_seed_diff")))
+    row.update(values, only_in=only_in)
+    return row
+
+
+def rows_for(a, b, a_cells, b_cells):
+    """One row per model x dataset of either side (in dataset, then registry order), before Holm."""
+    order = list(a_cells) + [c for c in b_cells if c not in a_cells]
+    out = []
+    for cell in sorted(order, key=lambda c: (DATASETS.index(c[0]), order.index(c))):
+        if cell in a_cells and cell in b_cells:
+            _same_test_set(a, b, cell, a_cells[cell], b_cells[cell])
+            out.append(_row(a, b, *cell, **cell_stats(a_cells[cell], b_cells[cell])))
+        else:
+            side, cells = ("a", a_cells) if cell in a_cells else ("b", b_cells)
+            runs_ = cells[cell]
+            top1 = float(np.mean([r.top1 for r in runs_.values()]))
+            out.append(_row(a, b, *cell, only_in=side, **{f"top1_{side}": top1, f"n_seeds_{side}": len(runs_)}))
+    return out
+
+
+def compare(a_text=None, b_text=None, every=False):
+    """The rows of `cifarbench compare` (JSON-ready dicts), Holm and verdicts applied."""
+    if every:
+        a = revisions.resolve(a_text or "HEAD")
+        if a.sha is None:
+            raise BenchError("--all compares the experiments of a commit against it: give a commit (default HEAD)")
+        bs = revisions.experiments_of(a)
+        if not bs:
+            raise BenchError(f"{a.label} has no experiments: `dvc exp run` some first (`dvc exp show` lists them)")
+    else:
+        a = revisions.resolve(a_text or "HEAD")
+        bs = [revisions.resolve(b_text or revisions.WORKSPACE)]
+    loaded = load(list(dict.fromkeys([a, *bs])))
+    return judge([row for b in bs for row in rows_for(a, b, loaded[a], loaded[b])])
+
+
+PUBLIC = (
+    "a",
+    "b",
+    "dataset",
+    "model",
+    "n_test",
+    "n_seeds_a",
+    "n_seeds_b",
+    "top1_a",
+    "top1_b",
+    "diff",
+    "diff_ci",
+    "mcnemar_p",
+    "holm_p",
+    "seed_p",
+    "seed_holm_p",
+    "verdict",
+    "only_in",
+)
+
+
+def _rounded(value):
+    if isinstance(value, float):
+        return round(value, 6)
+    if isinstance(value, list):
+        return [_rounded(v) for v in value]
+    return value
+
+
+def as_json(rows):
+    """--json: a list of objects, accuracies and differences as fractions rounded to 6 digits, p-values as they are."""
+    keep = [{k: (r[k] if k.endswith("_p") else _rounded(r[k])) for k in PUBLIC} for r in rows]
+    return json.dumps(keep, indent=2)
+
+
+def _pct(v):
+    return "" if v is None else f"{100 * v:.2f}%"
+
+
+def _points(v):
+    return f"{100 * v:+.2f}"
+
+
+def _p(v):
+    if v is None:
+        return "-"
+    return f"{v:.2f}" if v >= 0.01 else f"{v:.3f}" if v >= 0.001 else f"{v:.0e}"
+
+
+def _cells(r, seeded):
+    if r["only_in"]:
+        side = r["only_in"].upper()
+        values = [_pct(r["top1_a"]), _pct(r["top1_b"]), "", "", "", "", *([""] if seeded else []), f"only in {side}"]
+    else:
+        lo, hi = r["diff_ci"]
+        values = [
+            _pct(r["top1_a"]),
+            _pct(r["top1_b"]),
+            _points(r["diff"]),
+            f"[{_points(lo)}, {_points(hi)}]",
+            _p(r["mcnemar_p"]),
+            _p(r["holm_p"]),
+            *([_p(r["seed_holm_p"])] if seeded else []),
+            r["verdict"],
+        ]
+    return [r["dataset"], r["model"], *values]
+
+
+def _header(seeded):
+    return [
+        "dataset",
+        "model",
+        "top-1 A",
+        "top-1 B",
+        "B - A",
+        "95 % interval",
+        "McNemar p",
+        "Holm p",
+        *(["seeds p"] if seeded else []),
+        "verdict",
+    ]
+
+
+def _notes(rows, every):
+    compared = [r for r in rows if r["only_in"] is None]
+    if not compared:
+        return ["No model x dataset has results on both sides: nothing to compare."]
+    n_test = sorted({(r["dataset"], r["n_test"]) for r in compared}, key=lambda t: DATASETS.index(t[0]))
+    images = ", ".join(f"{n:,} on {d}" for d, n in n_test)
+    notes = [
+        f"B - A: top-1 difference in points, with its 95 % paired bootstrap interval over the same test images "
+        f"({images}). McNemar p: exact test on the first training seed's predictions; Holm p: corrected over "
+        f"{'every experiment' if every else 'every cell'} compared ({len(compared)} rows). Verdicts at {ALPHA}."
+    ]
+    single = [r for r in compared if r["seed_p"] is None]
+    if single:
+        notes.append(
+            f"One training seed on a side{'' if len(single) == len(compared) else ' (rows without seeds p)'}: only "
+            "test-set sampling is accounted for, and another training seed can move top-1 as much; with two or more "
+            "seeds on both sides (`seeds: [0, 1, 2]`) the seed-level test is added."
+        )
+    if len(single) < len(compared):
+        notes.append(
+            "seeds p: Welch's t-test on the per-seed top-1s, after Holm; better or worse needs it to hold too."
+        )
+    return notes
+
+
+def _text_table(table, right_from=2):
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    lines = []
+    for row in table:
+        cells = [
+            c.ljust(w) if i < right_from or i == len(row) - 1 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(row, widths))
+        ]
+        lines.append("  ".join(cells).rstrip())
+    return lines
+
+
+def _title(rows, every):
+    a, bs = rows[0]["a"], list(dict.fromkeys(r["b"] for r in rows))
+    if every:
+        return f"A = {a}, B = each of its {len(bs)} experiment{'s' if len(bs) > 1 else ''}; verdicts are B's against A"
+    return f"A = {a}, B = {bs[0]}; verdicts are B's against A"
+
+
+def as_text(rows, every=False, markdown=False):
+    """The readable table (markdown=True: a Markdown one), under 120 columns for 3 models x 2 datasets."""
+    seeded = any(r["seed_p"] is not None for r in rows)
+    groups = {}
+    for r in rows:
+        groups.setdefault(r["b"], []).append(r)
+    notes = _notes(rows, every)
+    if markdown:
+        header = (["B"] if every else []) + _header(seeded)
+        lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+        lines += ["| " + " | ".join(([r["b"]] if every else []) + _cells(r, seeded)) + " |" for r in rows]
+        return "\n".join([_title(rows, every), "", *lines, "", "\n\n".join(notes)])
+    out = [_title(rows, every)]
+    for b, group in groups.items():
+        out += ["", f"B = {b}"] if every else [""]
+        out += _text_table([_header(seeded)] + [_cells(r, seeded) for r in group])
+    out.append("")
+    out += [textwrap.fill(note, WIDTH) for note in notes]
+    return "\n".join(out)
+
+
+def run(a_text=None, b_text=None, every=False, output="text", fail_if_worse=False):
+    """Print the comparison; the exit status: 1 with fail_if_worse when a cell is significantly worse, else 0."""
+    rows = compare(a_text, b_text, every)
+    if output == "json":
+        print(as_json(rows))
+    else:
+        print(as_text(rows, every, markdown=output == "md"))
+    return 1 if fail_if_worse and any(r["verdict"] == "worse" for r in rows) else 0
