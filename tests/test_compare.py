@@ -304,10 +304,10 @@ def test_all_after_a_two_value_sweep_gives_a_row_per_experiment_and_cell(repo, m
     assert [cells(rows)[(e, "cifar10")]["verdict"] for e in ("one", "sweep-1", "sweep-2")] == ["worse"] * 3
 
 
-def cifarbench_cmd(repo, *args):
+def cifarbench_cmd(repo, *args, cwd=None):
     """The installed `cifarbench` command, run on the copy's package (Repo's PYTHONPATH)."""
     script = str(Path(sys.executable).parent / "cifarbench")
-    return subprocess.run([script, *args], cwd=repo.path, env=repo.env, capture_output=True, text=True)
+    return subprocess.run([script, *args], cwd=cwd or repo.path, env=repo.env, capture_output=True, text=True)
 
 
 def test_fail_if_worse_exits_1_exactly_when_a_cell_is_worse(repo):
@@ -341,6 +341,8 @@ def test_bad_input_is_one_line_naming_it_and_the_fix_with_status_2(repo):
     assert "--all" in line
     line = one_line_error(cifarbench_cmd(repo, "compare", "--all", "empty"))
     assert "has no experiments" in line
+    line = one_line_error(cifarbench_cmd(repo, "compare", cwd=repo.path / "metrics"))
+    assert "project root" in line
     per_image = repo.path / "metrics" / "per_image" / f"{VIT}-cifar10-0.json"
     good = per_image.read_text()
     try:

@@ -20,8 +20,11 @@ over the same test images (the files' test-set digests must agree):
 """
 
 import json
+import os
 import re
+import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import yaml
@@ -212,6 +215,8 @@ def rows_for(a, b, a_cells, b_cells):
 
 def compare(a_text=None, b_text=None, every=False):
     """The rows of `cifarbench compare` (JSON-ready dicts), Holm and verdicts applied."""
+    if not Path("dvc.yaml").is_file():
+        raise BenchError("no dvc.yaml here: run `cifarbench compare` from the project root")
     if every:
         a = revisions.resolve(a_text or "HEAD")
         if a.sha is None:
@@ -377,8 +382,9 @@ def as_text(rows, every=False, markdown=False):
 def run(a_text=None, b_text=None, every=False, output="text", fail_if_worse=False):
     """Print the comparison; the exit status: 1 with fail_if_worse when a cell is significantly worse, else 0."""
     rows = compare(a_text, b_text, every)
-    if output == "json":
-        print(as_json(rows))
-    else:
-        print(as_text(rows, every, markdown=output == "md"))
-    return 1 if fail_if_worse and any(r["verdict"] == "worse" for r in rows) else 0
+    status = 1 if fail_if_worse and any(r["verdict"] == "worse" for r in rows) else 0
+    try:
+        print(as_json(rows) if output == "json" else as_text(rows, every, markdown=output == "md"), flush=True)
+    except BrokenPipeError:  # `| head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return status
