@@ -217,16 +217,13 @@ def compare(a_text=None, b_text=None, every=False):
     """The rows of `cifarbench compare` (JSON-ready dicts), Holm and verdicts applied."""
     if not Path("dvc.yaml").is_file():
         raise BenchError("no dvc.yaml here: run `cifarbench compare` from the project root")
-    if every:
-        a = revisions.resolve(a_text or "HEAD")
-        if a.sha is None:
-            raise BenchError("--all compares the experiments of a commit against it: give a commit (default HEAD)")
-        bs = revisions.experiments_of(a)
-        if not bs:
-            raise BenchError(f"{a.label} has no experiments: `dvc exp run` some first (`dvc exp show` lists them)")
-    else:
-        a = revisions.resolve(a_text or "HEAD")
+    a = revisions.resolve(a_text or "HEAD")
+    if not every:
         bs = [revisions.resolve(b_text or revisions.WORKSPACE)]
+    elif a.sha is None:
+        raise BenchError("--all compares the experiments of a commit against it: give a commit (default HEAD)")
+    elif not (bs := revisions.experiments_of(a)):
+        raise BenchError(f"{a.label} has no experiments: `dvc exp run` some first (`dvc exp show` lists them)")
     loaded = load(list(dict.fromkeys([a, *bs])))
     return judge([row for b in bs for row in rows_for(a, b, loaded[a], loaded[b])])
 
