@@ -1,5 +1,6 @@
 # CIFARbench: `make demo` runs the whole pipeline offline on the stand-in data,
-# `make test` runs the test suite. Both create the environment first.
+# `make test` runs the test suite. Both create the environment first (`make setup`: the lock,
+# hash-checked, by tools/install.sh).
 # `make lock` regenerates requirements.txt from pyproject.toml; `make check-lock` (CI) checks
 # that it is up to date and resolves on Linux, macOS and Windows (tools/lock.sh).
 SHELL := /bin/bash
@@ -7,20 +8,26 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# uv resolves the lock (it installs nothing: pip does, from this machine's disk where it can)
+# uv resolves the lock and installs it (tools/install.sh); `make setup INSTALLER=pip` installs
+# with pip instead, as happens by itself where uv cannot be installed
 UV_VERSION := 0.13.9
 TOOLS := .tools/uv-$(UV_VERSION)
 UV := $(TOOLS)/bin/uv
+INSTALLER ?= uv
 
 .PHONY: setup demo test test-all clean-demo lock check-lock
 
 setup: $(STAMP)
 
-# pip on Python 3.11 takes torch/torchvision from the machine's disk when they lie there.
+# The lock goes in with hash checking on (tools/install.sh): by uv where it can be had, else by
+# pip; either takes torch and the CUDA wheels from this machine's disk where pip is set to.
 $(STAMP): requirements.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] >= (3, 11), "Python 3.11+ is needed, found " + sys.version.split()[0]'
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.txt
+	@case "$(INSTALLER)" in uv|pip) ;; *) echo "error: INSTALLER=$(INSTALLER): use INSTALLER=uv (the default) or INSTALLER=pip" >&2; exit 2;; esac
+	@if [ "$(INSTALLER)" = uv ] && [ ! -x $(UV) ]; then \
+		$(MAKE) --no-print-directory $(UV) || echo "warning: could not install uv $(UV_VERSION); installing with pip (slower)" >&2; \
+	fi
+	UV=$$([ "$(INSTALLER)" = uv ] && [ -x $(UV) ] && echo $(UV)) PYTHON=$(PYTHON) tools/install.sh requirements.txt $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	@# umap-learn's numba code compiles once into the environment's cache (~1 min), not in the first embed stage
 	$(BIN)/python -m cifarbench.embedding
