@@ -27,7 +27,9 @@ $(STAMP): requirements.txt pyproject.toml
 	@if [ "$(INSTALLER)" = uv ] && [ ! -x $(UV) ]; then \
 		$(MAKE) --no-print-directory $(UV) || echo "warning: could not install uv $(UV_VERSION); installing with pip (slower)" >&2; \
 	fi
-	UV=$$([ "$(INSTALLER)" = uv ] && [ -x $(UV) ] && echo $(UV)) PYTHON=$(PYTHON) tools/install.sh requirements.txt $(VENV)
+	@uv=; if [ "$(INSTALLER)" = uv ] && [ -x $(UV) ]; then uv=$(UV); fi; \
+		echo "UV=$$uv tools/install.sh requirements.txt $(VENV)"; \
+		UV=$$uv PYTHON=$(PYTHON) tools/install.sh requirements.txt $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	@# umap-learn's numba code compiles once into the environment's cache (~1 min), not in the first embed stage
 	$(BIN)/python -m cifarbench.embedding
