@@ -9,8 +9,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # uv resolves the lock and installs it (tools/install.sh); `make setup INSTALLER=pip` installs
-# with pip instead, as happens by itself where uv cannot be installed
-UV_VERSION := 0.13.9
+# with pip instead, as happens by itself where uv cannot be installed. uv itself is locked, with
+# hashes, in tools/uv-requirements.txt (`make lock LOCK_FLAGS=--upgrade-package=uv` moves it).
+UV_VERSION := $(shell sed -n 's/^uv==\([^ ;]*\).*/\1/p' tools/uv-requirements.txt)
 TOOLS := .tools/uv-$(UV_VERSION)
 UV := $(TOOLS)/bin/uv
 INSTALLER ?= uv
@@ -46,7 +47,7 @@ test-all: $(STAMP)
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
-	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check --require-hashes -r tools/uv-requirements.txt
 
 lock: $(UV)
 	UV=$(UV) tools/lock.sh write

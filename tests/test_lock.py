@@ -6,7 +6,7 @@ installer `make setup` runs (tools/install.sh) takes it when its sha256 is the o
 requirements file, and refuses it, installing nothing, once a wheel of other content lies
 under the same name, there or in a file:// simple index whose page claims the locked hash.
 Both installers are checked: pip, and uv (the one `make setup` uses; `make check-lock` or
-`make setup` installs it under .tools/). Also: `tools/lock.sh hashes` fails, naming the pin
+`make setup` installs it under .tools/, from tools/uv-requirements.txt, hash-checked). Also: `tools/lock.sh hashes` fails, naming the pin
 and `make lock`, when one pin of the lock lost its hashes.
 """
 
@@ -47,8 +47,8 @@ def make_wheel(path, body):
 
 
 def project_uv():
-    """The uv `make setup` runs (.tools/uv-<UV_VERSION>, the Makefile's pin), else one on PATH."""
-    version = re.search(r"^UV_VERSION := (\S+)", (ROOT / "Makefile").read_text(), re.M).group(1)
+    """The uv `make setup` runs (.tools/uv-<version>, locked in tools/uv-requirements.txt), else one on PATH."""
+    version = re.search(r"^uv==([^ ;]+)", (ROOT / "tools" / "uv-requirements.txt").read_text(), re.M).group(1)
     pinned = ROOT / ".tools" / f"uv-{version}" / "bin" / "uv"
     return str(pinned) if pinned.exists() else shutil.which("uv")
 
@@ -149,8 +149,9 @@ def lock_hashes(path):
 
 
 def test_committed_lock_carries_hashes_for_every_pin():
-    done = lock_hashes(ROOT / "requirements.txt")
-    assert done.returncode == 0, done.stderr
+    for lock in ("requirements.txt", "tools/uv-requirements.txt"):  # the project's, and uv's own
+        done = lock_hashes(ROOT / lock)
+        assert done.returncode == 0, done.stderr
     # torch's wheels for Linux x86-64, macOS arm64 and Windows x86-64, Python 3.11 to 3.14
     torch = re.search(r"^torch==\S+((?: \\\n +--hash=sha256:[0-9a-f]{64})+)",
                       (ROOT / "requirements.txt").read_text(), re.M)

@@ -17,13 +17,16 @@
 # Pythons: uv's --generate-hashes), so `make setup` can install with --require-hashes
 # (tools/install.sh) and refuse a file that differs from the one locked. `check` regenerates
 # the hashes from PyPI too, so a wheel published later for a locked version (a new platform or
-# Python) shows up as a stale lock.
+# Python) shows up as a stale lock. tools/uv-requirements.txt locks uv itself the same way
+# (the Makefile installs uv from it, hash-checked, and reads UV_VERSION from it); write and
+# check treat it like the main lock, and LOCK_FLAGS=--upgrade-package=uv moves it.
 #
 # UV names the uv executable (the Makefile installs a pinned one).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 UV=${UV:-uv}
 LOCK=requirements.txt
+UV_LOCK=tools/uv-requirements.txt
 # uv's targets: Linux x86-64 (glibc 2.28+; the same lock with or without a GPU), macOS on
 # Apple silicon, Windows x86-64.
 PLATFORMS=(x86_64-manylinux_2_28 aarch64-apple-darwin x86_64-pc-windows-msvc)
@@ -42,6 +45,12 @@ compile_lock() {  # $1: output file; keeps the versions it already holds
     # shellcheck disable=SC2086  # LOCK_FLAGS is a list of flags
     "$UV" pip compile pyproject.toml --extra test --universal --python-version 3.11 \
         --generate-hashes --custom-compile-command "make lock" --quiet ${LOCK_FLAGS:-} -o "$1"
+}
+
+compile_uv_lock() {  # $1: output file; keeps the uv version it already holds
+    # shellcheck disable=SC2086  # LOCK_FLAGS is a list of flags
+    echo uv | "$UV" pip compile - --universal --python-version 3.11 --generate-hashes --no-annotate \
+        --custom-compile-command "make lock" --quiet ${LOCK_FLAGS:-} -o "$1"
 }
 
 check_hashes() {  # $1: a requirements file; one line naming the pins without a sha256 hash
@@ -81,6 +90,8 @@ case "${1:-}" in
 write)
     compile_lock "$LOCK"
     echo "$LOCK: $(pins "$LOCK" | wc -l) packages pinned for every platform"
+    compile_uv_lock "$UV_LOCK"
+    echo "$UV_LOCK: $(pins "$UV_LOCK")"
     ;;
 hashes)
     check_hashes "${2:-$LOCK}"
@@ -89,6 +100,7 @@ hashes)
 check)
     # offline and first: a lock without hashes is the one mistake named in one line
     check_hashes "$LOCK"
+    check_hashes "$UV_LOCK"
     tmp=$(mktemp -d)
     trap 'rm -rf "$tmp"' EXIT
     cp "$LOCK" "$tmp/lock.txt"
@@ -98,6 +110,13 @@ check)
         exit 1
     fi
     echo "$LOCK is up to date with pyproject.toml ($(pins "$LOCK" | wc -l) packages)"
+    cp "$UV_LOCK" "$tmp/uv.txt"
+    compile_uv_lock "$tmp/uv.txt"
+    if ! diff -u "$UV_LOCK" "$tmp/uv.txt"; then
+        echo "error: $UV_LOCK is stale (PyPI's files for $(pins "$UV_LOCK") differ): run \`make lock\` and commit $UV_LOCK" >&2
+        exit 1
+    fi
+    echo "$UV_LOCK is up to date ($(pins "$UV_LOCK"))"
     # one resolution per platform and Python, side by side (they wait on the index, not the CPU)
     for platform in "${PLATFORMS[@]}"; do
         for python in "${PYTHONS[@]}"; do
