@@ -48,7 +48,7 @@ def make_wheel(path, body):
 
 def project_uv():
     """The uv `make setup` runs (.tools/uv-<version>, locked in tools/uv-requirements.txt), else one on PATH."""
-    version = re.search(r"^uv==([^ ;]+)", (ROOT / "tools" / "uv-requirements.txt").read_text(), re.M).group(1)
+    version = re.search(r"^uv==([^ ;]+)", (ROOT / "tools" / "uv-requirements.txt").read_text(), re.MULTILINE).group(1)
     pinned = ROOT / ".tools" / f"uv-{version}" / "bin" / "uv"
     return str(pinned) if pinned.exists() else shutil.which("uv")
 
@@ -88,7 +88,7 @@ def install(requirements, venv, env, uv):
     cache = Path(env["UV_CACHE_DIR"]) / str(len(list(Path(env["UV_CACHE_DIR"]).glob("*"))))
     return subprocess.run(["bash", str(INSTALL), str(requirements), str(venv)],
                           env={**env, "UV": uv or "", "UV_CACHE_DIR": str(cache)},
-                          capture_output=True, text=True, timeout=120)
+                          check=False, capture_output=True, text=True, timeout=120)
 
 
 def installed(venv):
@@ -128,7 +128,7 @@ def test_setup_installs_a_locked_wheel_and_refuses_a_tampered_one(tmp_path, inde
         done = install(requirements, venv, source_env, uv)
         output = done.stdout + done.stderr
         assert done.returncode != 0, f"{source}: {output}"
-        assert re.search(r"hash", output, re.I) and tampered in output, f"{source}: {output}"  # the file's real hash
+        assert re.search(r"hash", output, re.IGNORECASE) and tampered in output, f"{source}: {output}"  # the file's real hash
         assert not installed(venv), source
 
 
@@ -145,7 +145,8 @@ def test_install_refuses_a_lock_without_hashes(tmp_path, index):
 
 
 def lock_hashes(path):
-    return subprocess.run(["bash", str(LOCK_SH), "hashes", str(path)], capture_output=True, text=True, timeout=30)
+    return subprocess.run(["bash", str(LOCK_SH), "hashes", str(path)],
+                          check=False, capture_output=True, text=True, timeout=30)
 
 
 def test_committed_lock_carries_hashes_for_every_pin():
@@ -154,28 +155,28 @@ def test_committed_lock_carries_hashes_for_every_pin():
         assert done.returncode == 0, done.stderr
     # torch's wheels for Linux x86-64, macOS arm64 and Windows x86-64, Python 3.11 to 3.14
     torch = re.search(r"^torch==\S+((?: \\\n +--hash=sha256:[0-9a-f]{64})+)",
-                      (ROOT / "requirements.txt").read_text(), re.M)
+                      (ROOT / "requirements.txt").read_text(), re.MULTILINE)
     assert torch and torch.group(1).count("--hash") >= 12
 
 
 def test_check_lock_names_a_pin_whose_hashes_were_removed(tmp_path):
     lock = (ROOT / "requirements.txt").read_text()
-    stripped, count = re.subn(r"^(torch==[^ \n]+)(?: \\\n +--hash=sha256:[0-9a-f]{64})+", r"\1", lock, flags=re.M)
+    stripped, count = re.subn(r"^(torch==[^ \n]+)(?: \\\n +--hash=sha256:[0-9a-f]{64})+", r"\1", lock, flags=re.MULTILINE)
     assert count == 1
     path = tmp_path / "requirements.txt"
     path.write_text(stripped)
     done = lock_hashes(path)
     assert done.returncode == 1
-    torch = re.search(r"^torch==(\S+)", lock, re.M).group(1)
-    assert done.stderr.splitlines() == [f"error: {path}: torch=={torch} has no --hash=sha256: "
-                                        f"run `make lock` to write the hashes, and commit {path}"]
+    torch = re.search(r"^torch==(\S+)", lock, re.MULTILINE).group(1)
+    expected = f"error: {path}: torch=={torch} has no --hash=sha256: run `make lock` to write the hashes, and commit {path}"
+    assert done.stderr.splitlines() == [expected]
 
 
 def test_uv_is_handed_the_package_sources_pip_is_configured_with(tmp_path):
-    env = machine_free_env(tmp_path, "[global]\nindex-url = https://mirror.example/simple\n"
-                                     "extra-index-url = file:///srv/a/simple\n    file:///srv/b/simple\n"
-                                     "find-links = /srv/wheels\nconstraint = /srv/cap.txt\n"
-                                     "[install]\nfind-links = /srv/install-wheels\n")
+    env = machine_free_env(tmp_path, ("[global]\nindex-url = https://mirror.example/simple\n"
+                                      "extra-index-url = file:///srv/a/simple\n    file:///srv/b/simple\n"
+                                      "find-links = /srv/wheels\nconstraint = /srv/cap.txt\n"
+                                      "[install]\nfind-links = /srv/install-wheels\n"))
     env["PIP_EXTRA_INDEX_URL"] = "file:///srv/env/simple"  # a variable beats the files, as in pip
     done = subprocess.run([sys.executable, ROOT / "tools" / "uv_args_from_pip.py", sys.executable],
                           env=env, capture_output=True, text=True, check=True)

@@ -26,7 +26,7 @@ SECTIONS = ("global", "install", ":env:")
 
 
 def pip_settings(python: str) -> dict[str, str]:
-    done = subprocess.run([python, "-m", "pip", "config", "list"], capture_output=True, text=True)
+    done = subprocess.run([python, "-m", "pip", "config", "list"], check=False, capture_output=True, text=True)
     if done.returncode != 0:
         return {}
     found: dict[str, dict[str, str]] = {section: {} for section in SECTIONS}
