@@ -322,12 +322,16 @@ def test_report_has_every_section_and_a_self_contained_html(repo):
 
 
 def test_report_html_renders_every_image_in_chromium(repo, chromium):
-    from browser import decoded_images
+    from browser import decoded_images, table_fit
 
     images = decoded_images(chromium, repo.path / "plots" / "report.html")
     assert len(images) == (repo.path / "plots" / "report.md").read_text().count("\n![")
     bad = [i for i in images if not (i["ok"] and i["width"] > 0 and i["height"] > 0 and i["shown"] > 0)]
     assert not bad, bad
+    # at 1,400 px every table, the long display names included, fits the page's column
+    fit = table_fit(chromium, repo.path / "plots" / "report.html")
+    assert not fit["page_overflow"] and fit["tables"], fit
+    assert all(t["overflow"] <= 0 and t["past_body"] <= 0 for t in fit["tables"]), fit
 
 
 def test_predict_returns_the_class_evaluate_gave(repo, tmp_path):
