@@ -141,6 +141,7 @@ class Evaluate(Section):
     corruptions: list[str]  # CIFAR-10-C corruption names (cifarbench.data.corruptions), [] = none
     severities: list[Annotated[int, Field(ge=1, le=5)]]
     corruption_images: NonNegInt  # test images per corruption and severity; 0 = the whole test split
+    timing_seconds: Annotated[float, Field(gt=0)]  # least clock time of the throughput + latency timings
 
 
 class Probe(Section):
