@@ -95,7 +95,7 @@ def run(s, stage, model, init_path=None):
         print(
             f"{meta['dataset']} ({meta['source']}): {len(tensors[1])} train / {len(tensors[3])} val images; "
             f"{spec.arch} at {spec.img_size} px, seed {seed}, {recipe.schedule} schedule"
-            f"{f' x {distributed.world_size()} processes' if distributed.world_size() > 1 else ''}",
+            f"{f' x {distributed.placement()}' if distributed.world_size() > 1 else ''}",
             flush=True,
         )
         if trainer.batchnorm:
@@ -183,6 +183,7 @@ def _finish(live, trainer, best, history, rt, parameter_counts, cost_path):
             "epochs": trainer.epoch,
             "device": rt.describe(),
             "processes": distributed.world_size(),
+            "nodes": distributed.node_count(),
             "params": parameter_counts[0],
             "trainable_params": parameter_counts[1],
             "peak_memory_mb": round(memory.peak(rt.device)[0], 1),
