@@ -105,7 +105,14 @@ def run(s, stage, model, init_path=None):
     # the same files dvc.yaml lists as this stage's code
     code = sourcefiles.digest(sourcefiles.closure(s.script), sourcefiles.project_root(s.script))
     fingerprint = resume.fingerprint(
-        stage=stage, spec=spec, recipe=recipe, seed=seed, compute=params.compute, inputs=inputs, code=code
+        stage=stage,
+        spec=spec,
+        recipe=recipe,
+        seed=seed,
+        compute=params.compute,
+        processes=distributed.world_size(),
+        inputs=inputs,
+        code=code,
     )
     state, why = resume.load(state_path, fingerprint)
     if main:
