@@ -449,7 +449,7 @@ def test_a_recipe_key_of_a_model_can_be_added_and_the_dry_run_shows_the_script(s
     tasks = re.findall(r"^  (\d)\) set -- (.*) ;;$", out, re.M)
     # the product in DVC's order (dvc exp run --queue -S), then compute.nodes from --nodes
     assert tasks == [
-        (str(i), f"-S ++train.resnet18.weight_decay={wd} -S 'seeds=[{seed}]' -S compute.nodes=2")
+        (str(i), f"-S ++train.resnet18.weight_decay={wd} -S 'seeds=[{seed}]' -S ++compute.nodes=2")
         for i, (wd, seed) in enumerate([(w, s) for w in ("0.0001", "0.0005") for s in (0, 1)], 1)
     ]
     assert f"export PATH={VENV_BIN}:$PATH" in out

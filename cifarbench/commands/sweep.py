@@ -299,7 +299,7 @@ def prepare(args):
     parsed = [validate(task) for task in tasks]  # ParamsError names the key and the value
     nodes = _nodes(args.nodes, tasks, parsed)
     if args.nodes is not None:
-        tasks = [[*task, f"compute.nodes={nodes}"] for task in tasks]
+        tasks = [[*task, f"++compute.nodes={nodes}"] for task in tasks]  # ++: also where params.yaml lacks it
         parsed = [validate(task) for task in tasks]
     refs = [f"refs/exps/{commit[:2]}/{commit[2:]}/{name}-{i}" for i in range(1, len(tasks) + 1)]
     git_url = _git_remote(args.git_remote, commit, refs)
