@@ -62,7 +62,8 @@ class Data(Section):
 
 class Compute(Section):
     device: str  # auto | cpu | cuda | cuda:N | mps
-    devices: PositiveInt  # processes (GPUs) per training stage; >1 runs under torchrun
+    devices: PositiveInt  # processes (GPUs) per training stage and node; >1 runs under torchrun
+    nodes: PositiveInt = 1  # SLURM nodes per training stage; >1: srun starts one torchrun agent per node
     precision: Literal["auto", "bf16", "fp16", "fp32"]
     compile: bool
     eval_batch_size: PositiveInt

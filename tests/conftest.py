@@ -117,7 +117,7 @@ def chromium():
 LONGEST_FIRST = (
     "test_pipeline_dvc.py",
     "test_compare.py",
-    "test_cluster.py",
+    "test_slurm.py",
     "test_resume.py",
     "test_distributed.py",
     "test_faults.py",

@@ -9,7 +9,8 @@ stages whose code they touch; a train-recipe change run as `dvc exp run -S`
 reruns exactly that model's chain and shows in `dvc exp show` and
 `dvc metrics diff`; every spelling `-S` writes loads; a sweep queued with
 `dvc exp run --queue -S 'a,b'` runs under `dvc queue start -j 2`; a longer
-seed list would run only the new seeds' chains; a registry of one model runs;
+seed list would run only the new seeds' chains; compute.nodes reruns only the
+report; a registry of one model runs;
 last, a `dvc repro` killed with SIGKILL mid-training resumes, and its evaluate
 metrics equal an uninterrupted run's byte for byte.
 """
@@ -553,6 +554,17 @@ def test_more_seeds_run_only_the_new_seeds_chains(repo):
         repo.restore()
     new = stages_for(MODELS, seeds=(1,)) - stages_for(MODELS, seeds=())  # the new seed's per-seed stages
     assert ran == new | {"report"}, sorted(ran ^ (new | {"report"}))
+
+
+def test_compute_nodes_reruns_nothing_but_the_report(repo):
+    """Where a training runs is not what it computes: with compute.nodes changed every stage but the
+    report (it prints the digest of every param) is up to date, so moving to 2 nodes retrains nothing."""
+    try:
+        repo.set_param("compute.nodes", 2)
+        ran = set(re.findall(r"^(\S+):$", repo.dvc("status").stdout, re.M))
+    finally:
+        repo.restore()
+    assert ran == {"report"}
 
 
 def test_a_registry_of_one_model_runs(repo):
