@@ -2,15 +2,20 @@
 
     cifarbench predict PATH... --model resnet18 --dataset cifar10 [--seed 0] [--topk 5] [--json] [--device auto]
     cifarbench compare [A [B]] [--all] [--md | --json] [--fail-if-worse]
+    cifarbench sweep --slurm -S 'train.resnet18.lr=0.005,0.01' [-S ...] [--git-remote origin] [--dvc-remote NAME]
+                     [--sbatch-arg=--partition=gpu ...] [--nodes N] [--name NAME] [--python PATH]
+                     [--dry-run] [--wait] [TARGET...]
 
 Run it from the project root. predict loads the pipeline's checkpoint
 models/<dataset>/<model>-<seed>.pt of any model in params.yaml's registry
 (the first training seed unless --seed says otherwise). compare says which
 top-1 differences between two revisions (commits, branches, tags, experiments;
 default HEAD and the workspace) are real (cifarbench/commands/compare.py).
-Every user error (a bad argument, a missing checkpoint, a file that is not a
-readable image, an unknown revision, a damaged results file) is one line on
-stderr and exit status 2, never a traceback.
+sweep submits one SLURM array task per experiment of DVC's sweep syntax
+(cifarbench.commands.sweep). Every user error (a bad argument, a missing
+checkpoint, a file that is not a readable image, an unknown revision, a damaged
+results file, a sweep that cannot run) is one line on stderr and exit status 2,
+never a traceback.
 """
 
 import argparse
@@ -78,6 +83,37 @@ def _parser():
     compare.add_argument(
         "--fail-if-worse", action="store_true", help="exit with status 1 when any cell is significantly worse"
     )
+    sweep = commands.add_parser(
+        "sweep",
+        help="run a sweep as SLURM array tasks, gathered with dvc exp pull",
+        description="One SLURM array task per experiment of DVC's sweep syntax (the product of the -S lists, as "
+        "`dvc exp run --queue -S` makes it): each task clones the git remote at this commit, shares the project's "
+        "DVC cache, runs `dvc exp run` and pushes the experiment with `dvc exp push`. See docs/clusters.md.",
+    )
+    sweep.add_argument("--slurm", action="store_true", help="submit to SLURM with sbatch (the only engine)")
+    sweep.add_argument(
+        "-S",
+        "--set-param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUES",
+        help="as dvc exp run -S: 'train.resnet18.lr=0.005,0.01' sweeps; repeat it for a product",
+    )
+    sweep.add_argument("--git-remote", default="origin", help="git remote to clone from and push to (default origin)")
+    sweep.add_argument("--dvc-remote", default=None, help="DVC remote for the outputs (default: the default remote)")
+    sweep.add_argument(
+        "--sbatch-arg",
+        action="append",
+        default=[],
+        metavar="OPTION",
+        help="an sbatch option for every task, e.g. --sbatch-arg=--partition=gpu (repeatable)",
+    )
+    sweep.add_argument("--nodes", type=_positive, default=None, help="nodes per task (sets compute.nodes)")
+    sweep.add_argument("--name", default=None, help="experiments are NAME-1, NAME-2, ... (default sweep-<time>)")
+    sweep.add_argument("--python", default=None, help="the python whose environment tasks use (default: this one)")
+    sweep.add_argument("--dry-run", action="store_true", help="print the batch script; submit nothing")
+    sweep.add_argument("--wait", action="store_true", help="wait for every task; name the failed ones and their logs")
+    sweep.add_argument("targets", nargs="*", metavar="TARGET", help="dvc exp run targets (default: the pipeline)")
     return parser
 
 
@@ -122,6 +158,15 @@ def main(argv=None):
             print()
         else:
             _print_text(results)
+    elif args.command == "sweep":
+        if not args.slurm:
+            raise BenchError(
+                "cifarbench sweep runs on SLURM only: add --slurm (on one machine, DVC's own queue sweeps: "
+                "dvc exp run --queue -S ..., then dvc queue start)"
+            )
+        from cifarbench.commands import sweep  # DVC loads only once the arguments are good
+
+        return sweep.run(args)
     return 0
 
 

@@ -62,7 +62,8 @@ class Data(Section):
 
 class Compute(Section):
     device: str  # auto | cpu | cuda | cuda:N | mps
-    devices: PositiveInt  # processes (GPUs) per training stage; >1 runs under torchrun
+    devices: PositiveInt  # processes (GPUs) per training stage and node; >1 runs under torchrun
+    nodes: PositiveInt = 1  # SLURM nodes per training stage; >1: srun starts one torchrun agent per node
     precision: Literal["auto", "bf16", "fp16", "fp32"]
     compile: bool
     eval_batch_size: PositiveInt
@@ -141,6 +142,7 @@ class Evaluate(Section):
     corruptions: list[str]  # CIFAR-10-C corruption names (cifarbench.data.corruptions), [] = none
     severities: list[Annotated[int, Field(ge=1, le=5)]]
     corruption_images: NonNegInt  # test images per corruption and severity; 0 = the whole test split
+    timing_seconds: Annotated[float, Field(gt=0)]  # least clock time of the throughput + latency timings
 
 
 class Probe(Section):

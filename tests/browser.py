@@ -102,3 +102,24 @@ def decoded_images(driver, html_path):
     driver.set_script_timeout(60)
     driver.get(Path(html_path).resolve().as_uri())
     return driver.execute_async_script(DECODE_ALL_IMAGES)
+
+
+TABLE_FIT = """
+const body = document.body.getBoundingClientRect();
+const style = getComputedStyle(document.body);
+const right = body.right - parseFloat(style.paddingRight);
+return {page_overflow: document.documentElement.scrollWidth > window.innerWidth,
+        tables: [...document.querySelectorAll('table')].map(t => ({
+          overflow: t.scrollWidth - t.clientWidth, past_body: t.getBoundingClientRect().right - right}))};
+"""
+
+
+def table_fit(driver, html_path, width=1400):
+    """Open a local HTML file at `width` px: whether the page scrolls sideways, and per table how many px
+    its content needs beyond its box (`overflow`) and how far it reaches past the body (`past_body`)."""
+    driver.set_window_size(width, 900)
+    try:
+        driver.get(Path(html_path).resolve().as_uri())
+        return driver.execute_script(TABLE_FIT)
+    finally:
+        driver.set_window_size(1200, 900)  # the size FLAGS start with, for the tests that follow

@@ -28,6 +28,7 @@ TINY_DATA = {
     "evaluate.corruptions": ["gaussian_noise", "fog"],
     "evaluate.severities": [1, 5],
     "evaluate.corruption_images": 40,
+    "evaluate.timing_seconds": 0.2,
     "probe.shots": [1],
     "probe.draws": 2,
     "probe.c_grid": [0.01, 1.0],
@@ -107,3 +108,25 @@ def chromium():
         pytest.skip(reason)
     yield driver
     driver.quit()
+
+
+# `make test` runs the suite on two workers, a module per worker at a time (pytest -n auto --dist
+# loadfile: a module's shared fixture, such as its DVC repo, is built once). Workers take modules in
+# collection order, so the longest modules go first: the last module a worker starts then ends near
+# the others' end instead of after them.
+LONGEST_FIRST = (
+    "test_pipeline_dvc.py",
+    "test_compare.py",
+    "test_slurm.py",
+    "test_resume.py",
+    "test_distributed.py",
+    "test_faults.py",
+)
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item):
+        name = item.path.name
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: the order within a module stays as written

@@ -46,8 +46,6 @@ class Sleeper(torch.nn.Module):
 
 @pytest.fixture
 def quick(monkeypatch):
-    monkeypatch.setattr(efficiency, "THROUGHPUT_MIN_SECONDS", 0.2)
-    monkeypatch.setattr(efficiency, "LATENCY_MIN_SECONDS", 0.2)
     monkeypatch.setattr(efficiency, "LATENCY_MIN_RUNS", 5)
     return Runtime(device=torch.device("cpu"), amp_dtype=None, compile=False), Preprocess(8, (0.5,) * 3, (0.5,) * 3)
 
@@ -55,14 +53,14 @@ def quick(monkeypatch):
 def test_latency_is_the_median_time_of_one_image(quick):
     rt, preprocess = quick
     images = torch.zeros(4, 3, 8, 8, dtype=torch.uint8)
-    ms = efficiency.latency_ms(Sleeper(0.02), images, preprocess, rt)
+    ms = efficiency.latency_ms(Sleeper(0.02), images, preprocess, rt, min_seconds=0.2)
     assert 20 <= ms < 40
 
 
 def test_throughput_counts_images_of_full_batches(quick):
     rt, preprocess = quick
     images = torch.zeros(3, 3, 8, 8, dtype=torch.uint8)  # fewer than a batch: repeated to fill it
-    rate = efficiency.throughput(Sleeper(0.02), images, preprocess, rt, batch_size=8)
+    rate = efficiency.throughput(Sleeper(0.02), images, preprocess, rt, batch_size=8, min_seconds=0.2)
     assert 8 / 0.05 < rate <= 8 / 0.02  # 8 images per call of a little over 20 ms
 
 

@@ -218,3 +218,21 @@ def test_damaged_training_curve_names_the_training_stage(tmp_path, monkeypatch):
         "rerun its stage: dvc repro -f train-cifar10@resnet18-0, or restore it: "
         "git checkout logs/train-cifar10/resnet18-0/plots/metrics/val/acc.tsv"
     )
+
+
+def test_settings_the_data_cannot_serve_stop_at_download_keeping_the_old_data(tmp_path):
+    """data.limit 600 on the 100-class slot leaves ~5 training images per class: the default 25-shot probe
+    cannot run. The download stage says so in one short line, before any model trains, and keeps the old data."""
+    write_params(tmp_path, tiny_params(data__source="digits", data__limit=600, data__val_size=0.1, probe__shots=[1]))
+    assert run_stage(tmp_path, "download.py", "cifar100").returncode == 0
+    good = {p.name: p.read_bytes() for p in (tmp_path / "data" / "cifar100").iterdir()}
+    write_params(
+        tmp_path, tiny_params(data__source="digits", data__limit=600, data__val_size=0.1, probe__shots=[1, 5, 10, 25])
+    )
+    line = one_line_error(run_stage(tmp_path, "download.py", "cifar100"))
+    assert line.startswith("error: probe.shots: the 25-shot probe needs 25 training images per class, but 100 of 100 ")
+    assert "(data.limit: 600)" in line and "keep probe.shots at or below " in line and len(line) < 240, line
+    assert {p.name: p.read_bytes() for p in (tmp_path / "data" / "cifar100").iterdir()} == good
+    write_params(tmp_path, tiny_params(data__source="digits", data__limit=50, data__val_size=0.1))
+    line = one_line_error(run_stage(tmp_path, "download.py", "cifar100"))
+    assert "classes have no training image (data.limit: 50); raise data.limit" in line, line

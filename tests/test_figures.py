@@ -171,3 +171,18 @@ def test_every_comparison_figure_draws_any_number_of_models(tmp_path, n):
     for name in ("cost", "r", "pc", "curves", "u"):
         width, height = size_of(tmp_path / f"{name}.png")
         assert 300 <= width <= 2000 and height <= 2400, (name, width, height)
+
+
+def test_training_curves_show_loss_on_a_log_axis_so_one_outlier_does_not_flatten_the_rest(tmp_path, monkeypatch):
+    captured = {}
+    monkeypatch.setattr(figures, "save", lambda fig, path: captured.update(fig=fig))
+    keys, style = styles_for(2)
+    curves = {
+        keys[0]: {"val/acc": ([1, 2, 3], [0.1, 0.5, 0.8]), "val/loss": ([1, 2, 3], [296.0, 2.0, 0.4])},
+        keys[1]: {"val/acc": ([1, 2, 3], [0.3, 0.6, 0.9]), "val/loss": ([1, 2, 3], [1.2, 0.5, 0.3])},
+    }
+    figures.training_curves(curves, "curves", tmp_path / "c.png", style)
+    loss = captured["fig"].axes[1]
+    assert loss.get_yscale() == "log" and "log" in loss.get_ylabel()
+    low, high = loss.get_ylim()
+    assert low < 0.3 and high > 296  # every point inside, the small ones not squashed onto the axis

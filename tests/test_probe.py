@@ -167,9 +167,17 @@ def test_fewshot_indices_depend_on_the_seed_only():
     assert set(linear_probe.fewshot_indices(UNEVEN, 1, seed=3)) <= set(linear_probe.fewshot_indices(UNEVEN, 5, seed=3))
 
 
-def test_fewshot_indices_name_the_classes_that_are_too_small():
-    with pytest.raises(ValueError, match=r"class 2: 7 images.*class 9: 12 images"):
+def test_fewshot_indices_summarise_the_classes_that_are_too_small():
+    with pytest.raises(
+        ValueError,
+        match=r"^20-shot draw needs 20 images per class; 2 of 4 classes have fewer "
+        r"\(as few as 7, e\.g\. class 2\)$",
+    ):
         linear_probe.fewshot_indices(UNEVEN, 20, seed=0)
+    hundred = np.repeat(np.arange(100), 5)  # 100 classes: the message stays one short line
+    with pytest.raises(ValueError) as caught:
+        linear_probe.fewshot_indices(hundred, 25, seed=0)
+    assert len(str(caught.value)) < 120 and "100 of 100 classes" in str(caught.value)
     with pytest.raises(ValueError, match="shots"):
         linear_probe.fewshot_indices(UNEVEN, 0, seed=0)
 

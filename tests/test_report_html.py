@@ -65,3 +65,28 @@ def test_every_image_decodes_in_headless_chromium(report_dir, chromium):
         ("second figure", True, 300, 120),
     ]
     assert all(i["shown"] > 0 for i in images)
+
+
+WIDE = (
+    "| Model | Dataset | Params | Trainable | GFLOPs | Throughput (img/s) | Latency (ms) | Peak mem. eval (MiB) "
+    "| Peak mem. train (MiB) | s/epoch | Train total (s) |\n| --- | --- |"
+    + " ---: |" * 9
+    + "\n"
+    + "".join(
+        f"| DINOv2 ViT-B/14 (random init, {n} blocks, width 192, 3 heads, patch 7) | CIFAR-100 | 1.83 M | 0.91 M "
+        "| 0.062 | 1,273 | 9.80 | 1,024 | 1,051 | 2.3 | 23 |\n"
+        for n in (2, 4)
+    )
+)
+
+
+def test_a_wide_table_with_long_names_fits_the_page_at_1400_px(tmp_path, chromium):
+    """The report's widest table (efficiency, 11 columns) with the demo's long display names: names wrap,
+    numbers do not, and nothing reaches past the page's column."""
+    from browser import table_fit
+
+    path = tmp_path / "report.html"
+    path.write_text(report_html.render("# Report\n\n" + WIDE, tmp_path))
+    fit = table_fit(chromium, path)
+    assert not fit["page_overflow"]
+    assert [(t["overflow"] <= 0, t["past_body"] <= 0) for t in fit["tables"]] == [(True, True)], fit

@@ -238,10 +238,12 @@ def fewshot_indices(labels, shots, seed):
 def _check_enough(labels, shots):
     """The sorted classes, after checking each has at least `shots` images (else ValueError naming them)."""
     classes, counts = np.unique(labels, return_counts=True)
-    short = [(c, n) for c, n in zip(classes.tolist(), counts.tolist()) if n < shots]
-    if short:
-        listed = ", ".join(f"class {c}: {n} images" for c, n in short)
-        raise ValueError(f"{shots}-shot draw needs {shots} images per class; too few in {listed}")
+    short = counts < shots
+    if short.any():  # summarised: a 100-class list would not fit a terminal line
+        raise ValueError(
+            f"{shots}-shot draw needs {shots} images per class; {int(short.sum())} of {len(classes)} classes "
+            f"have fewer (as few as {int(counts.min())}, e.g. class {classes[short][0]})"
+        )
     return classes
 
 

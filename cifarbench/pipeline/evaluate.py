@@ -76,10 +76,10 @@ def sample_indices(n_test, count):
     return np.unique(np.linspace(0, n_test - 1, min(count, n_test)).round().astype(np.int64))
 
 
-def cost(model, images, preprocess, rt, batch_size, img_size):
+def cost(model, images, preprocess, rt, batch_size, img_size, seconds):
     """The efficiency file's content; call it last, so peak memory covers the whole stage."""
     total, _ = timm_models.count_parameters(model)
-    measured = efficiency.measure(model, images, preprocess, rt, batch_size, img_size)
+    measured = efficiency.measure(model, images, preprocess, rt, batch_size, img_size, seconds)
     peak, measure = memory.peak(rt.device)
     return {
         "params": total,
@@ -156,6 +156,8 @@ def run(s):
         paths.figure(f"samples-{key}-{ds}-{seed}"),
         columns=SAMPLE_COLUMNS.get(ds, 6),
     )
-    efficiency_result = cost(model, images, preprocess, rt, batch_size, info["spec"].img_size)
+    efficiency_result = cost(
+        model, images, preprocess, rt, batch_size, info["spec"].img_size, params.evaluate.timing_seconds
+    )
     atomic.write_json(paths.efficiency(key, ds, seed), efficiency_result)
     return result, efficiency_result

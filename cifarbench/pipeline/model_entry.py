@@ -3,7 +3,8 @@
 Before any work it checks that timm can build every model as params.yaml asks
 (cifarbench.models.checks), chooses the device and prints it, with the reason, as the
 stage's first line, and reruns a training stage under torchrun when
-`compute.devices` > 1; a worker's error line goes to the launcher.
+`compute.devices` > 1, or on several SLURM nodes (srun, one torchrun agent
+each) when `compute.nodes` > 1; a worker's error line goes to the launcher.
 """
 
 from cifarbench.models import checks
@@ -17,8 +18,9 @@ def run(logic, doc, *, args=(), torchrun=False, argv=None):
 
     def setup(s):
         checks.check(s.params)
-        if torchrun and distributed.relaunch_under_torchrun(s.params.compute.devices):
-            return None  # compute.devices > 1: the torchrun workers ran this stage
+        compute = s.params.compute
+        if torchrun and distributed.relaunch_under_torchrun(compute.devices, compute.nodes):
+            return None  # compute.devices or compute.nodes > 1: the torchrun workers ran this stage
         s.runtime = runtimelib.resolve(s.params.compute)
         if entry.is_first_rank():
             print(s.runtime.describe_choice(), flush=True)

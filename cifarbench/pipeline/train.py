@@ -95,7 +95,7 @@ def run(s, stage, model, init_path=None):
         print(
             f"{meta['dataset']} ({meta['source']}): {len(tensors[1])} train / {len(tensors[3])} val images; "
             f"{spec.arch} at {spec.img_size} px, seed {seed}, {recipe.schedule} schedule"
-            f"{f' x {distributed.world_size()} processes' if distributed.world_size() > 1 else ''}",
+            f"{f' x {distributed.placement()}' if distributed.world_size() > 1 else ''}",
             flush=True,
         )
         if trainer.batchnorm:
@@ -105,7 +105,14 @@ def run(s, stage, model, init_path=None):
     # the same files dvc.yaml lists as this stage's code
     code = sourcefiles.digest(sourcefiles.closure(s.script), sourcefiles.project_root(s.script))
     fingerprint = resume.fingerprint(
-        stage=stage, spec=spec, recipe=recipe, seed=seed, compute=params.compute, inputs=inputs, code=code
+        stage=stage,
+        spec=spec,
+        recipe=recipe,
+        seed=seed,
+        compute=params.compute,
+        processes=distributed.world_size(),
+        inputs=inputs,
+        code=code,
     )
     state, why = resume.load(state_path, fingerprint)
     if main:
@@ -183,6 +190,7 @@ def _finish(live, trainer, best, history, rt, parameter_counts, cost_path):
             "epochs": trainer.epoch,
             "device": rt.describe(),
             "processes": distributed.world_size(),
+            "nodes": distributed.node_count(),
             "params": parameter_counts[0],
             "trainable_params": parameter_counts[1],
             "peak_memory_mb": round(memory.peak(rt.device)[0], 1),

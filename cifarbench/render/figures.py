@@ -169,10 +169,14 @@ def training_curves(curves, title, path, styles):
                     ax.plot(
                         epochs, values, marker="o", ms=3, label=_wrapped(styles.name(key)), color=styles.colour(key)
                     )
-        for ax, label in zip(axes, ("validation accuracy", "validation loss")):
+        for ax, label in zip(axes, ("validation accuracy", "validation loss (log scale)")):
             ax.set_xlabel("epoch")
             ax.set_ylabel(label)
             ax.grid(alpha=0.3)
+        # log scale: one early outlier (a random-init EfficientNet-B0 starts near 300) would flatten
+        # every other curve to a line at zero on a linear axis
+        if axes[1].has_data():
+            axes[1].set_yscale("log")
         fig.legend(*axes[0].get_legend_handles_labels(), loc="center left", bbox_to_anchor=(1.0, 0.5), frameon=False)
         fig.suptitle(title)
         fig.tight_layout()

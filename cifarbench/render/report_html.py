@@ -19,7 +19,12 @@ body { font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; 
        max-width: 1000px; margin: 2em auto; padding: 0 1em; }
 h1, h2, h3 { line-height: 1.25; } h2 { border-bottom: 1px solid #ddd; padding-bottom: .2em; margin-top: 2em; }
 table { border-collapse: collapse; margin: 1em 0; font-size: 13px; }
-th, td { border: 1px solid #d0d0d0; padding: .3em .6em; } th { background: #f3f3f3; } td { white-space: nowrap; }
+th, td { border: 1px solid #d0d0d0; padding: .3em .5em; vertical-align: top; } th { background: #f3f3f3; }
+/* text cells (names, recipes) wrap, so wide tables fit the page; numbers (right-aligned columns) and
+   an interval stay on one line */
+td { white-space: normal; } td[style*="right"] { white-space: nowrap; } td:first-child { min-width: 9em; }
+/* the last resort for a table wider than the page: it scrolls inside itself, the page does not */
+table { display: block; width: max-content; max-width: 100%; overflow-x: auto; }
 tr:nth-child(even) td { background: #fafafa; }
 img { max-width: 100%; height: auto; display: block; margin: .5em 0 .2em; }
 blockquote { border-left: 4px solid #c62828; margin: 1em 0; padding: .2em 1em; background: #fff5f5; }

@@ -8,8 +8,9 @@ weights so far and the per-epoch history (to rebuild the DVCLive logs).
 
 The state is a `persist: true` DVC output, so DVC leaves it in place when it
 reruns the stage. It is only used when its fingerprint matches the run about
-to start: the recipe, model spec, seed, compute settings, the input data and
-starting checkpoint, and the source files the stage runs. A changed recipe never resumes
+to start: the recipe, model spec, seed, compute settings and world size (not
+the nodes it ran on), the input data and starting checkpoint, and the source
+files the stage runs. A changed recipe never resumes
 from another recipe's state. When a run finishes, the state shrinks to a small
 "finished" marker (no tensors), so DVC's cache does not keep gigabytes of
 optimizer state; a forced rerun then starts from scratch.
@@ -34,9 +35,16 @@ def file_digest(path):
     return digest.hexdigest()
 
 
-def fingerprint(*, stage, spec, recipe, seed, compute, inputs, code):
+def fingerprint(*, stage, spec, recipe, seed, compute, processes, inputs, code):
     """A digest of everything that decides what an epoch computes.
 
+    compute: params' compute section; where the ranks run (`devices` per node,
+    `nodes`) counts only through `processes`, the world size. A rank's shard of
+    every epoch and its random streams follow from its rank and the world size
+    alone, so a state saved by 2 nodes x 1 process resumes exactly on 1 node x 2
+    processes, or on other nodes; a state of another world size (it holds one
+    set of RNGs per rank) is not resumed. Host names, ports and SLURM job ids
+    never enter it.
     code: a digest of the stage's source files (sourcefiles.closure), the same
     files dvc.yaml lists as its code dependencies.
     """
@@ -45,7 +53,8 @@ def fingerprint(*, stage, spec, recipe, seed, compute, inputs, code):
         "spec": spec.model_dump(),
         "recipe": recipe.model_dump(),
         "seed": seed,
-        "compute": compute.model_dump(),
+        "compute": compute.model_dump(exclude={"devices", "nodes"}),
+        "processes": processes,
         "inputs": {str(p): file_digest(p) for p in inputs},
         "code": code,
     }
