@@ -10,6 +10,14 @@ import os
 import sys
 from pathlib import Path
 
+# Under `make test` (pytest-xdist) every worker runs its own torch and its own stage processes; at the
+# default of one thread per core, two workers on two cores oversubscribe them, and OpenMP's spinning
+# threads then run ~50x slower (measured: 40-100 img/s against ~4,000 on one thread). One thread per
+# worker process, inherited by every stage process it starts; set before torch is imported.
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    for _threads in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(_threads, "1")
+
 import pytest
 import yaml
 

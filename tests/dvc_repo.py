@@ -10,6 +10,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from conftest import ROOT, dump, set_dotted
@@ -102,3 +103,34 @@ class Repo:
 
     def json(self, rel):
         return json.loads((self.path / rel).read_text())
+
+
+def queue_states(repo, names):
+    """{experiment name: Queued | Running | Success | Failed} from `dvc queue status`."""
+    out = repo.dvc("queue", "status").stdout
+    return {
+        name: m.group(1)
+        for name in names
+        if (m := re.search(rf"^\w+\s+{re.escape(name)}\s.*\b(Queued|Running|Success|Failed)\s*$", out, re.M))
+    }
+
+
+def run_queue(repo, names, jobs=2, timeout=900):
+    """`dvc queue start -j jobs`, watched until every named experiment ended; returns (final states,
+    whether `jobs` of them were Running at the same moment)."""
+    # not through repo.dvc: the workers it spawns inherit captured stdout/stderr pipes, and reading
+    # those to the end would wait for the workers to finish
+    subprocess.run(
+        [sys.executable, "-m", "dvc", "queue", "start", "-j", str(jobs)],
+        cwd=repo.path,
+        env=repo.env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        check=True,
+    )
+    together, deadline = False, time.monotonic() + timeout
+    while (states := queue_states(repo, names)) and any(s in ("Queued", "Running") for s in states.values()):
+        together |= sum(s == "Running" for s in states.values()) == jobs
+        assert time.monotonic() < deadline, f"the queue did not finish in {timeout} s: {states}"
+        time.sleep(2)
+    return states, together

@@ -7,16 +7,14 @@ figure, a report whose HTML renders in Chromium, `cifarbench predict` agreeing
 with evaluate) and a second runs nothing. Then: code edits rerun only the
 stages whose code they touch; a train-recipe change run as `dvc exp run -S`
 reruns exactly that model's chain and shows in `dvc exp show` and
-`dvc metrics diff`; every spelling `-S` writes loads; a sweep queued with
-`dvc exp run --queue -S 'a,b'` runs under `dvc queue start -j 2`; a longer
+`dvc metrics diff`; every spelling `-S` writes loads (the queued sweep under
+`dvc queue start -j 2` is tests/test_compare.py's, whose comparisons need one); a longer
 seed list would run only the new seeds' chains; compute.nodes reruns only the
 report; a registry of one model runs;
 last, a `dvc repro` killed with SIGKILL mid-training resumes, and its evaluate
 metrics equal an uninterrupted run's byte for byte.
 """
 
-import csv
-import io
 import json
 import os
 import re
@@ -392,69 +390,6 @@ def test_readme_exp_show_fits_160_columns(repo):
     lines = proc.stdout.rstrip().splitlines()
     assert lines and max(len(line) for line in lines) <= 160, "\n".join(lines)
     assert all(f"c{n}.{m}" in lines[1] for n in (10, 100) for m in MODELS[:3]), lines[1]
-
-
-def queue_states(repo, names):
-    """{experiment name: Queued | Running | Success | Failed} from `dvc queue status`."""
-    out = repo.dvc("queue", "status").stdout
-    return {
-        name: m.group(1)
-        for name in names
-        if (m := re.search(rf"^\w+\s+{re.escape(name)}\s.*\b(Queued|Running|Success|Failed)\s*$", out, re.M))
-    }
-
-
-def test_a_queued_sweep_runs_in_parallel_each_with_its_own_results(repo):
-    """`dvc exp run --queue -S 'key=a,b'` (DVC's sweep syntax) queues two; `dvc queue start -j 2` runs them at once."""
-    baseline = repo.json("metrics/summary.json")
-    rates = (0.001, 0.004)  # the toy ViT's transfer: the cheapest chain to rerun
-    out = repo.dvc("exp", "run", "--queue", "-S", f"transfer.dinov2_vitb14.lr={','.join(map(str, rates))}").stdout
-    names = re.findall(r"Queued experiment '([^']+)'", out)
-    assert len(names) == len(rates), out
-    # not through repo.dvc: the workers it spawns inherit captured stdout/stderr pipes, and reading
-    # those to the end would wait for the workers to finish
-    subprocess.run(
-        [sys.executable, "-m", "dvc", "queue", "start", "-j", "2"],
-        cwd=repo.path,
-        env=repo.env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        check=True,
-    )
-    two_running, deadline = False, time.monotonic() + 900
-    while (states := queue_states(repo, names)) and any(s in ("Queued", "Running") for s in states.values()):
-        two_running |= sum(s == "Running" for s in states.values()) == 2
-        assert time.monotonic() < deadline, f"the queue did not finish in 15 minutes: {states}"
-        time.sleep(3)
-    failed = [name for name in names if states.get(name) != "Success"]
-    assert not failed, "\n".join(repo.dvc("queue", "logs", n, check=False).stdout[-3000:] for n in failed)
-    assert two_running, "the two workers should run two experiments at the same time"
-
-    shown = json.loads(repo.dvc("exp", "show", "--json").stdout)
-    exps = {
-        e["name"]: e["revs"][0]["data"]
-        for commit in shown
-        for e in (commit.get("experiments") or [])
-        if e.get("name") in names
-    }
-    assert set(exps) == set(names), "dvc exp show lists every queued experiment"
-    found = sorted(data["params"]["params.yaml"]["data"]["transfer"]["dinov2_vitb14"]["lr"] for data in exps.values())
-    assert found == list(rates)
-
-    def numbers(rows):  # `dvc exp show --json` leaves out list-valued metrics (the intervals)
-        return {key: {k: v for k, v in row.items() if isinstance(v, (int, float))} for key, row in rows.items()}
-
-    for data in exps.values():
-        summary = data["metrics"]["metrics/summary.json"]["data"]
-        assert numbers(summary["cifar10"]) == numbers(baseline["cifar10"])  # train-cifar10 was not rerun
-        assert numbers(summary["cifar100"])["resnet18"] == numbers(baseline["cifar100"])["resnet18"]
-    shown = repo.dvc(
-        "exp", "show", "--csv", "--sort-by", "metrics/top1.json:c100.dinov2_vitb14", "--sort-order", "desc"
-    ).stdout
-    header, *rows = list(csv.reader(io.StringIO(shown)))
-    column = header.index("c100.dinov2_vitb14")
-    swept = [float(r[column]) for r in rows if r[0] in names]
-    assert swept == sorted(swept, reverse=True)  # sorted by the metric, as README shows
 
 
 def test_more_seeds_run_only_the_new_seeds_chains(repo):
