@@ -46,22 +46,25 @@ COMMON_RECIPE = {
     "augment.jitter": 0.1,
 }
 RECIPES = {
-    # from random init, BatchNorm CNNs need lr 0.01 and no warm-up: at 0.05, or with the cosine
-    # decay starting after a warm-up epoch, EfficientNet-B0 is still at 55-70 % when 6 epochs end
+    # from random init, BatchNorm CNNs need a low rate and no warm-up: at 0.05 per 64 images, or with
+    # the cosine decay starting after a warm-up epoch, EfficientNet-B0 is still at 55-70 % when 6 epochs
+    # end. Batches of 128 (lr 0.02, the same rate per image as 0.01 at 64) run 25-60 % more images/s
+    # on 2 CPU cores than 64: the 32 px steps are too small to keep both cores busy
     "cnn": {
         **COMMON_RECIPE,
         "optimizer": "sgd",
-        "lr": 0.01,
+        "batch_size": 128,
+        "lr": 0.02,
         "momentum": 0.9,
         "weight_decay": 5.0e-4,
         "warmup_epochs": 0,
     },
     "vit": {**COMMON_RECIPE, "optimizer": "adamw", "lr": 2.0e-3, "weight_decay": 0.05, "warmup_epochs": 1},
 }
-# from a trained CIFAR-10 checkpoint the CNNs take (and need) a higher rate: at 0.01 EfficientNet-B0 is at 6 %
-# on the 100-class slot after 6 epochs, at 0.05 at 60 %
-TRANSFER_CHANGES = {"cnn": {"lr": 0.05}, "vit": {}}
-EPOCHS = {"train": {"cnn": 10, "vit": 10}, "transfer": {"cnn": 6, "vit": 6}}  # at 32 px an epoch takes seconds
+# from a trained CIFAR-10 checkpoint the CNNs take (and need) a higher rate: 0.1 per 128 images (ResNet-18
+# ends its 5 epochs at 94 % validation accuracy on the 100-class slot, against 89 % at 0.05)
+TRANSFER_CHANGES = {"cnn": {"lr": 0.1}, "vit": {}}
+EPOCHS = {"train": {"cnn": 8, "vit": 8}, "transfer": {"cnn": 5, "vit": 5}}  # at 32 px an epoch takes seconds
 VIT_FROZEN_BLOCKS = 2  # of the toy's 4, where the real recipe freezes some (DINOv2: 9 of 12)
 
 DATA = {
@@ -76,12 +79,13 @@ DATA = {
     "evaluate.severities": [1, 3, 5],
     "evaluate.corruption_images": 300,
     "evaluate.timing_seconds": 0.5,  # a CPU's img/s and latency at demo size settle within half a second
-    # the CIFAR-100 slot has ~22 training images per class. A coarser C grid, two draws and lbfgs
-    # stopped at scikit-learn's default tolerance keep a 100-class probe stage under a minute (the
-    # committed settings: 4-6 minutes each on 2 cores; the demo's probes are marked as such in its report)
+    # the CIFAR-100 slot has ~22 training images per class. Two C values two decades apart, two draws
+    # and lbfgs stopped at scikit-learn's default tolerance keep a 100-class probe stage near 20 s (five
+    # C values: 18-52 s; the committed settings: 4-6 minutes each on 2 cores; the demo's probes are
+    # marked as such in its report)
     "probe.shots": [1, 2, 5, 10],
     "probe.draws": 2,
-    "probe.c_grid": [1.0e-3, 1.0e-2, 0.1, 1.0, 10.0],
+    "probe.c_grid": [1.0e-2, 1.0],
     "probe.tol": 1.0e-4,
     "probe.max_iter": 100,
 }
