@@ -8,6 +8,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+NUMBA := $(VENV)/.umap-compiled
 # uv resolves the lock and installs it (tools/install.sh); `make setup INSTALLER=pip` installs
 # with pip instead, as happens by itself where uv cannot be installed. uv itself is locked, with
 # hashes, in tools/uv-requirements.txt (`make lock LOCK_FLAGS=--upgrade-package=uv` moves it).
@@ -18,7 +19,7 @@ INSTALLER ?= uv
 
 .PHONY: setup demo test test-all lint clean-demo lock check-lock
 
-setup: $(STAMP)
+setup: $(STAMP) $(NUMBA)
 
 # The lock goes in with hash checking on (tools/install.sh): by uv where it can be had, else by
 # pip; either takes torch and the CUDA wheels from this machine's disk where pip is set to.
@@ -32,17 +33,25 @@ $(STAMP): requirements.txt pyproject.toml
 		echo "UV=$$uv tools/install.sh requirements.txt $(VENV)"; \
 		UV=$$uv PYTHON=$(PYTHON) tools/install.sh requirements.txt $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
-	@# umap-learn's numba code compiles once into the environment's cache (25-30 s), not in the first embed stage
+	touch $@
+
+# umap-learn's numba code compiles once into the environment's cache (25-30 s of one core), not in
+# the first embed stage
+$(NUMBA): $(STAMP)
 	$(BIN)/python -m cifarbench.pipeline.embed
 	touch $@
 
+# A first demo compiles umap's code in the background, at the lowest priority, while the training
+# stages run (they leave a core idle between steps and while each stage starts): the embed stages come
+# minutes later and find it compiled (were it not, they would compile it themselves, correctly).
 demo: $(STAMP)
+	@[ -f $(NUMBA) ] || { nice -n 19 $(MAKE) --no-print-directory $(NUMBA) >$(VENV)/umap-compile.log 2>&1 & }
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m cifarbench.commands.demo
 
-test: $(STAMP)
+test: $(STAMP) $(NUMBA)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -n auto --dist loadfile --durations=15
 
-test-all: $(STAMP)
+test-all: $(STAMP) $(NUMBA)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -m ''
 
 # style is ruff's (pyproject.toml): `ruff check --fix . && ruff format .` mends what this finds
