@@ -7,11 +7,11 @@ installs the packages, it fails instead: a skipped browser check there would
 hide a broken install step).
 """
 
-import os
 import shutil
-import subprocess
 import tempfile
 from pathlib import Path
+
+import debian_packages
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -35,23 +35,8 @@ def _installed():
 
 def _install():
     """Try apt-get; the reason it could not, or None."""
-    if shutil.which("apt-get") is None:
-        return "apt-get not found (not a Debian-like system)"
-    if os.geteuid() != 0:
-        return "not root, so apt-get cannot install them"
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    for args in (
-        ["apt-get", "update", "-q"],
-        ["apt-get", "install", "-y", "-q", "-o", "DPkg::Lock::Timeout=300", *PACKAGES],
-    ):
-        try:
-            proc = subprocess.run(args, env=env, capture_output=True, text=True, timeout=900)
-        except subprocess.TimeoutExpired:
-            return f"`{' '.join(args[:2])}` timed out"
-        if proc.returncode != 0:
-            tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-            return f"`{' '.join(args[:2])}` failed: {tail}"
-    return None if _installed() else "apt-get ran but the binaries are still missing"
+    problem = debian_packages.install(PACKAGES)
+    return problem or (None if _installed() else "apt-get ran but the binaries are still missing")
 
 
 def chromium_driver():

@@ -23,6 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import debian_packages
+
 PACKAGES = ("slurm-wlm", "munge")
 BINARIES = ("munged", "slurmctld", "slurmd", "sbatch", "srun", "squeue", "scancel", "sinfo", "scontrol")
 NODES = ("n1", "n2")
@@ -75,20 +77,8 @@ def _missing():
 
 def _install():
     """Try apt-get; the reason it could not, or None."""
-    if shutil.which("apt-get") is None:
-        return "apt-get not found (not a Debian-like system)"
-    if os.geteuid() != 0:
-        return "not root, so apt-get cannot install them"
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    for args in (
-        ["apt-get", "update", "-q"],
-        ["apt-get", "install", "-y", "-q", "-o", "DPkg::Lock::Timeout=300", *PACKAGES],
-    ):
-        proc = subprocess.run(args, env=env, capture_output=True, text=True, timeout=900)
-        if proc.returncode != 0:
-            tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-            return f"`{' '.join(args[:2])}` failed: {tail}"
-    return f"apt-get ran but {', '.join(_missing())} are still missing" if _missing() else None
+    problem = debian_packages.install(PACKAGES)
+    return problem or (f"apt-get ran but {', '.join(_missing())} are still missing" if _missing() else None)
 
 
 def _free_ports(n):
