@@ -35,7 +35,6 @@ reference libraries (imagecorruptions, OpenCV, scikit-image, SciPy, Pillow) on
 sample images with the same random draws.
 """
 
-import contextlib
 import functools
 import io
 import math
@@ -45,6 +44,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+
+from cifarbench.data import transforms
 
 CORRUPTIONS = (
     "gaussian_noise",
@@ -163,7 +164,7 @@ def corrupt(images, name, severity, seed=0):
     numpy_in = isinstance(images, np.ndarray)
     device = torch.device("cpu") if numpy_in else images.device
     constants = CONSTANTS[name][int(severity) - 1]
-    with _one_cpu_thread(device):
+    with transforms.one_cpu_thread(device):
         nhwc = _as_nhwc(images)
         out = nhwc.clone()
         for chunk, start in enumerate(range(0, nhwc.shape[0], CHUNK)):
@@ -175,7 +176,7 @@ def corrupt(images, name, severity, seed=0):
 
 def apply(nhwc, name, constants, draws):
     """One corruption with explicit constants and draws: uint8 (N, H, W, 3) -> uint8 (N, H, W, 3)."""
-    with _one_cpu_thread(nhwc.device):
+    with transforms.one_cpu_thread(nhwc.device):
         out = values(nhwc, name, constants, draws)
         if out.dtype != torch.uint8:
             # The reference ends every corruption with np.uint8(float image in [0, 255]): truncation.
@@ -189,24 +190,6 @@ def values(nhwc, name, constants, draws):
     if nhwc.shape[0] == 0:
         return nhwc.clone()
     return _FUNCTIONS[name](nhwc, constants, draws)
-
-
-@contextlib.contextmanager
-def _one_cpu_thread(device):
-    """Run on one CPU thread (no-op elsewhere). The ops here are many and small: split across
-    threads each also waits at an OpenMP barrier, a scheduler time slice when another process
-    holds a core. On the shared 2-core build machine (load average 4) the 15 corruptions of
-    1,000 images took 2.6-4.3 s on 2 threads and 1.8-2.1 s on one; cifarbench.data.transforms found
-    the same for its ops."""
-    threads = torch.get_num_threads()
-    if device.type != "cpu" or threads == 1:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _as_nhwc(images):

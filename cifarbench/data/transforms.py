@@ -32,7 +32,10 @@ def one_cpu_thread(device):
     threads, and when another process holds a core that wait is a scheduler
     time slice: on a shared 2-core machine the ~20 ops of a batch measured
     ~4 ms each with 2 threads and ~0.2 ms with one. The big ops (the model, the
-    resize to 224 px) run outside and keep every thread.
+    resize to 224 px) run outside and keep every thread. The corruptions
+    (cifarbench.data.corruptions) run under it too, for the same reason: the
+    15 corruptions of 1,000 images took 2.6-4.3 s on 2 threads and 1.8-2.1 s
+    on one (load average 4).
     """
     threads = torch.get_num_threads()
     if torch.device(device).type != "cpu" or threads == 1:
