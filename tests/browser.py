@@ -29,20 +29,14 @@ FLAGS = (
 )
 
 
-def _installed():
-    return Path(CHROMIUM).is_file() and Path(CHROMEDRIVER).is_file()
-
-
-def _install():
-    """Try apt-get; the reason it could not, or None."""
-    problem = debian_packages.install(PACKAGES)
-    return problem or (None if _installed() else "apt-get ran but the binaries are still missing")
+def _missing():
+    return [path for path in (CHROMIUM, CHROMEDRIVER) if not Path(path).is_file()]
 
 
 def chromium_driver():
     """(driver, None) or (None, reason). The caller quits the driver; its profile folder is removed then."""
-    if not _installed():
-        problem = _install()
+    if _missing():
+        problem = debian_packages.install(PACKAGES, _missing)
         if problem:
             return (
                 None,

@@ -8,8 +8,9 @@ import shutil
 import subprocess
 
 
-def install(packages):
-    """Try apt-get for `packages`; None when it ran, else the one-line reason it could not."""
+def install(packages, missing):
+    """Try apt-get for `packages`; None when it ran and `missing()` (the binaries the caller needs
+    and has not found) is then empty, else the one-line reason."""
     if shutil.which("apt-get") is None:
         return "apt-get not found (not a Debian-like system)"
     if os.geteuid() != 0:
@@ -26,4 +27,5 @@ def install(packages):
         if proc.returncode != 0:
             tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
             return f"`{' '.join(args[:2])}` failed: {tail}"
-    return None
+    still = missing()
+    return f"apt-get ran but {', '.join(still)} are still missing" if still else None

@@ -75,12 +75,6 @@ def _missing():
     return [b for b in BINARIES if _find(b) is None]
 
 
-def _install():
-    """Try apt-get; the reason it could not, or None."""
-    problem = debian_packages.install(PACKAGES)
-    return problem or (f"apt-get ran but {', '.join(_missing())} are still missing" if _missing() else None)
-
-
 def _free_ports(n):
     sockets = [socket.socket() for _ in range(n)]
     for s in sockets:
@@ -199,7 +193,7 @@ class Cluster:
 def start():
     """(Cluster, None) once both nodes are idle, or (None, the reason there is none)."""
     if _missing():
-        problem = _install()
+        problem = debian_packages.install(PACKAGES, _missing)
         if problem:
             return None, f"no SLURM to test with ({problem}); install the Debian packages {' and '.join(PACKAGES)}"
     if os.geteuid() != 0:

@@ -1,12 +1,13 @@
 """Run a training stage script and send it a signal in the middle of its second epoch.
 
-    python tests/stop_in_second_epoch.py SIGNAL DATASET MODEL SEED STAGE_SCRIPT [ARGS...]
+    python tests/stop_in_second_epoch.py SIGNAL STATE_FILE STAGE_SCRIPT [ARGS...]
 
 The signal comes from the stage's own process, right after the first optimizer step that follows
 the first epoch's resumable state reaching disk: the weights, the optimizer and the random streams
 have all moved past what was saved, as in a real interruption, and the stop lands at the same place
-on a fast or a loaded machine. Only torch's public optimizer hook and the state file's path are
-used, nothing of the training code.
+on a fast or a loaded machine. STATE_FILE is the stage's resumable state (cifarbench.paths.
+training_state), written at the end of every epoch; only torch's public optimizer hook and that
+file are used, nothing of the training code.
 
 SIGINT is handled as in a program started from an interactive terminal (Python's
 KeyboardInterrupt), whatever the test process inherited: a command a non-interactive shell starts
@@ -23,12 +24,10 @@ from pathlib import Path
 
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
-from cifarbench import paths
-
 
 def main(argv):
-    sig, dataset, model, seed, script, *args = argv
-    state = Path(paths.training_state(dataset, model, int(seed)))  # relative to the project folder
+    sig, state_file, script, *args = argv
+    state = Path(state_file)
 
     def after_step(optimizer, step_args, step_kwargs):
         if state.is_file():  # written at the end of epoch 1, never before in a fresh run

@@ -48,17 +48,18 @@ class Case:
     def script(self):
         return f"{self.section}_{self.dataset}.py"
 
+    @property
+    def state(self):
+        """The resumable state, relative to the project folder: written at the end of every epoch."""
+        return paths.training_state(self.dataset, self.model, SEED)
+
     def start(self, folder):
         return stage(folder, self.script, self.model, str(SEED))
 
     def start_and_stop_in_epoch_2(self, folder, sig):
         """The stage, sent `sig` by its own process just after epoch 2's first optimizer step."""
-        launcher = (sys.executable, str(ROOT / "tests" / "stop_in_second_epoch.py"), sig.name, *self.run)
+        launcher = (sys.executable, str(ROOT / "tests" / "stop_in_second_epoch.py"), sig.name, str(self.state))
         return stage(folder, self.script, self.model, str(SEED), launcher=launcher)
-
-    @property
-    def run(self):
-        return self.dataset, self.model, str(SEED)
 
     def evaluate(self, folder):
         finish(stage(folder, "evaluate.py", self.model, self.dataset, str(SEED)))
@@ -103,7 +104,7 @@ def finish(proc, timeout=600):
 
 
 def saved_epoch(folder, case=VIT_TRAIN):
-    path = folder / paths.training_state(case.dataset, case.model, SEED)
+    path = folder / case.state
     if not path.is_file():
         return 0
     state = torch.load(path, map_location="cpu", weights_only=True)
