@@ -83,11 +83,12 @@ def synthetic(n, d, k, seed, label_noise=0.0):
     return (x * scales + offsets).astype(np.float32), y
 
 
-def splits(n, d, k, n_val):
+def splits(n, d, k, n_val, n_test=TEST_IMAGES):
+    """(train, val, test) of one class structure; 5 % of the training labels are noise (tests use it too)."""
     return (
         synthetic(n, d, k, seed=1, label_noise=0.05),
         synthetic(n_val, d, k, seed=2),
-        synthetic(TEST_IMAGES, d, k, seed=3),
+        synthetic(n_test, d, k, seed=3),
     )
 
 

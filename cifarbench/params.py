@@ -65,7 +65,7 @@ class Compute(Section):
     devices: PositiveInt  # processes (GPUs) per training stage and node; >1 runs under torchrun
     nodes: PositiveInt = 1  # SLURM nodes per training stage; >1: srun starts one torchrun agent per node
     precision: Literal["auto", "bf16", "fp16", "fp32"]
-    compile: bool
+    compile: Literal["auto"] | bool  # auto: compile on CUDA only (see runtime/device.py)
     eval_batch_size: PositiveInt
     sync_bn: bool  # under DDP on CUDA: BatchNorm over the global batch (SyncBatchNorm); on CPU/gloo per process
 
@@ -153,6 +153,8 @@ class Probe(Section):
         float, Field(gt=0)
     ]  # lbfgs's stopping tolerance (1e-6: the optimum; see cifarbench/eval/linear_probe.py)
     max_iter: PositiveInt  # lbfgs iterations per fit at most (a fit that stops there is reported unconverged)
+    # auto: torch on CUDA (every C and few-shot draw as one batch on the GPU), numpy (scikit-learn) elsewhere
+    backend: Literal["auto", "numpy", "torch"] = "auto"
 
 
 class _Top(Section):

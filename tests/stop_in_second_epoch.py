@@ -2,6 +2,10 @@
 
     python tests/stop_in_second_epoch.py SIGNAL STATE_FILE STAGE_SCRIPT [ARGS...]
 
+SIGNAL `OutOfMemoryError` instead raises torch's out-of-memory error there, as the CUDA allocator
+does when a card is full, after copying the state file to STATE_FILE.before (a CPU cannot run out of
+device memory on cue).
+
 The signal comes from the stage's own process, right after the first optimizer step that follows
 the first epoch's resumable state reaching disk: the weights, the optimizer and the random streams
 have all moved past what was saved, as in a real interruption, and the stop lands at the same place
@@ -18,11 +22,15 @@ stage ignore the signal, finish its epochs and exit 0.
 
 import os
 import runpy
+import shutil
 import signal
 import sys
 from pathlib import Path
 
+import torch
 from torch.optim.optimizer import register_optimizer_step_post_hook
+
+OUT_OF_MEMORY = "OutOfMemoryError"
 
 
 def main(argv):
@@ -30,8 +38,12 @@ def main(argv):
     state = Path(state_file)
 
     def after_step(optimizer, step_args, step_kwargs):
-        if state.is_file():  # written at the end of epoch 1, never before in a fresh run
-            os.kill(os.getpid(), signal.Signals[sig])
+        if not state.is_file():  # written at the end of epoch 1, never before in a fresh run
+            return
+        if sig == OUT_OF_MEMORY:
+            shutil.copyfile(state, f"{state}.before")
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (the test's launcher)")
+        os.kill(os.getpid(), signal.Signals[sig])
 
     signal.signal(signal.SIGINT, signal.default_int_handler)
     register_optimizer_step_post_hook(after_step)

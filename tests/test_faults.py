@@ -236,3 +236,22 @@ def test_settings_the_data_cannot_serve_stop_at_download_keeping_the_old_data(tm
     write_params(tmp_path, tiny_params(data__source="digits", data__limit=50, data__val_size=0.1))
     line = one_line_error(run_stage(tmp_path, "download.py", "cifar100"))
     assert "classes have no training image (data.limit: 50); raise data.limit" in line, line
+
+
+def test_out_of_memory_outside_training_names_the_eval_batch(tmp_path, monkeypatch, capsys):
+    """evaluate, embed and probe run at compute.eval_batch_size: torch's out-of-memory error there is one line."""
+    from cifarbench.pipeline import model_entry
+
+    write_params(tmp_path)
+    monkeypatch.chdir(tmp_path)
+
+    def runs_out(s):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 8.00 GiB")
+
+    monkeypatch.setattr(sys, "argv", ["stages/evaluate.py"])
+    with pytest.raises(SystemExit) as stopped:
+        model_entry.run(runs_out, "doc", args=("model", "dataset", "seed"), argv=["resnet18", "cifar100", "0"])
+    assert stopped.value.code == 2
+    line = capsys.readouterr().err.strip()
+    assert line.startswith("error: out of memory in evaluate.py resnet18 at compute.eval_batch_size 512 on the CPU's ")
+    assert line.endswith(" GiB; lower compute.eval_batch_size, or use a card with more memory")

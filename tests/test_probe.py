@@ -2,13 +2,17 @@
 
 import json
 import math
+import sys
 import warnings
 
 import numpy as np
 import pytest
+from conftest import ROOT
+from scipy.special import softmax
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
+from sklearn.preprocessing import StandardScaler
 
 from cifarbench.eval import linear_probe
 
@@ -222,3 +226,89 @@ def test_fewshot_curve_with_one_draw_has_no_spread_and_refuses_too_many_shots(se
     (x, y), (vx, vy), (tx, ty) = separable
     with pytest.raises(ValueError, match="50-shot"):
         linear_probe.fewshot_curve(x, y, vx, vy, tx, ty, shots=(1, 50), draws=1, c_grid=(1.0,))
+
+
+# ---- the torch backend (eval/softmax_lbfgs.py): the same probes as the numpy one ----
+
+
+@pytest.fixture(scope="module")
+def overlapping():
+    """Features shaped like a network's (benchmarks/probe_cost.py's generator): 10 classes in groups of 5,
+    uneven scales and offsets, 5 % noisy training labels; validation top-1 over C peaks at C=0.32 (0.7400),
+    5 of 2,000 validation images above the next C."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import probe_cost
+
+    return probe_cost.splits(1000, 64, 10, 2000, n_test=800)
+
+
+def test_torch_backend_chooses_the_same_c_and_agrees_on_top1(overlapping):
+    (x, y), (vx, vy), (tx, ty) = overlapping
+    grid = linear_probe.DEFAULT_C_GRID
+    numpy_probe = linear_probe.fit_probe(x, y, vx, vy, c_grid=grid)
+    torch_probe = linear_probe.fit_probe(x, y, vx, vy, c_grid=grid, backend="torch", device="cpu")
+    # the validation curve peaks inside the grid, above its neighbours: the choice is the data's
+    by_c = numpy_probe.val_top1_by_c
+    assert numpy_probe.c == pytest.approx(0.316, rel=0.01) and sorted(by_c.values())[-1] > sorted(by_c.values())[-2]
+    assert torch_probe.c == numpy_probe.c
+    assert abs(torch_probe.score(tx, ty) - numpy_probe.score(tx, ty)) <= 0.002
+    for ours, theirs in zip(torch_probe.path, numpy_probe.path):  # every C of the path, not just the chosen one
+        assert ours["c"] == theirs["c"] and ours["converged"] and theirs["converged"]
+        assert abs(ours["val_top1"] - theirs["val_top1"]) <= 0.002
+    summary = torch_probe.summary()
+    assert json.loads(json.dumps(summary)) == summary
+    assert summary["n_features"] == 64 and summary["n_classes"] == 10
+
+
+def objective(model, scaled, y, c):
+    """scikit-learn's objective of a fitted model, divided by the number of images."""
+    scores = scaled @ model.coef_.T + model.intercept_
+    return log_loss(y, softmax(scores, axis=1), labels=np.unique(y)) + (model.coef_**2).sum() / (2 * c * len(y))
+
+
+def test_torch_backend_reaches_scikit_learns_optimum(overlapping):
+    (x, y), (vx, vy), _ = overlapping
+    scaled = StandardScaler().fit(x).transform(x).astype(np.float64)
+    for c in (1e-3, 1.0, 100.0):
+        ours = linear_probe.fit_probe(x, y, vx, vy, c_grid=(c,), backend="torch", device="cpu").model
+        theirs = linear_probe.fit_probe(x, y, vx, vy, c_grid=(c,)).model
+        assert objective(ours, scaled, y, c) == pytest.approx(objective(theirs, scaled, y, c), rel=1e-7, abs=1e-9)
+
+
+def test_torch_backend_fewshot_curve_matches_numpys(overlapping):
+    (x, y), (vx, vy), (tx, ty) = overlapping
+    grid = linear_probe.DEFAULT_C_GRID[::3]
+    kwargs = dict(shots=(1, 5, 20), draws=3, seed=4, c_grid=grid)
+    numpy_curve = linear_probe.fewshot_curve(x, y, vx, vy, tx, ty, **kwargs)
+    torch_curve = linear_probe.fewshot_curve(x, y, vx, vy, tx, ty, backend="torch", device="cpu", **kwargs)
+    assert torch_curve.keys() == numpy_curve.keys() and torch_curve["c_grid"] == numpy_curve["c_grid"]
+    for shot, per_shot in numpy_curve["shots"].items():
+        for ours, theirs in zip(torch_curve["shots"][shot]["draws"], per_shot["draws"]):
+            assert (ours["draw"], ours["seed"]) == (theirs["draw"], theirs["seed"]) and ours["converged"]
+            # A draw of 5 or 20 images per class in 64-D is separable: at large C the objective is flat
+            # near its optimum and two solvers stop (at the same gradient tol) where one or two
+            # validation images (of 2,000) differ, so where validation top-1 ties within that, either C is right
+            assert ours["c"] == theirs["c"] or abs(ours["val_top1"] - theirs["val_top1"]) <= 0.0011
+        assert abs(torch_curve["fewshot_top1"][shot] - numpy_curve["fewshot_top1"][shot]) <= 0.002
+
+
+def test_torch_backend_reports_non_convergence_and_refuses_what_it_cannot_do(separable):
+    (x, y), (vx, vy), _ = separable
+    fitted = linear_probe.fit_probe(x, y, vx, vy, c_grid=(1.0, 10.0), max_iter=2, backend="torch")
+    assert not fitted.converged and fitted.unconverged_c == [1.0, 10.0]
+    assert all("max_iter" in entry["warning"] and entry["n_iter"] == 2 for entry in fitted.path)
+    with pytest.raises(ValueError, match="backend must be one of numpy, torch"):
+        linear_probe.fit_probe(x, y, vx, vy, backend="jax")
+    with pytest.raises(ValueError, match="numpy backend"):
+        linear_probe.fit_probe(x, y, vx, vy, backend="torch", solver="newton-cg")
+
+
+def test_backend_for_takes_torch_on_cuda_only():
+    assert linear_probe.backend_for("auto", "cuda") == "torch"
+    assert linear_probe.backend_for("auto", "cuda:1") == "torch"
+    assert linear_probe.backend_for("auto", "cpu") == "numpy"
+    assert linear_probe.backend_for("auto", "mps") == "numpy"
+    assert linear_probe.backend_for("torch", "cpu") == "torch"
+    assert linear_probe.backend_for("numpy", "cuda") == "numpy"
+    with pytest.raises(ValueError, match="MPS"):
+        linear_probe.backend_for("torch", "mps")

@@ -57,8 +57,10 @@ class Case:
         return stage(folder, self.script, self.model, str(SEED))
 
     def start_and_stop_in_epoch_2(self, folder, sig):
-        """The stage, sent `sig` by its own process just after epoch 2's first optimizer step."""
-        launcher = (sys.executable, str(ROOT / "tests" / "stop_in_second_epoch.py"), sig.name, str(self.state))
+        """The stage, sent `sig` (a signal, or the launcher's OutOfMemoryError) by its own process just after
+        epoch 2's first optimizer step."""
+        name = getattr(sig, "name", sig)
+        launcher = (sys.executable, str(ROOT / "tests" / "stop_in_second_epoch.py"), name, str(self.state))
         return stage(folder, self.script, self.model, str(SEED), launcher=launcher)
 
     def evaluate(self, folder):
@@ -273,3 +275,21 @@ def test_nan_loss_stops_keeping_the_last_good_epoch(downloaded, tmp_path, monkey
     assert saved_epoch(folder) == 1
     summary = json.loads((paths.train_log("cifar10", MODEL, SEED) / "metrics.json").read_text())
     assert "best_val_acc" not in summary  # the run's summary metrics are never written
+
+
+def test_out_of_memory_stops_in_one_line_and_keeps_the_saved_state(projects, tmp_path):
+    """torch's out-of-memory error in epoch 2: one line naming the model, the batch, the memory and the fix;
+    the state epoch 1 saved is left byte for byte, and a rerun resumes from it."""
+    ready, _ = projects
+    folder = make_project(ready(VIT_TRAIN), tmp_path / "full")
+    proc = VIT_TRAIN.start_and_stop_in_epoch_2(folder, "OutOfMemoryError")
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 2, err[-2000:]
+    line = err.strip().splitlines()[-1]
+    assert len(err.strip().splitlines()) == 1, err  # no traceback
+    assert line.startswith(f"error: out of memory training {MODEL} at batch size 32 in train-cifar10 on the CPU's ")
+    assert " GiB; lower train.dinov2_vitb14.batch_size " in line and "compute.devices" in line
+    assert line.endswith("; the saved state of epoch 1 is kept"), line
+    state = folder / VIT_TRAIN.state
+    assert state.read_bytes() == (folder / f"{VIT_TRAIN.state}.before").read_bytes()
+    assert "resuming after epoch 1" in finish(VIT_TRAIN.start(folder))

@@ -290,3 +290,11 @@ def test_explicit_mps_without_mps_is_refused(no_gpu):
 def test_a_runtime_built_by_hand_describes_itself_without_a_reason():
     rt = runtimelib.Runtime(device=torch.device("cpu"), amp_dtype=None, compile=False)
     assert rt.describe_choice() == f"device: cpu ({torch.get_num_threads()} threads, fp32)"
+
+
+def test_compile_auto_compiles_on_cuda_only():
+    assert runtimelib.compiles("auto", "cuda") and runtimelib.compiles("auto", "cuda:1")
+    assert not runtimelib.compiles("auto", "cpu") and not runtimelib.compiles("auto", "mps")
+    assert runtimelib.compiles(True, "cpu") and not runtimelib.compiles(False, "cuda")
+    rt = runtimelib.resolve(compute("cpu").model_copy(update={"compile": "auto"}))
+    assert rt.compile is False

@@ -1,7 +1,11 @@
 """Linear probe on frozen features: multinomial logistic regression, its C chosen on validation, and few-shot curves.
 
-Plain numpy + scikit-learn on (N, D) feature arrays; nothing here knows about
-models, stages or files. Every result is JSON-ready (plain floats, ints, lists, dicts).
+On (N, D) numpy feature arrays; nothing here knows about models, stages or files.
+Every result is JSON-ready (plain floats, ints, lists, dicts). Two backends fit the
+same objective to the same tolerance: `numpy`, scikit-learn's LogisticRegression on
+the CPU, one C after the other with warm starts (the fastest path on a CPU), and
+`torch`, eval/softmax_lbfgs.py on a torch device, every C of the grid (and every
+few-shot draw) as one batch (the fast path on a GPU). `backend_for` picks one.
 """
 
 import copy
@@ -9,10 +13,13 @@ import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
+
+from cifarbench.eval import softmax_lbfgs
 
 # C is scikit-learn's inverse L2 strength on the *sum* of per-image losses, i.e. the
 # variance of a Gaussian prior on the weights of standardised features. Its good range
@@ -53,6 +60,21 @@ MAX_ITER = 1000
 # changes them: one validation accuracy moved by an image). threads=None keeps the
 # process's pools, which can pay off for the full-size fit on an idle many-core machine.
 THREADS = 1
+BACKENDS = ("numpy", "torch")
+
+
+def backend_for(setting, device):
+    """The backend that `probe.backend: setting` means on `device`: auto is torch on CUDA, numpy elsewhere.
+
+    On a CPU the numpy path is the faster (benchmarks/probe_cost.py); torch's float64 needs CUDA or the CPU
+    (Apple's MPS has no float64).
+    """
+    kind = torch.device(device).type
+    if setting == "auto":
+        return "torch" if kind == "cuda" else "numpy"
+    if setting == "torch" and kind == "mps":
+        raise ValueError("the torch backend fits in float64, which Apple's MPS lacks; use auto or numpy")
+    return setting
 
 
 @dataclass
@@ -167,14 +189,17 @@ def fit_probe(
     max_iter=MAX_ITER,
     threads=THREADS,
     tol=TOL,
+    backend="numpy",
+    device="cpu",
 ):
     """Standardise, fit a multinomial logistic regression per C, keep the C with the best validation top-1.
 
     Ties go to the smaller C (stronger regularisation: the simpler model the data do
-    not argue against). The grid is swept from small to large C with warm starts:
-    each fit starts from the previous, more regularised solution (a third fewer lbfgs
-    iterations over the demo-size grid, 864 against 1,322; the problem is convex, so
-    the optimum is the same).
+    not argue against). The numpy backend sweeps the grid from small to large C with
+    warm starts: each fit starts from the previous, more regularised solution (a
+    third fewer lbfgs iterations over the demo-size grid, 864 against 1,322; the
+    problem is convex, so the optimum is the same); the torch backend fits every C
+    at once on `device`, each from zero.
     `seed` is the solver's random_state; lbfgs is deterministic and ignores it.
     `threads` caps BLAS/OpenMP threads during the fits (None: leave them; see THREADS).
     `tol` and `max_iter`: lbfgs's stopping rule (see TOL); a looser one trades the optimum for time.
@@ -185,8 +210,90 @@ def fit_probe(
     if train_x.shape[1] != val_x.shape[1]:
         raise ValueError(f"train and val features differ in width: {train_x.shape[1]} vs {val_x.shape[1]}")
     grid = _check_grid(c_grid)
-    with threadpool_limits(limits=threads):
-        return _sweep(train_x, train_y, val_x, val_y, grid, seed, solver, max_iter, tol)
+    fit = _Fit(grid, solver, max_iter, tol, threads, backend, device)
+    return fit.groups([(train_x, train_y)], val_x, val_y, [seed])[0]
+
+
+@dataclass
+class _Fit:
+    """How to fit: the C grid, the solver and its stopping rule, the backend and where it runs."""
+
+    grid: list
+    solver: str
+    max_iter: int
+    tol: float
+    threads: int | None
+    backend: str
+    device: object
+
+    def __post_init__(self):
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+        if self.backend == "torch" and self.solver != SOLVER:
+            raise ValueError(f"the torch backend is an lbfgs solver; solver={self.solver!r} needs the numpy backend")
+
+    def groups(self, train_sets, val_x, val_y, seeds):
+        """One Probe per (train_x, train_y) of train_sets, each scored on the same validation split."""
+        if self.backend == "numpy":
+            with threadpool_limits(limits=self.threads):
+                return [
+                    _sweep(x, y, val_x, val_y, self.grid, seed, self.solver, self.max_iter, self.tol)
+                    for (x, y), seed in zip(train_sets, seeds)
+                ]
+        classes = [np.unique(y) for _, y in train_sets]
+        if any(not np.array_equal(c, classes[0]) for c in classes):  # one batch needs one set of classes
+            return [self.groups([train], val_x, val_y, [seed])[0] for train, seed in zip(train_sets, seeds)]
+        return _torch_sweep(train_sets, classes[0], val_x, val_y, self)
+
+
+def _torch_sweep(train_sets, classes, val_x, val_y, fit):
+    """Every C for every training set at once (softmax_lbfgs), on fit.device; the same Probes _sweep makes."""
+    scalers = [StandardScaler().fit(x) for x, _ in train_sets]
+    device = torch.device(fit.device)
+
+    def stacked(arrays):
+        return torch.from_numpy(np.stack([np.asarray(a, dtype=np.float64) for a in arrays])).to(device)
+
+    x = stacked([scaler.transform(x) for scaler, (x, _) in zip(scalers, train_sets)])
+    y = torch.from_numpy(np.stack([np.searchsorted(classes, y) for _, y in train_sets])).to(device)
+    batch = softmax_lbfgs.fit(x, y, len(classes), [1.0 / c for c in fit.grid], fit.tol, fit.max_iter)
+    vx = stacked([scaler.transform(val_x) for scaler in scalers])
+    scores = torch.einsum("gnd,ghkd->gnhk", vx, batch.coef) + batch.intercept[:, None]
+    predicted = torch.from_numpy(classes).to(device)[scores.argmax(3)]  # (groups, val images, C)
+    val_top1 = (predicted == torch.from_numpy(np.asarray(val_y)).to(device)[None, :, None]).double().mean(1).cpu()
+    coef, intercept = batch.coef.cpu().numpy(), batch.intercept.cpu().numpy()
+    probes = []
+    for g, scaler in enumerate(scalers):
+        path, best = [], None
+        for h, c in enumerate(fit.grid):
+            problem = batch.message(g, h, fit.tol)
+            n_iter = int(batch.n_iter[g, h])
+            path.append(
+                {
+                    "c": c,
+                    "val_top1": float(val_top1[g, h]),
+                    "n_iter": n_iter,
+                    "converged": problem is None and n_iter < fit.max_iter,
+                    "warning": problem,
+                }
+            )
+            if best is None or path[-1]["val_top1"] > path[best]["val_top1"]:  # ties keep the smaller C
+                best = h
+        model = SoftmaxModel(coef[g, best], intercept[g, best], classes, n_iter=path[best]["n_iter"])
+        probes.append(Probe(scaler=scaler, model=model, c=fit.grid[best], val_top1=path[best]["val_top1"], path=path))
+    return probes
+
+
+class SoftmaxModel:
+    """A fitted multinomial logistic regression as the probe uses one: scikit-learn's attributes and predict."""
+
+    def __init__(self, coef, intercept, classes, n_iter):
+        self.coef_, self.intercept_, self.classes_ = coef, intercept, np.asarray(classes)
+        self.n_features_in_ = coef.shape[1]
+        self.n_iter_ = np.array([n_iter])
+
+    def predict(self, x):
+        return self.classes_[np.argmax(np.asarray(x, dtype=np.float64) @ self.coef_.T + self.intercept_, axis=1)]
 
 
 def _sweep(train_x, train_y, val_x, val_y, grid, seed, solver, max_iter, tol):
@@ -275,6 +382,8 @@ def fewshot_curve(
     threads=THREADS,
     tol=TOL,
     max_iter=MAX_ITER,
+    backend="numpy",
+    device="cpu",
 ):
     """Test top-1 of probes trained on `shots` labelled images per class, `draws` random draws each.
 
@@ -283,6 +392,7 @@ def fewshot_curve(
     "converged"}, ...]}, ...}, "draws", "seed", "c_grid"}. `std` is the sample
     standard deviation over draws (ddof=1), None for a single draw. Draw d uses
     draw_seed(seed, d) for every shot count, so its draws are nested across shots.
+    The torch backend fits a shot count's draws (and every C) as one batch.
     """
     shots = _check_shots(shots)
     if isinstance(draws, bool) or not isinstance(draws, (int, np.integer)) or draws < 1:
@@ -294,37 +404,28 @@ def fewshot_curve(
     _check_enough(train_y, max(shots))  # fail before any fitting, not after the small shot counts
     seeds = [draw_seed(seed, d) for d in range(draws)]
 
+    val_x, val_y = _features(val_x), _labels(val_y, len(val_x), "val_y")
+    fit = _Fit(grid, SOLVER, max_iter, tol, threads, backend, device)
     per_shot = {}
     for k in shots:
-        runs = []
-        for d, s in enumerate(seeds):
-            idx = fewshot_indices(train_y, k, s)
-            # C is chosen on the full validation split, the usual protocol of linear-probe
-            # benchmarks (one held-out split for every hyper-parameter). Caveat: that
-            # split holds far more labels than the k shots, so these numbers are what a
-            # probe can reach with k labels given good regularisation, an optimistic
-            # bound for a user who truly has only k labelled images per class.
-            fitted = fit_probe(
-                train_x[idx],
-                train_y[idx],
-                val_x,
-                val_y,
-                c_grid=grid,
-                seed=s,
-                threads=threads,
-                tol=tol,
-                max_iter=max_iter,
-            )
-            runs.append(
-                {
-                    "draw": d,
-                    "seed": s,
-                    "top1": fitted.score(test_x, test_y),
-                    "c": fitted.c,
-                    "val_top1": fitted.val_top1,
-                    "converged": fitted.converged,
-                }
-            )
+        draws_k = [fewshot_indices(train_y, k, s) for s in seeds]
+        # C is chosen on the full validation split, the usual protocol of linear-probe
+        # benchmarks (one held-out split for every hyper-parameter). Caveat: that
+        # split holds far more labels than the k shots, so these numbers are what a
+        # probe can reach with k labels given good regularisation, an optimistic
+        # bound for a user who truly has only k labelled images per class.
+        fitted = fit.groups([(train_x[idx], train_y[idx]) for idx in draws_k], val_x, val_y, seeds)
+        runs = [
+            {
+                "draw": d,
+                "seed": s,
+                "top1": probe.score(test_x, test_y),
+                "c": probe.c,
+                "val_top1": probe.val_top1,
+                "converged": probe.converged,
+            }
+            for d, (s, probe) in enumerate(zip(seeds, fitted))
+        ]
         top1 = [r["top1"] for r in runs]
         per_shot[str(k)] = {
             "mean": float(np.mean(top1)),

@@ -7,10 +7,15 @@ stage's first line, and reruns a training stage under torchrun when
 each) when `compute.nodes` > 1; a worker's error line goes to the launcher.
 """
 
+import os
+
+import torch
+
+from cifarbench.errors import BenchError
 from cifarbench.models import checks
 from cifarbench.pipeline import entry
 from cifarbench.runtime import device as runtimelib
-from cifarbench.runtime import distributed
+from cifarbench.runtime import distributed, memory
 
 
 def run(logic, doc, *, args=(), torchrun=False, argv=None):
@@ -26,4 +31,14 @@ def run(logic, doc, *, args=(), torchrun=False, argv=None):
             print(s.runtime.describe_choice(), flush=True)
         return s
 
-    return entry.run(logic, doc, args=args, setup=setup, report_error=distributed.report_worker_error, argv=argv)
+    def guarded(s):
+        try:
+            return logic(s)
+        except torch.OutOfMemoryError:  # one line, as every other stop; training's own names its recipe's batch
+            batches = "its recipe's batch_size or compute.eval_batch_size" if torchrun else "compute.eval_batch_size"
+            where = f"in {os.path.basename(s.script)} {s.model}"
+            doing = f"{where} at compute.eval_batch_size {s.params.compute.eval_batch_size}"
+            fix = f"lower {batches}, or use a card with more memory"
+            raise BenchError(memory.out_of_memory(s.runtime.device, doing, fix)) from None
+
+    return entry.run(guarded, doc, args=args, setup=setup, report_error=distributed.report_worker_error, argv=argv)

@@ -43,7 +43,15 @@ def starting_model(s, num_classes):
     return model, inference.preprocess_for(model, s.runtime, s.params.model(s.model).img_size)
 
 
-def _probe(feats, splits, settings):
+def backend(settings, device):
+    """(backend, device) the fits run on: probe.backend's choice for the stage's device."""
+    try:
+        return linear_probe.backend_for(settings.backend, device), device
+    except ValueError as exc:
+        raise BenchError(f"probe.backend: {exc}") from None
+
+
+def _probe(feats, splits, settings, where):
     fitted = linear_probe.fit_probe(
         feats["train"],
         splits["train"].labels,
@@ -52,6 +60,8 @@ def _probe(feats, splits, settings):
         c_grid=settings.c_grid,
         tol=settings.tol,
         max_iter=settings.max_iter,
+        backend=where[0],
+        device=where[1],
     )
     return fitted.score(feats["test"], splits["test"].labels), fitted.summary()
 
@@ -64,11 +74,12 @@ def run(s):
     meta = dataset.load_meta(data_dir)
     splits = {name: dataset.load_split(data_dir, name, meta) for name in dataset.SPLITS}
     batch = params.compute.eval_batch_size
+    where = backend(params.probe, rt.device)
     start = time.perf_counter()
     model, preprocess = starting_model(s, len(meta["classes"]))
     start_features = features(model, preprocess, rt, batch, splits)
     feature_seconds = time.perf_counter() - start
-    probe_top1, fit = _probe(start_features, splits, params.probe)
+    probe_top1, fit = _probe(start_features, splits, params.probe, where)
     try:
         curve = linear_probe.fewshot_curve(
             start_features["train"],
@@ -83,12 +94,14 @@ def run(s):
             c_grid=params.probe.c_grid,
             tol=params.probe.tol,
             max_iter=params.probe.max_iter,
+            backend=where[0],
+            device=where[1],
         )
     except ValueError as exc:  # too few training images per class for the largest shot count
         raise BenchError(f"probe.shots: {exc}; lower probe.shots or use more images (data.limit)") from None
 
     model, preprocess, _ = inference.load(paths.checkpoint("cifar10", key, params.seeds[0]), rt)
-    from_cifar10, from_cifar10_fit = _probe(features(model, preprocess, rt, batch, splits), splits, params.probe)
+    from_cifar10, from_cifar10_fit = _probe(features(model, preprocess, rt, batch, splits), splits, params.probe, where)
     spec = params.model(key)
     result = {
         "weights": {True: "pretrained", False: "random init"}.get(spec.pretrained, str(spec.pretrained)),
@@ -101,6 +114,7 @@ def run(s):
         "probe_from_cifar10": {**from_cifar10_fit, "seed": params.seeds[0]},
         "feature_dim": int(start_features["train"].shape[1]),
         "n_train": len(splits["train"]),
+        "backend": where[0],
     }
     atomic.write_json(paths.probe_metrics(key, ds), result)
     seconds = {"features_seconds": round(feature_seconds, 2), "total_seconds": round(time.perf_counter() - start, 2)}

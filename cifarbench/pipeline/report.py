@@ -46,6 +46,11 @@ def _p(value):
     return "<0.001" if value < 0.001 else f"{value:.3f}"
 
 
+def _training_device(cost):
+    """Where a training ran, and whether its step was compiled (cost files before compute.compile: auto say neither)."""
+    return cost["device"] + (", torch.compile" if cost.get("compiled") else "")
+
+
 def _table(header, align, rows):
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" ---: " if a == "r" else " --- " for a in align) + "|"]
     return "\n".join(lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])
@@ -260,7 +265,7 @@ class Report:
     def devices(self):
         """One line naming where evaluation and training ran (and, where they differ, for which model)."""
         runs = [
-            (ds, key, self.first("efficiency", ds, key)["device"], self.first("train_cost", ds, key)["device"])
+            (ds, key, self.first("efficiency", ds, key)["device"], _training_device(self.first("train_cost", ds, key)))
             for ds in DATASETS
             for key in self.keys
         ]

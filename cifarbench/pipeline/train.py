@@ -13,6 +13,7 @@ from dvclive import Live
 
 from cifarbench import atomic, paths, sourcefiles
 from cifarbench.data import dataset, transforms
+from cifarbench.errors import BenchError
 from cifarbench.models import checkpoint, inference, timm_models
 from cifarbench.runtime import distributed, memory
 from cifarbench.train import engine, resume
@@ -148,26 +149,50 @@ def run(s, stage, model, init_path=None):
         _log_epoch(live, logged)
     if best:
         save_best()  # DVC removed the checkpoint before rerunning the stage
-    for epoch in trainer.epochs(*tensors):  # train -> validate -> step the schedule, then save
-        result = dataclasses.asdict(epoch)
-        history.append(result)
-        if epoch.improved:
-            best = {"epoch": epoch.epoch, "val_acc": epoch.val_acc, "state_dict": _cpu_weights(model)}
-            save_best()
-        trainer_state = trainer.state_dict()  # a collective: every rank takes part
-        if not main:
-            continue
-        current_is_best = best["epoch"] == trainer.epoch
-        resume.save(
-            state_path, fingerprint, trainer_state, history, dict(best, state_dict=None) if current_is_best else best
-        )
-        _log_epoch(live, result)
-        _print_epoch(result)
+    try:
+        for epoch in trainer.epochs(*tensors):  # train -> validate -> step the schedule, then save
+            result = dataclasses.asdict(epoch)
+            history.append(result)
+            if epoch.improved:
+                best = {"epoch": epoch.epoch, "val_acc": epoch.val_acc, "state_dict": _cpu_weights(model)}
+                save_best()
+            trainer_state = trainer.state_dict()  # a collective: every rank takes part
+            if not main:
+                continue
+            current_is_best = best["epoch"] == trainer.epoch
+            resume.save(
+                state_path,
+                fingerprint,
+                trainer_state,
+                history,
+                dict(best, state_dict=None) if current_is_best else best,
+            )
+            _log_epoch(live, result)
+            _print_epoch(result)
+    except torch.OutOfMemoryError:  # the state of the last completed epoch stays as it was
+        raise BenchError(_out_of_memory(s, stage, trainer)) from None
     if main:
         _finish(live, trainer, best, history, rt, (total_params, trainable_params), paths.train_cost(ds, key, seed))
         resume.mark_finished(state_path, fingerprint)
     distributed.shutdown()
     return trainer
+
+
+def _out_of_memory(s, stage, trainer):
+    section, key = SECTION[stage], s.model
+    batch = trainer.recipe.batch_size
+    if trainer.phase == "validation":
+        doing = f"validating {key} at compute.eval_batch_size {trainer.eval_batch_size}"
+        fix = "lower compute.eval_batch_size"
+    else:
+        per = f" ({batch // trainer.world} per process)" if trainer.world > 1 else ""
+        doing = f"training {key} at batch size {batch}{per}"
+        fix = (
+            f"lower {section}.{key}.batch_size (its lr is not scaled for you), spread the batch over more GPUs "
+            "(compute.devices), or use a card with more memory"
+        )
+    kept = f"the saved state of epoch {trainer.epoch} is kept" if trainer.epoch else "no epoch had finished"
+    return memory.out_of_memory(s.runtime.device, f"{doing} in {stage}", f"{fix}; {kept}")
 
 
 def _finish(live, trainer, best, history, rt, parameter_counts, cost_path):
@@ -189,6 +214,7 @@ def _finish(live, trainer, best, history, rt, parameter_counts, cost_path):
             "seconds_per_epoch": round(sum(seconds) / len(seconds), 3),
             "epochs": trainer.epoch,
             "device": rt.describe(),
+            "compiled": rt.compile,  # torch.compile of the training step (compute.compile)
             "processes": distributed.world_size(),
             "nodes": distributed.node_count(),
             "params": parameter_counts[0],

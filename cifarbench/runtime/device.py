@@ -252,10 +252,27 @@ def _precision(asked, device):
     return asked
 
 
+def compiles(setting, device):
+    """Whether `compute.compile: setting` compiles on `device`: auto means on CUDA only.
+
+    On CUDA torch.compile fuses the many small kernels of a training step (docs/performance.md
+    measures what it gains per model); on a CPU or Apple's MPS it costs its compile time and, at
+    the demo's sizes, gains nothing, so it stays off there unless asked for.
+    """
+    return torch.device(device).type == "cuda" if setting == "auto" else bool(setting)
+
+
 def resolve(compute):
     device, reason = _pick_device(compute.device)
     precision = _precision(compute.precision, device)
-    return Runtime(device=device, amp_dtype=_DTYPES[precision], compile=compute.compile, reason=reason)
+    if device.type == "cuda":
+        # cuDNN times its algorithms once per input shape and keeps the fastest, as timm's train.py
+        # does: every step of a stage has the same shapes, and the defaults' heuristic choice for the
+        # CNNs' depthwise and channels_last convolutions is not always the fastest
+        torch.backends.cudnn.benchmark = True
+    return Runtime(
+        device=device, amp_dtype=_DTYPES[precision], compile=compiles(compute.compile, device), reason=reason
+    )
 
 
 def uses_channels_last(model):

@@ -39,13 +39,18 @@ class EpochResult:
     improved: bool
 
 
-def build_optimizer(model, recipe):
+def build_optimizer(model, recipe, device="cpu"):
     """timm's optimizer factory: no weight decay on norms/biases, optional layer-wise lr decay.
 
     With layer_decay each parameter group carries timm's `lr_scale`, which the
     timm scheduler applies every time it sets the lr (see schedules.py).
+    On CUDA torch's fused implementation: one kernel updates a group's tensors in one
+    pass, where the default (foreach) makes several passes over weights, gradients and
+    moments; the same update up to float rounding.
     """
     extra = {"momentum": recipe.momentum} if recipe.optimizer == "sgd" else {}
+    if torch.device(device).type == "cuda":
+        extra["fused"] = True
     return create_optimizer_v2(
         model,
         opt=recipe.optimizer,
@@ -78,17 +83,32 @@ class Trainer:
         self.model, self.batchnorm = (
             distributed.batchnorm_for_ddp(model, runtime.device, sync_bn) if self.world > 1 else (model, None)
         )
-        self.optimizer = build_optimizer(self.model, recipe)
+        self.optimizer = build_optimizer(self.model, recipe, runtime.device)
         self.schedule = schedules.Schedule(self.optimizer, recipe, self.plan(n_train)[2])
         self.scaler = torch.amp.GradScaler(runtime.device.type, enabled=runtime.needs_grad_scaler)
         # Every rank draws the same epoch order (then takes its own shard of it);
         # augmentation draws differ per rank.
         self.order_generator = torch.Generator(runtime.device).manual_seed(seed)
         self.augment_generator = torch.Generator(runtime.device).manual_seed(seed + 1 + self.rank)
-        self.step_fn = torch.compile(self._parallel(self.model)) if runtime.compile else self._parallel(self.model)
+        self.forward = self._parallel(self.model)
+        self.step_fn = self._step
+        # Compiled, a single process's loss and hit count join the model's kernels; under DDP only the
+        # model is compiled, the form torch's DDP support expects
+        if runtime.compile and self.world == 1:
+            self.step_fn = torch.compile(self._step)
+        elif runtime.compile:
+            self.forward = torch.compile(self.forward)
+        self.phase = "training"  # or "validation": what an epoch is doing, for an out-of-memory error line
         self.epoch = 0  # completed epochs
         self.best_acc = -1.0
         self.since_best = 0
+
+    def _step(self, x, y):
+        """The forward half of a training step: (loss, images right) of one batch, under autocast."""
+        with self.runtime.autocast():
+            logits = self.forward(x)
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=self.recipe.label_smoothing)
+        return loss, (logits.argmax(1) == y).sum()
 
     def _parallel(self, model):
         """What a training step calls: the model, or under torchrun the model in DDP (gradients averaged)."""
@@ -175,16 +195,14 @@ class Trainer:
         )
         for step, (index, x) in zip(bar, batches):
             y = labels[index]
-            with runtime.autocast():
-                logits = self.step_fn(x)
-                loss = F.cross_entropy(logits.float(), y, label_smoothing=recipe.label_smoothing)
+            loss, hits = self.step_fn(x, y)
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.schedule.after_update(self.epoch * steps + step + 1)
             loss_sum += loss.detach() * len(y)
-            correct += (logits.argmax(1) == y).sum()
+            correct += hits
             # remember the first non-finite step on the device; read it back only now and then
             bad = ~torch.isfinite(loss.detach()) & (first_bad_step < 0)
             first_bad_step = torch.where(bad, step, first_bad_step)
@@ -225,7 +243,9 @@ class Trainer:
     def run_epoch(self, train_images, train_labels, val_images, val_labels):
         """One epoch: train, validate, step the schedule; the caller then saves what it needs."""
         start = time.perf_counter()
+        self.phase = "training"
         train_loss, train_acc, seen = self.train_epoch(train_images, train_labels)
+        self.phase = "validation"
         val_loss, val_acc = self.validate(val_images, val_labels)
         seconds = time.perf_counter() - start
         lr = self.lr  # the lr of the epoch's last update, before the epoch-end schedule step
