@@ -1,6 +1,8 @@
 """What the linear probe costs: fit_probe over the default C grid and the default few-shot curve, in seconds.
 
     python benchmarks/probe_cost.py [--fraction 0.25] [--threads 1] [--cold] [--skip-full] [--skip-fewshot] [--json]
+    python benchmarks/probe_cost.py --backend torch --device cuda      # the GPU path (probe.backend: torch)
+    python benchmarks/probe_cost.py --backend array-api --device cuda  # scikit-learn's own torch path, to compare
     python benchmarks/probe_cost.py --solvers lbfgs,newton-cg,sag,saga --solver-size 3000 --solver-tol 1e-4
 
 Three sizes of synthetic features (real features need trained models; the cost
@@ -32,6 +34,12 @@ regularisation chosen on the same validation split.
 Defaults take ~17 minutes on the 2-core build machine (the full-size fit alone
 11-13); `--fraction 0.25` takes ~7.
 
+`--backend` picks the path: `numpy` (scikit-learn on the CPU, the default), `torch`
+(cifarbench/eval/softmax_lbfgs.py on `--device`: every C and few-shot draw as one batch), or
+`array-api` (scikit-learn 1.9's LogisticRegression on torch tensors under
+array_api_dispatch, C after C with warm starts: scipy's L-BFGS-B on the host, the objective
+on `--device`; not a pipeline path, measured beside ours). The JSON keys are the same for all.
+
 `--threads N` caps BLAS/OpenMP threads at N during fits (fit_probe's
 `threads`; default 1, the library's); `--threads 0` leaves the process's own.
 `--cold` also fits each C of the grid from scratch, to show what the warm
@@ -42,10 +50,14 @@ keep --solver-size small, and give them --solver-tol 1e-4).
 
 import argparse
 import json
+import os
 import sys
 import time
 import warnings
 from pathlib import Path
+
+if "array-api" in sys.argv:  # scipy reads it once, at import: scikit-learn's torch path needs it
+    os.environ["SCIPY_ARRAY_API"] = "1"
 
 import numpy as np
 
@@ -92,18 +104,70 @@ def splits(n, d, k, n_val, n_test=TEST_IMAGES):
     )
 
 
-def time_probe(name, fraction, threads, cold, fewshot=True, solver=linear_probe.SOLVER):
+class ArrayApiProbe:
+    """scikit-learn's LogisticRegression on torch tensors (array_api_dispatch), swept over the grid as fit_probe
+    sweeps it (warm starts, ties to the smaller C); the attributes the timing reads."""
+
+    def __init__(self, x, y, vx, vy, device, grid=linear_probe.DEFAULT_C_GRID):
+        import sklearn
+        import torch
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.preprocessing import StandardScaler
+
+        self.scaler, self.device = StandardScaler().fit(x), device
+        tensor = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float64), device=device)  # noqa: E731
+        train, val = tensor(self.scaler.transform(x)), tensor(self.scaler.transform(vx))
+        with sklearn.config_context(array_api_dispatch=True), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # convergence is read off n_iter below
+            model = LogisticRegression(tol=linear_probe.TOL, max_iter=linear_probe.MAX_ITER, warm_start=True)
+            self.path, best = [], None
+            for c in sorted(grid):
+                model.set_params(C=c)
+                model.fit(train, torch.as_tensor(y, device=device))
+                n_iter = int(model.n_iter_.max())
+                val_top1 = float((model.predict(val).cpu().numpy() == vy).mean())
+                self.path.append({"c": c, "val_top1": val_top1, "n_iter": n_iter, "converged": n_iter < 1000})
+                if best is None or val_top1 > best[1]:
+                    best = (c, val_top1, model.coef_.cpu().numpy().copy(), model.intercept_.cpu().numpy().copy())
+        self.c, self.val_top1, coef, intercept = best
+        self.model = linear_probe.SoftmaxModel(coef, intercept, np.unique(y), n_iter=0)
+        self.unconverged_c = [e["c"] for e in self.path if not e["converged"]]
+
+    def score(self, x, y):
+        return float(np.mean(self.model.predict(self.scaler.transform(x)) == y))
+
+
+def array_api_curve(x, y, vx, vy, tx, ty, shots, device, draws=5, seed=0):
+    """fewshot_curve's draws, each fitted by ArrayApiProbe: the means by shot count."""
+    means = {}
+    for k in shots:
+        top1 = []
+        for d in range(draws):
+            idx = linear_probe.fewshot_indices(y, k, linear_probe.draw_seed(seed, d))
+            top1.append(ArrayApiProbe(x[idx], y[idx], vx, vy, device).score(tx, ty))
+        means[str(k)] = float(np.mean(top1))
+    return {"fewshot_top1": means, "fewshot_top1_std": {k: None for k in means}, "shots": {}}
+
+
+def time_probe(name, fraction, threads, cold, fewshot=True, solver=linear_probe.SOLVER, backend="numpy", device="cpu"):
     n, d, k, n_val = SIZES[name]
     n_fit = int(round(n * fraction))
     (x, y), (vx, vy), (tx, ty) = splits(n_fit, d, k, n_val)
+    where = {"threads": threads} if backend == "numpy" else {"backend": backend, "device": device}
     start = time.perf_counter()
-    fitted = linear_probe.fit_probe(x, y, vx, vy, threads=threads, solver=solver)
+    if backend == "array-api":
+        fitted = ArrayApiProbe(x, y, vx, vy, device)
+    else:
+        fitted = linear_probe.fit_probe(x, y, vx, vy, solver=solver, **where)
     fit_s = time.perf_counter() - start
     curve, fewshot_s = None, None
     shots = [s for s in SHOTS if s <= np.bincount(y).min()]
     if fewshot:
         start = time.perf_counter()
-        curve = linear_probe.fewshot_curve(x, y, vx, vy, tx, ty, shots=shots, threads=threads)
+        if backend == "array-api":
+            curve = array_api_curve(x, y, vx, vy, tx, ty, shots, device)
+        else:
+            curve = linear_probe.fewshot_curve(x, y, vx, vy, tx, ty, shots=shots, **where)
         fewshot_s = round(time.perf_counter() - start, 2)
     iters = [e["n_iter"] for e in fitted.path]
     cold_run = {}
@@ -116,6 +180,8 @@ def time_probe(name, fraction, threads, cold, fewshot=True, solver=linear_probe.
         cold_run = {"cold_fit_s": round(time.perf_counter() - start, 2), "cold_lbfgs_iterations": sum(cold_iters)}
     return {
         "size": name,
+        "backend": backend,
+        "device": str(device),
         "train": n_fit,
         "full_train": n,
         "features": d,
@@ -138,7 +204,9 @@ def time_probe(name, fraction, threads, cold, fewshot=True, solver=linear_probe.
                 "shots": shots,
                 "fewshot_top1": curve["fewshot_top1"],
                 "fewshot_top1_std": curve["fewshot_top1_std"],
-                "fewshot_unconverged": sum(not r["converged"] for s in curve["shots"].values() for r in s["draws"]),
+                "fewshot_unconverged": sum(
+                    not r["converged"] for s in curve["shots"].values() for r in s.get("draws", [])
+                ),
             }
         ),
         **cold_run,
@@ -194,6 +262,10 @@ def main():
     ap.add_argument("--skip-full", action="store_true", help="time the demo sizes only")
     ap.add_argument("--skip-fewshot", action="store_true", help="time fit_probe only")
     ap.add_argument("--solver", default=linear_probe.SOLVER, help="fit_probe's solver for the timed sweep")
+    ap.add_argument(
+        "--backend", choices=("numpy", "torch", "array-api"), default="numpy", help="which fitting path to time"
+    )
+    ap.add_argument("--device", default="cpu", help="the torch device of --backend torch or array-api")
     ap.add_argument("--solvers", help="comma-separated solvers to compare instead (one fit each at --solver-c)")
     ap.add_argument("--solver-size", type=int, default=5000)
     ap.add_argument("--solver-c", type=float, default=0.1)
@@ -227,7 +299,16 @@ def main():
         runs = [("demo", 1.0), ("demo100", 1.0)] + ([] if args.skip_full else [("full", args.fraction)])
         results = []
         for name, fraction in runs:
-            r = time_probe(name, fraction, threads, args.cold, fewshot=not args.skip_fewshot, solver=args.solver)
+            r = time_probe(
+                name,
+                fraction,
+                threads,
+                args.cold,
+                fewshot=not args.skip_fewshot,
+                solver=args.solver,
+                backend=args.backend,
+                device=args.device,
+            )
             results.append(r)
             if not args.json:
                 print(

@@ -2,7 +2,8 @@
 
     python benchmarks/throughput.py --archive /path/to/cifar10-jpeg-train.tar.gz [--quick] [--json]
 
-For ResNet-18 at 32 px and 224 px and EfficientNet-B0 at 32 px (random init:
+For ResNet-18 at 32 px and 224 px and EfficientNet-B0 at 32 px on a CPU, and
+every model of the registry at 224 px plus ResNet-18 at 32 px on a GPU (random init:
 speed does not depend on the weights), on the current device (params.yaml's
 `compute` section; `--device`/`--precision` override it), three pairs of
 measurements, in images per second:
@@ -64,6 +65,8 @@ from cifarbench.runtime import device as runtimelib  # noqa: E402
 from cifarbench.train import engine  # noqa: E402
 
 CASES = (("resnet18", 32), ("resnet18", 224), ("efficientnet_b0", 32))
+# on a GPU, every model of the real benchmark at its real size (ResNet-18 at 32 px stays: the launch-bound case)
+GPU_CASES = (("resnet18", 32), ("resnet18", 224), ("efficientnet_b0", 224), ("dinov2_vitb14", 224))
 DEFAULT_ARCHIVE = ROOT / "data" / "raw" / "cifar10-jpeg-train.tar.gz"
 LOADER_WORKERS = 2
 
@@ -420,7 +423,10 @@ def main():
         help="images per input-path pass at 32 px (default 2048 on CPU, 16384 on CUDA; 1/8 of it at 224 px)",
     )
     parser.add_argument(
-        "--only", choices=[f"{k}@{s}" for k, s in CASES], action="append", help="run only these cases (repeatable)"
+        "--only",
+        choices=sorted({f"{k}@{s}" for k, s in CASES + GPU_CASES}),
+        action="append",
+        help="run only these cases (repeatable; default: the CPU's or the GPU's list)",
     )
     parser.add_argument("--parts", default="input,train,eval", help="comma-separated subset of input,train,eval")
     parser.add_argument("--quick", action="store_true", help="fewer steps, rounds and images (about half the time)")
@@ -447,9 +453,8 @@ def main():
     print(f"device: {device}; torch {torch.__version__}; {source}", file=sys.stderr, flush=True)
 
     rows = []
-    for key, size in CASES:
-        if args.only and f"{key}@{size}" not in args.only:
-            continue
+    cases = [(c.split("@")[0], int(c.split("@")[1])) for c in args.only] if args.only else GPU_CASES if cuda else CASES
+    for key, size in cases:
         print(f"{key} at {size} px", file=sys.stderr, flush=True)
         rows.append(run_case(key, size, params, rt, (images, labels), args))
     print(

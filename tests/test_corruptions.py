@@ -457,3 +457,32 @@ def test_jpeg_equals_pillow_round_trip():
             Image.fromarray(image).save(buffer, "JPEG", quality=quality)
             expected.append(np.asarray(Image.open(buffer)))
         assert np.array_equal(C.corrupt(images, "jpeg_compression", severity), np.stack(expected))
+
+
+def test_accuracy_under_corruption_is_the_same_with_the_pillow_corruptions_in_the_background():
+    """On a GPU, pixelate and JPEG are made in a thread while the device infers the others: the same table."""
+    from types import SimpleNamespace
+
+    from cifarbench.data.transforms import Preprocess
+    from cifarbench.eval import robustness
+    from cifarbench.runtime.device import Runtime
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    images = torch.from_numpy(sample_images(40, seed=3)).permute(0, 3, 1, 2).contiguous()
+    labels = torch.arange(40) % 4
+    settings = SimpleNamespace(
+        corruptions=["pixelate", "gaussian_noise", "jpeg_compression"], severities=[2, 5], corruption_images=0
+    )
+    rt = Runtime(device=torch.device("cpu"), amp_dtype=None, compile=False)
+    prep = Preprocess(32, (0.5,) * 3, (0.25,) * 3)
+    args = (model, images, labels, prep, rt, 16, settings, 7)
+    serial = robustness.accuracy(*args, background=False)
+    assert robustness.accuracy(*args, background=True) == serial
+    assert list(serial["corruptions"]) == settings.corruptions
+    for per_severity in serial["corruptions"].values():
+        assert list(per_severity) == ["2", "5"]
+        assert all(v * 40 == round(v * 40) for v in per_severity.values())  # a count of the 40 images
+    assert serial["corruption_top1"] == pytest.approx(
+        np.mean([v for s in serial["corruptions"].values() for v in s.values()])
+    )

@@ -27,10 +27,13 @@ any device and returns one of the same layout on the same device; a uint8 numpy
 array (N, 32, 32, 3) gives one back in that layout. The same seed gives the
 same bytes on the same device type (the draws come from a torch.Generator on
 that device); each (corruption, severity) draws from its own stream derived
-from the seed, and so does each chunk of CHUNK images that the batch is cut
-into (memory stays at a few times 12 MB whatever N). An image's corruption
-depends on the seed, its position in the batch and the batch size: corrupt the
-whole test set in one call. tests/test_corruptions.py checks each corruption against the
+from the seed, and so does each chunk that the batch is cut into (`chunk_size`:
+1,024 images on a CPU, where memory stays at a few times 12 MB whatever N; the
+whole test set at once on a GPU, where every op is a kernel launch). An image's
+corruption depends on the seed, its position in the batch, the batch size and
+the device type: corrupt the whole test set in one call. The two Pillow
+corruptions (ON_HOST) have no draws: the same bytes everywhere.
+tests/test_corruptions.py checks each corruption against the
 reference libraries (imagecorruptions, OpenCV, scikit-image, SciPy, Pillow) on
 sample images with the same random draws.
 """
@@ -100,11 +103,22 @@ CONSTANTS = {
     "jpeg_compression": (80, 65, 58, 50, 40),  # quality
 }
 FROST_TEXTURES = Path(__file__).with_name("frost_textures.npz")
-# Images per internal batch, each with its own random stream. On a CPU the float
+# Images per internal batch on a CPU, each with its own random stream. The float
 # temporaries of 1,024 images (12 MB) stay in cache: 10,000 images in one batch
 # ran 1.5-3x slower per image than in chunks of 1,000. Fixed, not tuned per
-# device, so a seed means the same draws everywhere.
+# machine, so a seed means the same draws on every CPU.
 CHUNK = 1024
+# On a GPU: a test set of CIFAR's 10,000 images in one chunk. Each corruption is tens of
+# kernel launches per chunk (glass blur's pixel shuffle 1,568 at severities 4 and 5), which
+# cost as much as the work on 1,024 images; 16,384 float images are 200 MB per temporary.
+DEVICE_CHUNK = 16384
+# Corruptions whose reference is Pillow's 8-bit code: made on the CPU whatever the device
+ON_HOST = ("pixelate", "jpeg_compression")
+
+
+def chunk_size(device):
+    """Images per random stream: CHUNK on a CPU, DEVICE_CHUNK on a GPU (one stream per test set)."""
+    return CHUNK if torch.device(device).type == "cpu" else DEVICE_CHUNK
 
 
 class TorchDraws:
@@ -167,10 +181,11 @@ def corrupt(images, name, severity, seed=0):
     with transforms.one_cpu_thread(device):
         nhwc = _as_nhwc(images)
         out = nhwc.clone()
-        for chunk, start in enumerate(range(0, nhwc.shape[0], CHUNK)):
-            part = nhwc[start : start + CHUNK]
+        size = chunk_size(device)
+        for chunk, start in enumerate(range(0, nhwc.shape[0], size)):
+            part = nhwc[start : start + size]
             draws = TorchDraws(part.shape[0], stream_seed(int(seed), name, int(severity), chunk), device)
-            out[start : start + CHUNK] = apply(part, name, constants, draws)
+            out[start : start + size] = apply(part, name, constants, draws)
         return out.numpy() if numpy_in else out.permute(0, 3, 1, 2).contiguous()
 
 
@@ -363,8 +378,9 @@ def _glass_blur(x, c, draws):
             pixels[:, target] = torch.gather(pixels, 1, source[..., None].expand(-1, -1, ch))
         else:
             batch = torch.arange(n, device=x.device)
-            for step in range(steps):
-                pixels[:, target[step]] = pixels[batch, source[:, step]]
+            # plain ints index a view; a 0-d tensor would be an advanced index, a kernel more per step
+            for step, pixel in enumerate(target.tolist()):
+                pixels[:, pixel] = pixels[batch, source[:, step]]
     shuffled = _nchw(pixels.reshape(n, h, w, ch) / 255)
     return _nhwc(_gaussian_nearest(shuffled, sigma)).clamp(0, 1) * 255
 
