@@ -13,17 +13,23 @@ What differs from the real run, and why the cost does not:
 - weights: random init (`pretrained: false`); nothing can be downloaded here, and the
   arithmetic does not depend on the weights' values;
 - data: `--images` CIFAR-10 training JPEGs from `--archive` (a .tar.gz or a folder of
-  train/<class>/*.jpg; default all 50,000): a tenth is the validation split, the rest the
-  training split, and a test split of a fifth as many (10,000 of 50,000) is drawn from the
-  same images. CIFAR-100, which is not at hand, is the same images under 100 labels (10 per
-  CIFAR-10 class, CIFAR-100's names and superclasses): the cost depends on the sizes, not on
-  the pictures;
+  train/<class>/*.jpg; default 12,500, a quarter of CIFAR's 50,000): a tenth is the
+  validation split, the rest the training split, and a test split of a fifth as many
+  (2,500; CIFAR's 10,000 of 50,000) is drawn from the same images. CIFAR-100, which is not
+  at hand, is the same images under 100 labels (10 per CIFAR-10 class, CIFAR-100's names and
+  superclasses): the cost depends on the sizes, not on the pictures;
 - training: `--epochs` (default 1) per stage instead of the recipe's; a training stage's
   projection is its measured time plus its steady epoch (the first epoch less its warm-up:
   torch.compile, cuDNN's autotuning) times the recipe's remaining epochs;
-- `--images` below 50,000 or `--img-size`: other stages are projected to CIFAR's sizes in
-  proportion to the images; a size a model cannot take (32 for a patch-14 ViT) is rounded to
-  the nearest it can. Only the default run measures every stage at its real size.
+- sizes: every stage but the report is projected to CIFAR's sizes in proportion to the images
+  (an epoch, an inference pass, the probes' lbfgs iterations and the UMAP all grow about
+  linearly; lbfgs needs slightly more iterations on more images, so the probes' projection is
+  a little low). `--images 50000` measures every stage at its real size: about twice the
+  default's time, more than one 10-minute call on a lent GPU. The default keeps one call well
+  inside that: compiling the six trainings (about half of it) does not shrink with the images.
+  `--corruption-images N` scores CIFAR-10-C on N test images (all 15 corruptions x 5
+  severities) and projects the rest; `--img-size` sets every model's input size, a size a
+  model cannot take (32 for a patch-14 ViT) rounded to the nearest it can.
 Every projection also adds a process start (Python, torch, timm, the device's first use),
 measured once in a fresh process here; DVC's own bookkeeping (about half a second per stage)
 is not counted. torch.compile's caches are reset between stages, as a new process starts
@@ -31,8 +37,9 @@ without them (its on-disk cache stays, as it does between `dvc repro`'s stages).
 
 Prints a table (stage, model, dataset, measured seconds, projected seconds) and the projected
 total; `--json` ends with one JSON line: {"device", "stages": [{"stage", "model", "dataset",
-"seconds", "projected_seconds", "peak_memory_mb"}, ...], "projected_total_s", ...}. With the
-defaults on one H100 or H200 it takes a few minutes (README, "Cost").
+"seconds", "projected_seconds", "peak_memory_mb"}, ...], "projected_total_s", ...}. The
+README's "Cost" gives its output on one H200; `--budget S` starts no stage after S seconds
+(the rest are listed as not run), `--models` picks and orders the models.
 """
 
 import argparse
@@ -70,16 +77,15 @@ from cifarbench.data.sources.cifar_names import (  # noqa: E402
 )
 from cifarbench.eval import efficiency, robustness  # noqa: E402
 from cifarbench.models import timm_models  # noqa: E402
-from cifarbench.pipeline import embed, entry  # noqa: E402
+from cifarbench.pipeline import embed, entry, evaluate  # noqa: E402
 from cifarbench.runtime import device as runtimelib  # noqa: E402
 from cifarbench.runtime import memory  # noqa: E402
+from cifarbench.train import engine  # noqa: E402
 
 CIFAR_TRAIN_IMAGES = 50000  # per dataset, validation included; the test split is a fifth as many
+DEFAULT_IMAGES = 12500  # a quarter: the default run fits one 10-minute call on an H100/H200 (see above)
 VAL_SHARE, TEST_SHARE = 0.1, 0.2  # params.yaml's data.val_size (5,000 of 50,000); 10,000 test images
 SYNC_EVERY = 25  # training steps between the clock readings that time the steady state
-# CIFAR-10-C's inference (750,000 images per model and dataset) is most of evaluate's time and grows with its
-# images exactly: a tenth of the test split, all 15 corruptions x 5 severities, keeps one device call short
-DEFAULT_CORRUPTION_IMAGES = 1000
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 
@@ -161,45 +167,66 @@ def synchronize(device):
         torch.cuda.synchronize(device)
 
 
-class StepClock:
-    """Clock readings every SYNC_EVERY optimizer steps (the device synchronised first), for the steady rate."""
+class TrainingClock:
+    """Times the engine's training passes and validations (Trainer.train_epoch and validate, wrapped: the same
+    functions, the device synchronised around them), and reads the clock after the first optimizer step of a
+    stage's first pass and every SYNC_EVERY steps, for the steady rate after compilation and autotuning."""
 
     def __init__(self, device):
-        self.device, self.readings, self.count, self.active = device, [], 0, False
+        self.device, self.counting = device, False
+        self.originals = engine.Trainer.train_epoch, engine.Trainer.validate
+        engine.Trainer.train_epoch = self._timed(self.originals[0], "passes")
+        engine.Trainer.validate = self._timed(self.originals[1], "validations")
         self.handle = register_optimizer_step_post_hook(self._after_step)
+        self.reset()
+
+    def reset(self):
+        self.passes, self.validations, self.readings, self.count = [], [], [], 0
+
+    def restore(self):
+        engine.Trainer.train_epoch, engine.Trainer.validate = self.originals
+        self.handle.remove()
+
+    def _timed(self, function, times):
+        clock = self
+
+        def timed(trainer, *args, **kwargs):
+            synchronize(clock.device)
+            start = time.perf_counter()
+            clock.counting, clock.pass_start = times == "passes" and not clock.passes, start
+            try:
+                return function(trainer, *args, **kwargs)
+            finally:
+                synchronize(clock.device)
+                getattr(clock, times).append(time.perf_counter() - start)
+                clock.counting = False
+
+        return timed
 
     def _after_step(self, optimizer, args, kwargs):
-        if not self.active:
+        if not self.counting:
             return
         self.count += 1
-        if self.count % SYNC_EVERY == 0:
+        if self.count == 1 or self.count % SYNC_EVERY == 0:
             synchronize(self.device)
-            self.readings.append((self.count, time.perf_counter()))
+            self.readings.append((self.count, time.perf_counter() - self.pass_start))
 
-    @contextlib.contextmanager
-    def watching(self):
-        self.readings, self.count, self.active = [], 0, True
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.active = False
-            self.start = start
+    def steady_step_seconds(self, steps):
+        """Seconds per training step once warm: from the readings after the first pass's first fifth, else
+        the first pass less its first step; None before any pass."""
+        warm = [(n, t) for n, t in self.readings if n >= max(SYNC_EVERY, steps // 5)]
+        if len(warm) >= 2:
+            return (warm[-1][1] - warm[0][1]) / (warm[-1][0] - warm[0][0])
+        if self.readings and self.passes and steps > 1:
+            return (self.passes[0] - self.readings[0][1]) / (steps - 1)
+        return None
 
-    def _steady(self, steps_per_epoch):
-        """The readings of the first epoch after its first fifth (compilation, autotuning), if two or more."""
-        warm = [(n, t) for n, t in self.readings if max(SYNC_EVERY, steps_per_epoch // 5) <= n <= steps_per_epoch]
-        return warm if len(warm) >= 2 else None
-
-    def steady_step_seconds(self, steps_per_epoch):
-        """Seconds per training step once warm; None when the epoch is too short to tell."""
-        warm = self._steady(steps_per_epoch)
-        return (warm[-1][1] - warm[0][1]) / (warm[-1][0] - warm[0][0]) if warm else None
-
-    def warmup_excess(self, steps_per_epoch):
-        """Seconds the first steps took beyond the steady rate (compilation, autotuning); 0 when unmeasurable."""
-        warm, per_step = self._steady(steps_per_epoch), self.steady_step_seconds(steps_per_epoch)
-        return max(0.0, (warm[0][1] - self.start) - warm[0][0] * per_step) if warm else 0.0
+    def steady_epoch_seconds(self, steps):
+        """An epoch once warm: the later epochs' mean when there are any, else the steady steps and validation."""
+        if len(self.passes) >= 2:
+            return (sum(self.passes[1:]) + sum(self.validations[1:])) / (len(self.passes) - 1)
+        per_step = self.steady_step_seconds(steps)
+        return (steps * per_step if per_step else self.passes[0]) + self.validations[0]
 
 
 def process_start_seconds(device):
@@ -249,24 +276,26 @@ def planned(params, keys):
     return runs + [("report", None, None, None)]
 
 
-class CorruptionClock:
-    """Seconds spent in evaluate's CIFAR-10-C part (robustness.accuracy), the share that grows with its images."""
+class FunctionClock:
+    """Seconds spent in one function of a pipeline module, which the module calls by its global name: the
+    same function, wrapped, the device synchronised around it."""
 
-    def __init__(self, device):
-        self.device, self.seconds, self._accuracy = device, 0.0, robustness.accuracy
-        robustness.accuracy = self._timed  # evaluate calls it through the module: the same function, timed
+    def __init__(self, module, name, device):
+        self.module, self.name, self.device, self.seconds = module, name, device, 0.0
+        self.function = getattr(module, name)
+        setattr(module, name, self._timed)
 
     def _timed(self, *args, **kwargs):
         synchronize(self.device)
         start = time.perf_counter()
         try:
-            return self._accuracy(*args, **kwargs)
+            return self.function(*args, **kwargs)
         finally:
             synchronize(self.device)
             self.seconds += time.perf_counter() - start
 
     def restore(self):
-        robustness.accuracy = self._accuracy
+        setattr(self.module, self.name, self.function)
 
 
 def run_stage(name, key, ds, seed, params, rt, clocks):
@@ -278,14 +307,15 @@ def run_stage(name, key, ds, seed, params, rt, clocks):
     memory.reset_peak(rt.device)
     synchronize(rt.device)
     error = None
-    clocks.corruption.seconds = 0.0
-    with clocks.steps.watching():
-        try:
-            main(s)
-        except Exception as exc:  # noqa: BLE001 - the table says what failed; the other stages still run
-            error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
-        synchronize(rt.device)
-    seconds = time.perf_counter() - clocks.steps.start
+    clocks.corruption.seconds = clocks.efficiency.seconds = 0.0
+    clocks.training.reset()
+    start = time.perf_counter()
+    try:
+        main(s)
+    except Exception as exc:  # noqa: BLE001 - the table says what failed; the other stages still run
+        error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+    synchronize(rt.device)
+    seconds = time.perf_counter() - start
     peak = memory.peak(rt.device)[0] if rt.device.type == "cuda" else None
     return seconds, peak, error
 
@@ -296,20 +326,18 @@ def project(run, seconds, ctx):
     name, key, ds, seed = run
     if name == "report":
         return ctx.startup + seconds, {}
-    if name == "evaluate":  # the corruption part at the protocol's images, the rest in proportion to the images
-        corrupt = ctx.clocks.corruption.seconds
-        return ctx.startup + (seconds - corrupt + corrupt * ctx.corruption_scale) * ctx.scale, {}
+    if name == "evaluate":  # CIFAR-10-C at the protocol's images; the timed efficiency measure does not grow
+        corrupt, fixed = ctx.clocks.corruption.seconds, ctx.clocks.efficiency.seconds
+        return ctx.startup + fixed + (seconds - fixed - corrupt + corrupt * ctx.corruption_scale) * ctx.scale, {}
     if name not in SECTION:
         return ctx.startup + seconds * ctx.scale, {}
-    cost = json.loads(paths.train_cost(ds, key, seed).read_text())
-    epochs_run, trained = cost["epochs"], cost["train_seconds"]
+    epochs_run = json.loads(paths.train_cost(ds, key, seed).read_text())["epochs"]
     recipe = ctx.params.recipe(SECTION[name], key)
-    n_train = dataset.load_meta(paths.data_dir(ds))["counts"]["train"]
-    steps = n_train // recipe.batch_size
-    steady_epoch = (trained - ctx.clocks.steps.warmup_excess(steps)) / epochs_run
+    steps = dataset.load_meta(paths.data_dir(ds))["counts"]["train"] // recipe.batch_size
+    steady_epoch = ctx.clocks.training.steady_epoch_seconds(steps)
     epochs = ctx.committed.recipe(SECTION[name], key).epochs
     extra = {"recipe_epochs": epochs, "steady_epoch_s": round(steady_epoch, 4)}
-    per_step = ctx.clocks.steps.steady_step_seconds(steps)
+    per_step = ctx.clocks.training.steady_step_seconds(steps)
     if per_step:
         rate = recipe.batch_size / per_step
         extra["train_images_per_second"] = round(rate)
@@ -353,15 +381,20 @@ def main():
     )
     parser.add_argument("--archive", required=True, help="CIFAR-10 JPEG .tar.gz or extracted train/<class>/ folder")
     parser.add_argument("--device", help="override compute.device (auto, cpu, cuda, cuda:N)")
-    parser.add_argument("--images", type=int, default=CIFAR_TRAIN_IMAGES, help="images per dataset (default 50,000)")
+    parser.add_argument(
+        "--images",
+        type=int,
+        default=DEFAULT_IMAGES,
+        help=f"images per dataset (default {DEFAULT_IMAGES:,}; CIFAR: 50,000)",
+    )
     parser.add_argument("--epochs", type=int, default=1, help="epochs per training stage (default 1)")
     parser.add_argument("--img-size", type=int, help="every model's input size (default: params.yaml's)")
     parser.add_argument(
         "--corruption-images",
         type=int,
-        default=DEFAULT_CORRUPTION_IMAGES,
-        help=f"test images per corruption and severity measured (default {DEFAULT_CORRUPTION_IMAGES:,}; 0: as "
-        "params.yaml sets it, the whole test split); the rest of the protocol is projected in proportion",
+        default=0,
+        help="test images per corruption and severity measured (default 0: as params.yaml sets it, the whole "
+        "test split); the rest of the protocol is projected in proportion",
     )
     parser.add_argument("--models", help="comma-separated model keys, in the order to run them (default: all)")
     parser.add_argument("--budget", type=float, help="start no stage after this many seconds (the rest: not run)")
@@ -398,9 +431,13 @@ def main():
         stack.enter_context(contextlib.chdir(folder))
         (folder / "params.yaml").write_text(json.dumps(raw, indent=1))  # JSON is YAML: what ran, for the curious
         write_data(stand_in_data(images, labels, committed.seed), val_count, committed.seed)
-        clocks = SimpleNamespace(steps=StepClock(rt.device), corruption=CorruptionClock(rt.device))
-        stack.callback(clocks.steps.handle.remove)
-        stack.callback(clocks.corruption.restore)
+        clocks = SimpleNamespace(
+            training=TrainingClock(rt.device),
+            corruption=FunctionClock(robustness, "accuracy", rt.device),
+            efficiency=FunctionClock(evaluate, "cost", rt.device),
+        )
+        for clock in vars(clocks).values():
+            stack.callback(clock.restore)
         ctx = Context(
             params=params,
             committed=committed,

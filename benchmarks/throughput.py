@@ -376,7 +376,7 @@ def table(rows):
 def summary(rows, device, source, args):
     out = {
         "device": device,
-        "compile": args.compile,
+        "compile": args.compiled,
         "torch_threads": torch.get_num_threads(),
         "images": source,
         "rounds": args.rounds,
@@ -403,7 +403,10 @@ def main():
     parser.add_argument("--device", help="override compute.device (auto, cpu, cuda, cuda:N)")
     parser.add_argument("--precision", help="override compute.precision (auto, bf16, fp16, fp32)")
     parser.add_argument(
-        "--compile", action="store_true", help="torch.compile both training loops (override compute.compile)"
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        help="torch.compile both training loops, or --no-compile for neither (default: compute.compile, which "
+        "compiles on CUDA)",
     )
     parser.add_argument(
         "--seconds",
@@ -438,19 +441,19 @@ def main():
     compute = params.compute.model_copy(
         update={
             k: v
-            for k, v in (("device", args.device), ("precision", args.precision), ("compile", args.compile or None))
-            if v
+            for k, v in (("device", args.device), ("precision", args.precision), ("compile", args.compile))
+            if v is not None
         }
     )
     rt = runtimelib.resolve(compute)
-    cuda = rt.device.type == "cuda"
+    cuda, args.compiled = rt.device.type == "cuda", rt.compile
     args.seconds = args.seconds or (1.0 if args.quick else 2.0)
     args.rounds = args.rounds or (5 if args.quick else 7)
     args.input_images = args.input_images or (1024 if args.quick else 2048) * (8 if cuda else 1)
     needed = max(args.input_images, (args.steps or 1) * (args.batch_size or 128), 16384 if cuda else 4096)
     images, labels, source = load_images(args.archive, needed, params.seed)
     device = rt.describe()
-    print(f"device: {device}; torch {torch.__version__}; {source}", file=sys.stderr, flush=True)
+    print(f"device: {device}, compile={rt.compile}; torch {torch.__version__}; {source}", file=sys.stderr, flush=True)
 
     rows = []
     cases = [(c.split("@")[0], int(c.split("@")[1])) for c in args.only] if args.only else GPU_CASES if cuda else CASES

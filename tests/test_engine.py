@@ -159,3 +159,36 @@ def test_infer_gives_the_same_rows_whatever_the_chunking(monkeypatch):
     monkeypatch.setattr(inference.transforms, "batches_per_chunk", lambda device, batch_size: 3)
     chunked = inference.infer(model, images, prep, rt, batch_size=4)
     assert plain.shape == (23, 4) and torch.equal(plain, chunked)
+
+
+def test_a_compile_that_fails_falls_back_to_eager_under_auto_and_stops_when_asked_for(monkeypatch, capsys):
+    """compute.compile: auto on a machine where torch.compile cannot work (no C compiler, an inductor bug):
+    one line, then the same training without it; compute.compile: true keeps the error."""
+    import dataclasses
+
+    def broken_compile(fn, **kwargs):
+        def compiled(*args, **kw):
+            raise RuntimeError("InductorError: no working C++ compiler found\nmore lines")
+
+        return compiled
+
+    monkeypatch.setattr(engine.torch, "compile", broken_compile)
+    for fallback in (True, False):
+        p, rt, spec, model, prep, tensors = _setup(
+            train__dinov2_vitb14__epochs=1, train__dinov2_vitb14__warmup_epochs=0
+        )
+        rt = dataclasses.replace(rt, compile=True, compile_fallback=fallback)
+        trainer = engine.Trainer(
+            model, p.recipe("train", "dinov2_vitb14"), rt, prep, seed=0, eval_batch_size=64, n_train=256
+        )
+        assert trainer.compiled
+        if not fallback:
+            with pytest.raises(RuntimeError, match="C\\+\\+ compiler"):
+                list(trainer.epochs(*tensors))
+            continue
+        [result] = list(trainer.epochs(*tensors))
+        assert np.isfinite(result.train_loss) and not trainer.compiled
+        assert capsys.readouterr().out.splitlines()[0] == (
+            "torch.compile failed on the first step (RuntimeError: InductorError: no working C++ compiler found); "
+            "compute.compile: auto goes on without it (set it to false to skip the attempt)"
+        )

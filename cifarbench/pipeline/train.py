@@ -214,7 +214,7 @@ def _finish(live, trainer, best, history, rt, parameter_counts, cost_path):
             "seconds_per_epoch": round(sum(seconds) / len(seconds), 3),
             "epochs": trainer.epoch,
             "device": rt.describe(),
-            "compiled": rt.compile,  # torch.compile of the training step (compute.compile)
+            "compiled": trainer.compiled,  # torch.compile of the training step (compute.compile)
             "processes": distributed.world_size(),
             "nodes": distributed.node_count(),
             "params": parameter_counts[0],

@@ -36,6 +36,8 @@ class Runtime:
     amp_dtype: torch.dtype | None  # None = full fp32
     compile: bool
     reason: str = ""  # why this device, e.g. "compute.device: auto found CUDA"
+    # compute.compile: auto: a compile that fails on the first step falls back to eager (train/engine.py)
+    compile_fallback: bool = False
 
     @property
     def precision(self):
@@ -271,7 +273,11 @@ def resolve(compute):
         # CNNs' depthwise and channels_last convolutions is not always the fastest
         torch.backends.cudnn.benchmark = True
     return Runtime(
-        device=device, amp_dtype=_DTYPES[precision], compile=compiles(compute.compile, device), reason=reason
+        device=device,
+        amp_dtype=_DTYPES[precision],
+        compile=compiles(compute.compile, device),
+        reason=reason,
+        compile_fallback=compute.compile == "auto",
     )
 
 

@@ -90,7 +90,7 @@ class Trainer:
         # augmentation draws differ per rank.
         self.order_generator = torch.Generator(runtime.device).manual_seed(seed)
         self.augment_generator = torch.Generator(runtime.device).manual_seed(seed + 1 + self.rank)
-        self.forward = self._parallel(self.model)
+        self.forward = self._eager_forward = self._parallel(self.model)
         self.step_fn = self._step
         # Compiled, a single process's loss and hit count join the model's kernels; under DDP only the
         # model is compiled, the form torch's DDP support expects
@@ -98,6 +98,8 @@ class Trainer:
             self.step_fn = torch.compile(self._step)
         elif runtime.compile:
             self.forward = torch.compile(self.forward)
+        self.compiled = runtime.compile  # until a failed compile under compute.compile: auto turns it off
+        self._first_compiled_step = runtime.compile
         self.phase = "training"  # or "validation": what an epoch is doing, for an out-of-memory error line
         self.epoch = 0  # completed epochs
         self.best_acc = -1.0
@@ -195,9 +197,7 @@ class Trainer:
         )
         for step, (index, x) in zip(bar, batches):
             y = labels[index]
-            loss, hits = self.step_fn(x, y)
-            self.optimizer.zero_grad(set_to_none=True)
-            self.scaler.scale(loss).backward()
+            loss, hits = self._forward_backward(x, y)
             self.scaler.step(self.optimizer)
             self.scaler.update()
             self.schedule.after_update(self.epoch * steps + step + 1)
@@ -213,6 +213,33 @@ class Trainer:
         totals = distributed.all_reduce_sum(torch.stack([loss_sum, correct.float()]))  # the epoch's one sync
         seen = steps * batch * self.world
         return (totals[0] / seen).item(), (totals[1] / seen).item(), seen
+
+    def _forward_backward(self, x, y):
+        """Loss and hits of one batch, gradients in place; the first compiled step may fall back to eager."""
+        if not self._first_compiled_step:
+            return self._backward(*self.step_fn(x, y))
+        try:
+            result = self._backward(*self.step_fn(x, y))
+        except torch.OutOfMemoryError:
+            raise
+        except Exception as exc:  # the compiler's own failure: no C compiler, a Triton or inductor error
+            if not self.runtime.compile_fallback:
+                raise
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+            print(
+                f"torch.compile failed on the first step ({type(exc).__name__}: {first}); "
+                "compute.compile: auto goes on without it (set it to false to skip the attempt)",
+                flush=True,
+            )
+            self.step_fn, self.forward, self.compiled = self._step, self._eager_forward, False
+            result = self._backward(*self.step_fn(x, y))
+        self._first_compiled_step = False
+        return result
+
+    def _backward(self, loss, hits):
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        return loss, hits
 
     def _stop_if_not_finite(self, first_bad_step):
         bad = distributed.first_flagged_step(first_bad_step)
