@@ -76,8 +76,9 @@ from cifarbench.data.sources.cifar_names import (  # noqa: E402
     CIFAR100_FINE_TO_COARSE,
 )
 from cifarbench.eval import efficiency, robustness  # noqa: E402
-from cifarbench.models import timm_models  # noqa: E402
+from cifarbench.models import checkpoint, timm_models  # noqa: E402
 from cifarbench.pipeline import embed, entry, evaluate  # noqa: E402
+from cifarbench.render import figures  # noqa: E402
 from cifarbench.runtime import device as runtimelib  # noqa: E402
 from cifarbench.runtime import memory  # noqa: E402
 from cifarbench.train import engine  # noqa: E402
@@ -182,6 +183,7 @@ class TrainingClock:
 
     def reset(self):
         self.passes, self.validations, self.readings, self.count = [], [], [], 0
+        self.again, self.extra_seconds = None, 0.0  # a second first validation, timed apart
 
     def restore(self):
         engine.Trainer.train_epoch, engine.Trainer.validate = self.originals
@@ -195,11 +197,17 @@ class TrainingClock:
             start = time.perf_counter()
             clock.counting, clock.pass_start = times == "passes" and not clock.passes, start
             try:
-                return function(trainer, *args, **kwargs)
+                result = function(trainer, *args, **kwargs)
             finally:
                 synchronize(clock.device)
                 getattr(clock, times).append(time.perf_counter() - start)
                 clock.counting = False
+            if times == "validations" and clock.again is None:  # once warm, for the steady epoch
+                start = time.perf_counter()
+                function(trainer, *args, **kwargs)
+                synchronize(clock.device)
+                clock.again = clock.extra_seconds = time.perf_counter() - start
+            return result
 
         return timed
 
@@ -222,11 +230,12 @@ class TrainingClock:
         return None
 
     def steady_epoch_seconds(self, steps):
-        """An epoch once warm: the later epochs' mean when there are any, else the steady steps and validation."""
+        """An epoch once warm: the later epochs' mean when there are any, else the steady steps and the first
+        validation's second pass (the first pays for the inference kernels' first use)."""
         if len(self.passes) >= 2:
             return (sum(self.passes[1:]) + sum(self.validations[1:])) / (len(self.passes) - 1)
         per_step = self.steady_step_seconds(steps)
-        return (steps * per_step if per_step else self.passes[0]) + self.validations[0]
+        return (steps * per_step if per_step else self.passes[0]) + self.again
 
 
 def process_start_seconds(device):
@@ -298,6 +307,34 @@ class FunctionClock:
         setattr(self.module, self.name, self.function)
 
 
+FIXED_FIGURES = ("confusion", "sample_predictions", "umap_scatter")  # a stage's figures: no bigger with more images
+
+
+def random_checkpoints(params, keys, stages):
+    """The checkpoints a selected stage reads but no selected training stage writes: saved from random init,
+    as a training stage saves them (the cost of evaluate, embed and probe does not depend on the weights)."""
+    for key in keys:
+        for ds, training in (("cifar10", "train-cifar10"), ("cifar100", "transfer-cifar100")):
+            if training in stages:
+                continue
+            meta = dataset.load_meta(paths.data_dir(ds))
+            for seed in params.seeds:
+                torch.manual_seed(seed)
+                spec = params.model(key)
+                checkpoint.save(
+                    paths.checkpoint(ds, key, seed),
+                    timm_models.create(spec, num_classes=len(meta["classes"]), key=key),
+                    key=key,
+                    spec=spec,
+                    dataset=ds,
+                    classes=meta["classes"],
+                    coarse_classes=meta["coarse_classes"],
+                    image_size=meta["image_size"],
+                    epoch=0,
+                    val_acc=0.0,
+                )
+
+
 def run_stage(name, key, ds, seed, params, rt, clocks):
     """Run one stage's main; (seconds, peak CUDA memory in MiB or None, error line or None)."""
     s = entry.Stage(params, key, ds, seed, rt, script=str(ROOT / "stages" / STAGES[name]))
@@ -307,7 +344,8 @@ def run_stage(name, key, ds, seed, params, rt, clocks):
     memory.reset_peak(rt.device)
     synchronize(rt.device)
     error = None
-    clocks.corruption.seconds = clocks.efficiency.seconds = 0.0
+    for clock in [clocks.corruption, *clocks.fixed]:
+        clock.seconds = 0.0
     clocks.training.reset()
     start = time.perf_counter()
     try:
@@ -315,7 +353,7 @@ def run_stage(name, key, ds, seed, params, rt, clocks):
     except Exception as exc:  # noqa: BLE001 - the table says what failed; the other stages still run
         error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
     synchronize(rt.device)
-    seconds = time.perf_counter() - start
+    seconds = time.perf_counter() - start - clocks.training.extra_seconds  # not the benchmark's own extra pass
     peak = memory.peak(rt.device)[0] if rt.device.type == "cuda" else None
     return seconds, peak, error
 
@@ -326,11 +364,13 @@ def project(run, seconds, ctx):
     name, key, ds, seed = run
     if name == "report":
         return ctx.startup + seconds, {}
-    if name == "evaluate":  # CIFAR-10-C at the protocol's images; the timed efficiency measure does not grow
-        corrupt, fixed = ctx.clocks.corruption.seconds, ctx.clocks.efficiency.seconds
+    # what does not grow with the images: the timed efficiency measure, the figures of a stage
+    fixed = sum(clock.seconds for clock in ctx.clocks.fixed)
+    if name == "evaluate":  # and CIFAR-10-C at the protocol's images
+        corrupt = ctx.clocks.corruption.seconds
         return ctx.startup + fixed + (seconds - fixed - corrupt + corrupt * ctx.corruption_scale) * ctx.scale, {}
     if name not in SECTION:
-        return ctx.startup + seconds * ctx.scale, {}
+        return ctx.startup + fixed + (seconds - fixed) * ctx.scale, {}
     epochs_run = json.loads(paths.train_cost(ds, key, seed).read_text())["epochs"]
     recipe = ctx.params.recipe(SECTION[name], key)
     steps = dataset.load_meta(paths.data_dir(ds))["counts"]["train"] // recipe.batch_size
@@ -397,6 +437,12 @@ def main():
         "test split); the rest of the protocol is projected in proportion",
     )
     parser.add_argument("--models", help="comma-separated model keys, in the order to run them (default: all)")
+    parser.add_argument(
+        "--stages",
+        help=f"comma-separated stages to run (default: all of {', '.join(STAGES)}); a checkpoint that no selected "
+        "training stage writes is saved from random init first",
+    )
+    parser.add_argument("--datasets", help="comma-separated datasets of the stages to run (default: both)")
     parser.add_argument("--budget", type=float, help="start no stage after this many seconds (the rest: not run)")
     parser.add_argument("--params", default=str(ROOT / "params.yaml"), help="the params to measure")
     parser.add_argument("--workdir", help="scratch project folder (default: a temporary one, removed after)")
@@ -411,6 +457,12 @@ def main():
     unknown = [k for k in keys if k not in committed.models]
     if unknown:
         parser.error(f"--models: {', '.join(unknown)} not in {args.params}'s models: ({', '.join(committed.keys)})")
+    stages = args.stages.split(",") if args.stages else list(STAGES)
+    if set(stages) - set(STAGES):
+        parser.error(f"--stages: {', '.join(sorted(set(stages) - set(STAGES)))} unknown; use {', '.join(STAGES)}")
+    datasets = args.datasets.split(",") if args.datasets else list(paths.DATASETS)
+    if set(datasets) - set(paths.DATASETS):
+        parser.error(f"--datasets: use {' or '.join(paths.DATASETS)}")
 
     images, labels, source = load_images(args.archive, args.images, committed.seed)
     if source.startswith("random"):
@@ -434,9 +486,15 @@ def main():
         clocks = SimpleNamespace(
             training=TrainingClock(rt.device),
             corruption=FunctionClock(robustness, "accuracy", rt.device),
-            efficiency=FunctionClock(evaluate, "cost", rt.device),
+            fixed=[
+                FunctionClock(evaluate, "cost", rt.device),
+                *(
+                    FunctionClock(figures, name, rt.device)
+                    for name in ("confusion", "sample_predictions", "umap_scatter")
+                ),
+            ],
         )
-        for clock in vars(clocks).values():
+        for clock in [clocks.training, clocks.corruption, *clocks.fixed]:
             stack.callback(clock.restore)
         ctx = Context(
             params=params,
@@ -449,8 +507,10 @@ def main():
             peak_tflops=peak_bf16_tflops(rt.device),
         )
         stage_main("recipes.py")(entry.Stage(params, script=str(ROOT / "stages" / "recipes.py")))
+        random_checkpoints(params, keys, stages)
         start = time.perf_counter()
-        embed.warm_numba_cache()  # what `make setup` does once per environment
+        if "embed" in stages:
+            embed.warm_numba_cache()  # what `make setup` does once per environment
         notes = [
             f"{source}, decoded in {decode_seconds:.0f} s; {args.images:,} images per dataset ({val_count:,} "
             f"validation), {n_test:,} test images drawn from the same pool; CIFAR-100 is the same images under "
@@ -463,7 +523,7 @@ def main():
         print(f"{rt.describe_choice()}, torch.compile {'on' if rt.compile else 'off'}", flush=True)
         print("\n".join(notes), flush=True)
         rows = []
-        for run in planned(params, keys):
+        for run in [r for r in planned(params, keys) if r[0] in stages and r[2] in (None, *datasets)]:
             name, key, ds, seed = run
             row = {"stage": name, "model": key, "dataset": ds}
             if args.budget is not None and time.perf_counter() - began > args.budget:

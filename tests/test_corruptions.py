@@ -102,6 +102,7 @@ def assert_matches(actual, expected, atol=2e-3, near=0.0):
     float64 rounding can land on either side of an integer). Then the uint8 images, truncated as
     the reference does, differ by at most one level."""
     assert actual.shape == expected.shape
+    actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)  # uint8 would wrap around
     diff = np.abs(actual - expected)
     assert diff.max() <= 1.0 + atol, f"max difference {diff.max():.4f} levels"
     assert (diff > atol).mean() <= near, f"{(diff > atol).mean():.2%} of values differ by more than {atol}"
@@ -252,7 +253,9 @@ def test_cuda_matches_cpu_where_no_randomness_is_involved():
         assert out.device.type == "cuda" and out.shape == images.shape
         assert torch.equal(out, C.corrupt(images.cuda(), name, 3, seed=0))
         if name in {"defocus_blur", "zoom_blur", "brightness", "contrast", "pixelate", "jpeg_compression"}:
-            assert_matches(out.cpu().numpy(), C.corrupt(images, name, 3, seed=0).numpy())
+            # float32 sums in another order: where the reference truncates a value that is an integer up
+            # to rounding, one level either way (the module's contract; 0.005 % of values on an H200)
+            assert_matches(out.cpu().numpy(), C.corrupt(images, name, 3, seed=0).numpy(), near=0.001)
 
 
 # ---------------------------------------------------------------- against imagecorruptions

@@ -8,7 +8,7 @@ def topk_correct(logits, labels, k):
     """Per image: is the true class among the k highest logits? (bool numpy array)"""
     k = min(k, logits.shape[1])
     top = torch.as_tensor(logits).topk(k, dim=1).indices
-    return (top == torch.as_tensor(labels)[:, None]).any(dim=1).cpu().numpy()
+    return (top == torch.as_tensor(labels, device=top.device)[:, None]).any(dim=1).cpu().numpy()
 
 
 def topk_accuracy(logits, labels, k):

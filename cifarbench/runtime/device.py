@@ -267,11 +267,6 @@ def compiles(setting, device):
 def resolve(compute):
     device, reason = _pick_device(compute.device)
     precision = _precision(compute.precision, device)
-    if device.type == "cuda":
-        # cuDNN times its algorithms once per input shape and keeps the fastest, as timm's train.py
-        # does: every step of a stage has the same shapes, and the defaults' heuristic choice for the
-        # CNNs' depthwise and channels_last convolutions is not always the fastest
-        torch.backends.cudnn.benchmark = True
     return Runtime(
         device=device,
         amp_dtype=_DTYPES[precision],
