@@ -1,17 +1,18 @@
 """What `dvc repro` of the real benchmark costs on this machine's device, stage by stage, measured in one run.
 
-    python benchmarks/real_benchmark.py --archive /path/to/cifar10-jpeg-train.tar.gz \
-        [--device D] [--images N] [--epochs E] [--img-size S] [--params PATH] [--workdir DIR] [--json]
+    python benchmarks/real_benchmark.py --archive /path/to/cifar10-jpeg-train.tar.gz [--device D] [--images N]
+        [--epochs E] [--img-size S] [--corruption-images N] [--models K,...] [--stages S,...]
+        [--datasets D,...] [--budget SECONDS] [--params PATH] [--workdir DIR] [--json]
 
 Every stage's own work runs in this process: each stage script's `main` (stages/*.py, the
-function `dvc repro` runs after the process starts) on a Stage built from params.yaml, in the
-pipeline's order: recipes, train-cifar10 and transfer-cifar100 for every model of the
-registry, then evaluate (the full CIFAR-10-C protocol as params.yaml sets it), embed, probe
-and the report, in a scratch project folder (`--workdir`, default a temporary one).
+function `dvc repro` runs after the process starts) on a Stage built from params.yaml, in an
+order `dvc repro` may use: the recipes, then one model's chain after the other (train-cifar10,
+transfer-cifar100, evaluate with the CIFAR-10-C protocol as params.yaml sets it, embed, probe),
+then the report, in a scratch project folder (`--workdir`, default a temporary one).
 
 What differs from the real run, and why the cost does not:
 - weights: random init (`pretrained: false`); nothing can be downloaded here, and the
-  arithmetic does not depend on the weights' values;
+  arithmetic does not depend on the weights' values (the probes' lbfgs iterations may);
 - data: `--images` CIFAR-10 training JPEGs from `--archive` (a .tar.gz or a folder of
   train/<class>/*.jpg; default 12,500, a quarter of CIFAR's 50,000): a tenth is the
   validation split, the rest the training split, and a test split of a fifth as many
@@ -19,27 +20,33 @@ What differs from the real run, and why the cost does not:
   at hand, is the same images under 100 labels (10 per CIFAR-10 class, CIFAR-100's names and
   superclasses): the cost depends on the sizes, not on the pictures;
 - training: `--epochs` (default 1) per stage instead of the recipe's; a training stage's
-  projection is its measured time plus its steady epoch (the first epoch less its warm-up:
-  torch.compile, cuDNN's autotuning) times the recipe's remaining epochs;
+  projection is its measured time plus its steady epoch (the steps after the first fifth of
+  the first epoch, clocked every 25 optimizer steps, and a second pass of its validation)
+  times the recipe's remaining epochs;
 - sizes: every stage but the report is projected to CIFAR's sizes in proportion to the images
-  (an epoch, an inference pass, the probes' lbfgs iterations and the UMAP all grow about
-  linearly; lbfgs needs slightly more iterations on more images, so the probes' projection is
-  a little low). `--images 50000` measures every stage at its real size: about twice the
-  default's time, more than one 10-minute call on a lent GPU. The default keeps one call well
-  inside that: compiling the six trainings (about half of it) does not shrink with the images.
-  `--corruption-images N` scores CIFAR-10-C on N test images (all 15 corruptions x 5
-  severities) and projects the rest; `--img-size` sets every model's input size, a size a
-  model cannot take (32 for a patch-14 ViT) rounded to the nearest it can.
+  (an epoch, an inference pass, a full-size probe's lbfgs iterations and the UMAP all grow
+  about linearly), less what does not grow with them, timed apart by wrapping the functions
+  that do it: evaluate's efficiency measure, each stage's figures, the few-shot probes (k
+  images per class whatever the dataset). `--corruption-images N` scores CIFAR-10-C on N test
+  images (all 15 corruptions x 5 severities) and projects the rest; `--images 50000` measures
+  every stage at its real size. `--img-size` sets every model's input size, a size a model
+  cannot take (32 for a patch-14 ViT) rounded to the nearest it can;
+- `--stages` and `--datasets` run some stages only; a checkpoint that no selected training
+  stage writes is saved from random init first.
 Every projection also adds a process start (Python, torch, timm, the device's first use),
 measured once in a fresh process here; DVC's own bookkeeping (about half a second per stage)
 is not counted. torch.compile's caches are reset between stages, as a new process starts
 without them (its on-disk cache stays, as it does between `dvc repro`'s stages).
 
+On one H200 the defaults' stages took about 13 minutes in all by the stages measured there
+(docs/performance.md, "Cost"): the six trainings' compilation does not shrink with the images,
+so a lent GPU's 10-minute call needs `--budget` (no stage starts after it; the rest are listed
+as not run) or `--models`/`--stages` to split the work.
+
 Prints a table (stage, model, dataset, measured seconds, projected seconds) and the projected
 total; `--json` ends with one JSON line: {"device", "stages": [{"stage", "model", "dataset",
-"seconds", "projected_seconds", "peak_memory_mb"}, ...], "projected_total_s", ...}. The
-README's "Cost" gives its output on one H200; `--budget S` starts no stage after S seconds
-(the rest are listed as not run), `--models` picks and orders the models.
+"seconds", "projected_seconds", "peak_memory_mb", ...}, ...], "projected_total_s", "complete",
+...}. The exit status is 1 when a stage failed or was not run.
 """
 
 import argparse
@@ -75,7 +82,7 @@ from cifarbench.data.sources.cifar_names import (  # noqa: E402
     CIFAR100_FINE_CLASSES,
     CIFAR100_FINE_TO_COARSE,
 )
-from cifarbench.eval import efficiency, robustness  # noqa: E402
+from cifarbench.eval import efficiency, linear_probe, robustness  # noqa: E402
 from cifarbench.models import checkpoint, timm_models  # noqa: E402
 from cifarbench.pipeline import embed, entry, evaluate  # noqa: E402
 from cifarbench.render import figures  # noqa: E402
@@ -84,7 +91,7 @@ from cifarbench.runtime import memory  # noqa: E402
 from cifarbench.train import engine  # noqa: E402
 
 CIFAR_TRAIN_IMAGES = 50000  # per dataset, validation included; the test split is a fifth as many
-DEFAULT_IMAGES = 12500  # a quarter: the default run fits one 10-minute call on an H100/H200 (see above)
+DEFAULT_IMAGES = 12500  # a quarter: every stage but compilation a quarter as long as at CIFAR's size
 VAL_SHARE, TEST_SHARE = 0.1, 0.2  # params.yaml's data.val_size (5,000 of 50,000); 10,000 test images
 SYNC_EVERY = 25  # training steps between the clock readings that time the steady state
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -364,7 +371,7 @@ def project(run, seconds, ctx):
     name, key, ds, seed = run
     if name == "report":
         return ctx.startup + seconds, {}
-    # what does not grow with the images: the timed efficiency measure, the figures of a stage
+    # what does not grow with the images: the timed efficiency measure, a stage's figures, the few-shot fits
     fixed = sum(clock.seconds for clock in ctx.clocks.fixed)
     if name == "evaluate":  # and CIFAR-10-C at the protocol's images
         corrupt = ctx.clocks.corruption.seconds
@@ -488,10 +495,9 @@ def main():
             corruption=FunctionClock(robustness, "accuracy", rt.device),
             fixed=[
                 FunctionClock(evaluate, "cost", rt.device),
-                *(
-                    FunctionClock(figures, name, rt.device)
-                    for name in ("confusion", "sample_predictions", "umap_scatter")
-                ),
+                *(FunctionClock(figures, name, rt.device) for name in FIXED_FIGURES),
+                # k images per class and draw, whatever the dataset's size (only their scoring grows)
+                FunctionClock(linear_probe, "fewshot_curve", rt.device),
             ],
         )
         for clock in [clocks.training, clocks.corruption, *clocks.fixed]:

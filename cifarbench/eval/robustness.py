@@ -42,9 +42,10 @@ def accuracy(model, images, labels, preprocess, runtime, batch_size, settings, s
     images, labels = images[index], labels[index]
     runs = [(name, severity) for name in settings.corruptions for severity in settings.severities]
     hits = {}
+    in_background = images.device.type != "cpu" if background is None else background
     with ThreadPoolExecutor(max_workers=1) as host:
         made_on_host = {}
-        if images.device.type != "cpu" if background is None else background:
+        if in_background:
             nhwc = images.permute(0, 2, 3, 1).cpu().numpy()
             made_on_host = {
                 run: host.submit(corruptions.corrupt, nhwc, *run, seed) for run in runs if run[0] in corruptions.ON_HOST

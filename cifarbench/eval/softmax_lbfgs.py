@@ -182,10 +182,10 @@ def fit(x, y, n_classes, inverse_c, tol, max_iter):
         stopped = torch.where((stopped == RUNNING) & (n_iter >= max_iter), MAX_ITER, stopped)
     stopped = torch.where(stopped == RUNNING, MAX_ITER, stopped)
     weights = theta.view(groups, h, d + 1, k)
-    return BatchFit(
+    return BatchFit(  # the weights stay on the device; the small per-fit facts come to the host in one go
         coef=weights[:, :, :-1].transpose(2, 3),
         intercept=weights[:, :, -1],
-        n_iter=n_iter.view(groups, h),
-        stopped=stopped.view(groups, h),
-        gradient_norm=g.abs().amax(1).view(groups, h),
+        n_iter=n_iter.view(groups, h).cpu(),
+        stopped=stopped.view(groups, h).cpu(),
+        gradient_norm=g.abs().amax(1).view(groups, h).cpu(),
     )
