@@ -122,10 +122,15 @@ def _torchrun(launch_args, devices):
         os.environ[ERROR_DIR_ENV] = errors
         try:
             run(args)
-        except ChildFailedError as exc:
+        except Exception as exc:
+            # A worker's own error line first, whatever the agent then raised: on several nodes a worker
+            # that fails at once can take the rendezvous store down with its node's agent, and the other
+            # agents then fail on the lost connection (DistNetworkError), not with ChildFailedError
             messages = [p.read_text() for p in sorted(Path(errors).glob("rank*.txt"))]
             if messages:
                 raise BenchError(messages[0]) from None
+            if not isinstance(exc, ChildFailedError):
+                raise
             codes = ", ".join(f"rank {f.local_rank}: exit code {f.exitcode}" for f in exc.failures.values())
             raise BenchError(f"torchrun workers failed ({codes}); see their output above") from None
         finally:
