@@ -126,3 +126,12 @@ def test_costs_are_numbers_averaged_over_seeds(two_seeds):
     assert cost["throughput"] == pytest.approx(100.5) and cost["train_seconds"] == pytest.approx(15.0)
     assert cost["params"] == 1000 and isinstance(cost["params"], int) and cost["epochs"] == 2
     assert all(isinstance(v, (int, float)) for v in cost.values())
+
+
+def test_the_report_says_whether_a_training_compiled():
+    from cifarbench.pipeline import report
+
+    cost = {"device": "NVIDIA H200 (bf16)", "compiled": True}
+    assert report._training_device(cost) == "NVIDIA H200 (bf16), torch.compile"
+    assert report._training_device({**cost, "compiled": False}) == "NVIDIA H200 (bf16)"
+    assert report._training_device({"device": "CPU, 2 threads (fp32)"}) == "CPU, 2 threads (fp32)"  # older files

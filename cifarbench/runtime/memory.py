@@ -32,7 +32,7 @@ def peak(device):
 
 def capacity(device):
     """What memory the device has, for an error line: 'NVIDIA H200 with 139.8 GiB, 12.3 GiB free' or 'the CPU's
-    23.5 GiB of RAM'."""
+    23.5 GiB' (its RAM)."""
     device = torch.device(device)
     if device.type == "cuda":
         free, total = torch.cuda.mem_get_info(device)
