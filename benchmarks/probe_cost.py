@@ -126,7 +126,9 @@ class ArrayApiProbe:
                 model.fit(train, torch.as_tensor(y, device=device))
                 n_iter = int(model.n_iter_.max())
                 val_top1 = float((model.predict(val).cpu().numpy() == vy).mean())
-                self.path.append({"c": c, "val_top1": val_top1, "n_iter": n_iter, "converged": n_iter < 1000})
+                self.path.append(
+                    {"c": c, "val_top1": val_top1, "n_iter": n_iter, "converged": n_iter < linear_probe.MAX_ITER}
+                )
                 if best is None or val_top1 > best[1]:
                     best = (c, val_top1, model.coef_.cpu().numpy().copy(), model.intercept_.cpu().numpy().copy())
         self.c, self.val_top1, coef, intercept = best

@@ -52,6 +52,7 @@ total; `--json` ends with one JSON line: {"device", "stages": [{"stage", "model"
 import argparse
 import contextlib
 import copy
+import functools
 import importlib.util
 import json
 import os
@@ -71,8 +72,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # runnable as a plain script from a checkout
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from throughput import load_images  # noqa: E402
-from train_real import peak_bf16_tflops  # noqa: E402
+from throughput import load_images, sync  # noqa: E402
+from train_real import peak_bf16_tflops, training_flops  # noqa: E402
 
 from cifarbench import params as paramslib  # noqa: E402
 from cifarbench import paths  # noqa: E402
@@ -82,7 +83,7 @@ from cifarbench.data.sources.cifar_names import (  # noqa: E402
     CIFAR100_FINE_CLASSES,
     CIFAR100_FINE_TO_COARSE,
 )
-from cifarbench.eval import efficiency, linear_probe, robustness  # noqa: E402
+from cifarbench.eval import linear_probe, robustness  # noqa: E402
 from cifarbench.models import checkpoint, timm_models  # noqa: E402
 from cifarbench.pipeline import embed, entry, evaluate  # noqa: E402
 from cifarbench.render import figures  # noqa: E402
@@ -170,11 +171,6 @@ def write_data(datasets, val_count, seed):
 # ---------------------------------------------------------------- timing
 
 
-def synchronize(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 class TrainingClock:
     """Times the engine's training passes and validations (Trainer.train_epoch and validate, wrapped: the same
     functions, the device synchronised around them), and reads the clock after the first optimizer step of a
@@ -200,19 +196,19 @@ class TrainingClock:
         clock = self
 
         def timed(trainer, *args, **kwargs):
-            synchronize(clock.device)
+            sync(clock.device)
             start = time.perf_counter()
             clock.counting, clock.pass_start = times == "passes" and not clock.passes, start
             try:
                 result = function(trainer, *args, **kwargs)
             finally:
-                synchronize(clock.device)
+                sync(clock.device)
                 getattr(clock, times).append(time.perf_counter() - start)
                 clock.counting = False
             if times == "validations" and clock.again is None:  # once warm, for the steady epoch
                 start = time.perf_counter()
                 function(trainer, *args, **kwargs)
-                synchronize(clock.device)
+                sync(clock.device)
                 clock.again = clock.extra_seconds = time.perf_counter() - start
             return result
 
@@ -223,7 +219,7 @@ class TrainingClock:
             return
         self.count += 1
         if self.count == 1 or self.count % SYNC_EVERY == 0:
-            synchronize(self.device)
+            sync(self.device)
             self.readings.append((self.count, time.perf_counter() - self.pass_start))
 
     def steady_step_seconds(self, steps):
@@ -261,6 +257,7 @@ def process_start_seconds(device):
 # ---------------------------------------------------------------- the stages
 
 
+@functools.lru_cache
 def stage_main(script):
     """The `main(s)` of stages/<script>: the function the stage's process runs."""
     spec = importlib.util.spec_from_file_location(f"stage_{Path(script).stem}", ROOT / "stages" / script)
@@ -302,12 +299,12 @@ class FunctionClock:
         setattr(module, name, self._timed)
 
     def _timed(self, *args, **kwargs):
-        synchronize(self.device)
+        sync(self.device)
         start = time.perf_counter()
         try:
             return self.function(*args, **kwargs)
         finally:
-            synchronize(self.device)
+            sync(self.device)
             self.seconds += time.perf_counter() - start
 
     def restore(self):
@@ -349,7 +346,7 @@ def run_stage(name, key, ds, seed, params, rt, clocks):
     if rt.compile:
         torch._dynamo.reset()  # a new process starts with no compiled code in memory
     memory.reset_peak(rt.device)
-    synchronize(rt.device)
+    sync(rt.device)
     error = None
     for clock in [clocks.corruption, *clocks.fixed]:
         clock.seconds = 0.0
@@ -359,7 +356,7 @@ def run_stage(name, key, ds, seed, params, rt, clocks):
         main(s)
     except Exception as exc:  # noqa: BLE001 - the table says what failed; the other stages still run
         error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
-    synchronize(rt.device)
+    sync(rt.device)
     seconds = time.perf_counter() - start - clocks.training.extra_seconds  # not the benchmark's own extra pass
     peak = memory.peak(rt.device)[0] if rt.device.type == "cuda" else None
     return seconds, peak, error
@@ -411,15 +408,6 @@ class Context:
     clocks: object
     train_flops: dict  # model key: training FLOPs per image (3 x forward)
     peak_tflops: float | None
-
-
-def train_flops(params):
-    """3 x the forward FLOPs of one image (forward + backward), per model; counted on the CPU."""
-    out = {}
-    for key in params.keys:
-        size = params.model(key).img_size
-        out[key] = 3 * efficiency.count_flops(timm_models.create(params.model(key), num_classes=10), (1, 3, size, size))
-    return out
 
 
 def main():
@@ -509,7 +497,7 @@ def main():
             corruption_scale=protocol / measured,
             startup=process_start_seconds(rt.device),
             clocks=clocks,
-            train_flops=train_flops(params),
+            train_flops={key: training_flops(params.model(key)) for key in params.keys},
             peak_tflops=peak_bf16_tflops(rt.device),
         )
         stage_main("recipes.py")(entry.Stage(params, script=str(ROOT / "stages" / "recipes.py")))

@@ -94,10 +94,7 @@ def main():
     train_x, val_x = transforms.to_tensor(images_np[train], rt.device), transforms.to_tensor(images_np[val], rt.device)
     train_y, val_y = to(labels_np[train]), to(labels_np[val])
 
-    # counted on a plain CPU copy: the flop counter does not see through torch.compile
-    train_flops_per_image = 3 * efficiency.count_flops(
-        timm_models.create(spec, num_classes=10), (1, 3, spec.img_size, spec.img_size)
-    )
+    train_flops_per_image = training_flops(spec)
     torch.manual_seed(params.seed)
     model = inference.prepare_model(timm_models.create(spec, num_classes=10), rt)
     preprocess = inference.preprocess_for(model, rt, spec.img_size)
@@ -192,6 +189,12 @@ def main():
     )
     if args.json:
         print(json.dumps(summary))
+
+
+def training_flops(spec):
+    """FLOPs of one image's training step: 3 x the forward's (forward + backward), counted on a plain CPU copy
+    (the flop counter does not see through torch.compile)."""
+    return 3 * efficiency.count_flops(timm_models.create(spec, num_classes=10), (1, 3, spec.img_size, spec.img_size))
 
 
 # dense (not sparse) bf16 tensor-core peaks from NVIDIA's data sheets; the first name the device's contains

@@ -148,6 +148,16 @@ def _labels(y, n, name):
     return y
 
 
+def _checked_pair(train_x, train_y, val_x, val_y):
+    """The training and validation arrays, checked: 2-D features of one width, one label per row."""
+    train_x, val_x = _features(train_x), _features(val_x)
+    train_y = _labels(train_y, len(train_x), "train_y")
+    val_y = _labels(val_y, len(val_x), "val_y")
+    if train_x.shape[1] != val_x.shape[1]:
+        raise ValueError(f"train and val features differ in width: {train_x.shape[1]} vs {val_x.shape[1]}")
+    return train_x, train_y, val_x, val_y
+
+
 def _check_grid(c_grid):
     grid = sorted(float(c) for c in c_grid)
     if not grid or not all(np.isfinite(c) and c > 0 for c in grid):
@@ -204,11 +214,7 @@ def fit_probe(
     `threads` caps BLAS/OpenMP threads during the fits (None: leave them; see THREADS).
     `tol` and `max_iter`: lbfgs's stopping rule (see TOL); a looser one trades the optimum for time.
     """
-    train_x, val_x = _features(train_x), _features(val_x)
-    train_y = _labels(train_y, len(train_x), "train_y")
-    val_y = _labels(val_y, len(val_x), "val_y")
-    if train_x.shape[1] != val_x.shape[1]:
-        raise ValueError(f"train and val features differ in width: {train_x.shape[1]} vs {val_x.shape[1]}")
+    train_x, train_y, val_x, val_y = _checked_pair(train_x, train_y, val_x, val_y)
     grid = _check_grid(c_grid)
     fit = _Fit(grid, solver, max_iter, tol, threads, backend, device)
     return fit.groups([(train_x, train_y)], val_x, val_y, [seed])[0]
@@ -397,14 +403,13 @@ def fewshot_curve(
     shots = _check_shots(shots)
     if isinstance(draws, bool) or not isinstance(draws, (int, np.integer)) or draws < 1:
         raise ValueError(f"draws must be a positive integer, got {draws!r}")
-    train_x, test_x = _features(train_x), _features(test_x)
-    train_y = _labels(train_y, len(train_x), "train_y")
+    train_x, train_y, val_x, val_y = _checked_pair(train_x, train_y, val_x, val_y)
+    test_x = _features(test_x)
     test_y = _labels(test_y, len(test_x), "test_y")
     grid = _check_grid(c_grid)
     _check_enough(train_y, max(shots))  # fail before any fitting, not after the small shot counts
     seeds = [draw_seed(seed, d) for d in range(draws)]
 
-    val_x, val_y = _features(val_x), _labels(val_y, len(val_x), "val_y")
     fit = _Fit(grid, SOLVER, max_iter, tol, threads, backend, device)
     per_shot = {}
     for k in shots:
