@@ -165,3 +165,19 @@ def test_real_benchmark_refuses_bad_input_in_one_line_and_stops_at_its_budget(tm
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert not result["complete"] and result["projected_total_s"] == 0
     assert {r["skipped"] for r in result["stages"]} == {"over --budget"} and len(result["stages"]) == 25
+
+
+def test_lbfgs_step_times_both_forms_of_the_step_and_prints_their_ratio():
+    command = [sys.executable, str(ROOT / "benchmarks" / "lbfgs_step.py")]
+    small = ["--groups", "2", "--features", "16", "--classes", "5", "--steps", "3", "--rounds", "2"]
+    proc = subprocess.run([*command, *small, "--json"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["batch"] == 2 * 13 and result["weights_per_problem"] == 17 * 5 and result["device"] == "cpu"
+    assert result["compact_s_per_step"] > 0 and result["two_loop_s_per_step"] > 0
+    ratio = result["two_loop_s_per_step"] / result["compact_s_per_step"]
+    assert 0.3 < result["two_loop_over_compact"] / ratio < 3  # a median of per-round ratios, near the medians' ratio
+    proc = subprocess.run([*command, *small], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "two-loop / compact" in proc.stdout and proc.stdout.count("\n") == 1
+    proc = subprocess.run([*command, "--steps", "0"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "must be positive" in proc.stderr

@@ -303,6 +303,43 @@ def test_torch_backend_reports_non_convergence_and_refuses_what_it_cannot_do(sep
         linear_probe.fit_probe(x, y, vx, vy, backend="torch", solver="newton-cg")
 
 
+def test_compact_lbfgs_step_is_the_two_loop_recursions():
+    """softmax_lbfgs._History (compact form) against the two-loop recursion it replaced, through a history that
+    fills, wraps around, skips a pair that fails the curvature test, skips a problem that did not move, and
+    forgets one problem's pairs on a restart."""
+    import torch
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import lbfgs_step
+
+    from cifarbench.eval import softmax_lbfgs
+
+    batch, size = 4, 30
+    generator = torch.Generator().manual_seed(0)
+    hessian = torch.rand(batch, size, generator=generator, dtype=torch.float64) + 0.1
+    compact = softmax_lbfgs._History(batch, size, torch.float64, "cpu")
+    reference = lbfgs_step.TwoLoopHistory(batch, size, torch.float64, "cpu")
+    for step in range(softmax_lbfgs.HISTORY + 7):
+        s = torch.randn(batch, size, generator=generator, dtype=torch.float64)
+        y = hessian * s
+        if step == 3:
+            y[1] = -s[1]  # negative curvature: problem 1 stores no pair this step
+        moved = torch.tensor([True, True, step != 5, True])  # problem 2 did not move at step 5
+        g = torch.randn(batch, size, generator=generator, dtype=torch.float64)
+        kept = compact.add(s, y, moved, g)
+        assert torch.equal(kept, reference.add(s, y, moved, g))
+        assert bool(kept[1]) == (step != 3) and bool(kept[2]) == (step != 5)
+        if step == 12:
+            restart = torch.tensor([False, False, False, True])
+            compact.restart(restart)
+            reference.restart(restart)
+            # problem 3 has forgotten its pairs: its step is the scaled steepest descent, the others' are not
+            steepest = -compact.gamma[:, None] * g
+            direction = compact.direction(g)
+            assert torch.allclose(direction[3], steepest[3]) and not torch.allclose(direction[0], steepest[0])
+        assert torch.allclose(compact.direction(g), reference.direction(g), rtol=1e-9, atol=1e-12), f"step {step}"
+
+
 def test_backend_for_takes_torch_on_cuda_only():
     assert linear_probe.backend_for("auto", "cuda") == "torch"
     assert linear_probe.backend_for("auto", "cuda:1") == "torch"
