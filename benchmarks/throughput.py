@@ -236,7 +236,8 @@ def run_case(key, img_size, params, rt, data, args):
     big_on_cpu = img_size > 32 and rt.device.type == "cpu"
     spec = params.model(key).model_copy(update={"pretrained": False, "img_size": img_size})  # speed, not accuracy
     batch = args.batch_size or (16 if big_on_cpu else params.recipe("train", key).batch_size)
-    recipe = params.recipe("train", key).model_copy(update={"batch_size": batch, "warmup_epochs": 0})
+    # compile as --compile says for every model, whatever the recipe's own `compile` (the bare side does)
+    recipe = params.recipe("train", key).model_copy(update={"batch_size": batch, "warmup_epochs": 0, "compile": True})
     rounds = max(3, args.rounds // 2) if big_on_cpu else args.rounds
     torch.manual_seed(params.seed)
     model = inference.prepare_model(timm_models.create(spec, num_classes=10), rt)

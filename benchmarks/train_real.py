@@ -78,6 +78,7 @@ def main():
         update={
             "epochs": args.epochs,
             "early_stopping": 0,
+            "compile": True,  # --compile (compute.compile) decides here, whatever the recipe's own `compile`
             **({"batch_size": args.batch_size} if args.batch_size else {}),
             **({"lr": args.lr} if args.lr else {}),
         }

@@ -124,6 +124,8 @@ class Recipe(Section):
     plateau_patience: NonNegInt
     early_stopping: NonNegInt  # stop after this many epochs without a better val accuracy; 0 = off
     augment: Augment
+    # false: this model trains eagerly even where compute.compile compiles; the numbers do not depend on it
+    compile: bool = True
 
     @model_validator(mode="after")
     def _warmup_fits(self):

@@ -192,3 +192,23 @@ def test_a_compile_that_fails_falls_back_to_eager_under_auto_and_stops_when_aske
             "torch.compile failed on the first step (RuntimeError: InductorError: no working C++ compiler found); "
             "compute.compile: auto goes on without it (set it to false to skip the attempt)"
         )
+
+
+def test_a_recipe_can_keep_its_model_eager_where_compute_compile_compiles(monkeypatch):
+    """train.<model>.compile: false (EfficientNet-B0's, where compiling costs more than it saves) wins over
+    compute.compile; the default recipe compiles."""
+    import dataclasses
+
+    calls = []
+    monkeypatch.setattr(engine.torch, "compile", lambda fn, **kwargs: calls.append(fn) or fn)
+    p, rt, spec, model, prep, tensors = _setup(train__dinov2_vitb14__epochs=1, train__dinov2_vitb14__warmup_epochs=0)
+    rt = dataclasses.replace(rt, compile=True)
+    recipe = p.recipe("train", "dinov2_vitb14")
+    assert recipe.compile and not p.recipe("train", "efficientnet_b0").compile
+    assert not p.recipe("transfer", "efficientnet_b0").compile
+    eager = engine.Trainer(model, recipe.model_copy(update={"compile": False}), rt, prep, 0, 64, n_train=256)
+    assert not eager.compiled and calls == []
+    [result] = list(eager.epochs(*tensors))
+    assert np.isfinite(result.train_loss) and calls == []
+    compiled = engine.Trainer(model, recipe, rt, prep, 0, 64, n_train=256)
+    assert compiled.compiled and len(calls) == 1

@@ -93,13 +93,15 @@ class Trainer:
         self.forward = self._eager_forward = self._parallel(self.model)
         self.step_fn = self._step
         # Compiled, a single process's loss and hit count join the model's kernels; under DDP only the
-        # model is compiled, the form torch's DDP support expects
-        if runtime.compile and self.world == 1:
+        # model is compiled, the form torch's DDP support expects. A recipe's `compile: false` keeps a
+        # model eager where compute.compile compiles (where compiling costs it more than it saves)
+        compiles = runtime.compile and recipe.compile
+        if compiles and self.world == 1:
             self.step_fn = torch.compile(self._step)
-        elif runtime.compile:
+        elif compiles:
             self.forward = torch.compile(self.forward)
-        self.compiled = runtime.compile  # until a failed compile under compute.compile: auto turns it off
-        self._first_compiled_step = runtime.compile
+        self.compiled = compiles  # until a failed compile under compute.compile: auto turns it off
+        self._first_compiled_step = compiles
         self.phase = "training"  # or "validation": what an epoch is doing, for an out-of-memory error line
         self.epoch = 0  # completed epochs
         self.best_acc = -1.0
