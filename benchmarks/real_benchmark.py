@@ -36,12 +36,15 @@ What differs from the real run, and why the cost does not:
 Every projection also adds a process start (Python, torch, timm, the device's first use),
 measured once in a fresh process here; DVC's own bookkeeping (about half a second per stage)
 is not counted. torch.compile's caches are reset between stages, as a new process starts
-without them (its on-disk cache stays, as it does between `dvc repro`'s stages).
+without them (its on-disk cache stays, as it does between `dvc repro`'s stages). A stage's
+peak GPU memory is its own: what earlier stages still hold when it starts is collected or
+subtracted.
 
 On one H200 the defaults' stages took about 13 minutes in all by the stages measured there
-(docs/performance.md, "Cost"): the six trainings' compilation does not shrink with the images,
-so a lent GPU's 10-minute call needs `--budget` (no stage starts after it; the rest are listed
-as not run) or `--models`/`--stages` to split the work.
+(docs/performance.md, "Cost"; EfficientNet-B0 compiled then, and now trains eagerly, which by
+those numbers takes about 2.5 minutes off): compilation does not shrink with the images, so a
+lent GPU's 10-minute call needs `--budget` (no stage starts after it; the rest are listed as not
+run) or `--models`/`--stages` to split the work.
 
 Prints a table (stage, model, dataset, measured seconds, projected seconds) and the projected
 total; `--json` ends with one JSON line: {"device", "stages": [{"stage", "model", "dataset",
@@ -53,6 +56,7 @@ import argparse
 import contextlib
 import copy
 import functools
+import gc
 import importlib.util
 import json
 import os
@@ -340,11 +344,15 @@ def random_checkpoints(params, keys, stages):
 
 
 def run_stage(name, key, ds, seed, params, rt, clocks):
-    """Run one stage's main; (seconds, peak CUDA memory in MiB or None, error line or None)."""
+    """Run one stage's main; (seconds, its own peak CUDA memory in MiB or None, error line or None)."""
     s = entry.Stage(params, key, ds, seed, rt, script=str(ROOT / "stages" / STAGES[name]))
     main = stage_main(STAGES[name])
     if rt.compile:
         torch._dynamo.reset()  # a new process starts with no compiled code in memory
+    # A stage of `dvc repro` is a fresh process: what earlier stages left on the device (tensors in reference
+    # cycles, such as a finished training's Trainer, wait for the garbage collector) is not its own
+    gc.collect()
+    left_over = torch.cuda.memory_allocated(rt.device) / 2**20 if rt.device.type == "cuda" else 0.0
     memory.reset_peak(rt.device)
     sync(rt.device)
     error = None
@@ -358,7 +366,7 @@ def run_stage(name, key, ds, seed, params, rt, clocks):
         error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
     sync(rt.device)
     seconds = time.perf_counter() - start - clocks.training.extra_seconds  # not the benchmark's own extra pass
-    peak = memory.peak(rt.device)[0] if rt.device.type == "cuda" else None
+    peak = memory.peak(rt.device)[0] - left_over if rt.device.type == "cuda" else None
     return seconds, peak, error
 
 
