@@ -350,7 +350,7 @@ def run_stage(name, key, ds, seed, params, rt, clocks):
     if rt.compile:
         torch._dynamo.reset()  # a new process starts with no compiled code in memory
     # A stage of `dvc repro` is a fresh process: what earlier stages left on the device (tensors in reference
-    # cycles, such as a finished training's Trainer, wait for the garbage collector) is not its own
+    # cycles, such as a caught error's traceback and its frames, wait for the garbage collector) is not its own
     gc.collect()
     left_over = torch.cuda.memory_allocated(rt.device) / 2**20 if rt.device.type == "cuda" else 0.0
     memory.reset_peak(rt.device)

@@ -1,5 +1,7 @@
 """The training engine on a tiny learnable problem: it learns, stops early, keeps the best checkpoint."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -164,7 +166,6 @@ def test_infer_gives_the_same_rows_whatever_the_chunking(monkeypatch):
 def test_a_compile_that_fails_falls_back_to_eager_under_auto_and_stops_when_asked_for(monkeypatch, capsys):
     """compute.compile: auto on a machine where torch.compile cannot work (no C compiler, an inductor bug):
     one line, then the same training without it; compute.compile: true keeps the error."""
-    import dataclasses
 
     def broken_compile(fn, **kwargs):
         def compiled(*args, **kw):
@@ -197,7 +198,6 @@ def test_a_compile_that_fails_falls_back_to_eager_under_auto_and_stops_when_aske
 def test_a_recipe_can_keep_its_model_eager_where_compute_compile_compiles(monkeypatch):
     """train.<model>.compile: false (EfficientNet-B0's, where compiling costs more than it saves) wins over
     compute.compile; the default recipe compiles."""
-    import dataclasses
 
     calls = []
     monkeypatch.setattr(engine.torch, "compile", lambda fn, **kwargs: calls.append(fn) or fn)
@@ -212,3 +212,25 @@ def test_a_recipe_can_keep_its_model_eager_where_compute_compile_compiles(monkey
     assert np.isfinite(result.train_loss) and calls == []
     compiled = engine.Trainer(model, recipe, rt, prep, 0, 64, n_train=256)
     assert compiled.compiled and len(calls) == 1
+
+
+def test_a_finished_trainer_frees_its_state_without_waiting_for_the_garbage_collector():
+    """No reference cycle through the trainer: its model, gradients and optimizer state (GPU memory on a card)
+    go when the last reference does, as they would at the end of a stage's process."""
+    import gc
+    import weakref
+
+    p, rt, spec, model, prep, tensors = _setup(train__dinov2_vitb14__epochs=1, train__dinov2_vitb14__warmup_epochs=0)
+    recipe = p.recipe("train", "dinov2_vitb14")
+    for compiles in (False, True):  # compiled: torch.compile wraps the step but compiles only on the first call
+        trainer = engine.Trainer(model, recipe, dataclasses.replace(rt, compile=compiles), prep, 0, 64, n_train=256)
+        assert trainer.compiled == compiles
+        if not compiles:
+            list(trainer.epochs(*tensors))
+        refs = [weakref.ref(trainer), weakref.ref(trainer.optimizer), weakref.ref(trainer.schedule)]
+        gc.disable()
+        try:
+            del trainer
+            assert [ref() for ref in refs] == [None, None, None]
+        finally:
+            gc.enable()

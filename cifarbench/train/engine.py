@@ -91,13 +91,16 @@ class Trainer:
         self.order_generator = torch.Generator(runtime.device).manual_seed(seed)
         self.augment_generator = torch.Generator(runtime.device).manual_seed(seed + 1 + self.rank)
         self.forward = self._eager_forward = self._parallel(self.model)
-        self.step_fn = self._step
+        # The step is kept as the plain function and called with the trainer: a bound method stored on the
+        # trainer would be a reference cycle, which keeps a finished training's model, gradients and optimizer
+        # state (GPU memory) alive until the garbage collector happens to run
+        self.step_fn = Trainer._step
         # Compiled, a single process's loss and hit count join the model's kernels; under DDP only the
         # model is compiled, the form torch's DDP support expects. A recipe's `compile: false` keeps a
         # model eager where compute.compile compiles (where compiling costs it more than it saves)
         compiles = runtime.compile and recipe.compile
         if compiles and self.world == 1:
-            self.step_fn = torch.compile(self._step)
+            self.step_fn = torch.compile(Trainer._step)
         elif compiles:
             self.forward = torch.compile(self.forward)
         self.compiled = compiles  # until a failed compile under compute.compile: auto turns it off
@@ -219,9 +222,9 @@ class Trainer:
     def _forward_backward(self, x, y):
         """Loss and hits of one batch, gradients in place; the first compiled step may fall back to eager."""
         if not self._first_compiled_step:
-            return self._backward(*self.step_fn(x, y))
+            return self._backward(*self.step_fn(self, x, y))
         try:
-            result = self._backward(*self.step_fn(x, y))
+            result = self._backward(*self.step_fn(self, x, y))
         except torch.OutOfMemoryError:
             raise
         except Exception as exc:  # the compiler's own failure: no C compiler, a Triton or inductor error
@@ -233,8 +236,8 @@ class Trainer:
                 "compute.compile: auto goes on without it (set it to false to skip the attempt)",
                 flush=True,
             )
-            self.step_fn, self.forward, self.compiled = self._step, self._eager_forward, False
-            result = self._backward(*self.step_fn(x, y))
+            self.step_fn, self.forward, self.compiled = Trainer._step, self._eager_forward, False
+            result = self._backward(*self.step_fn(self, x, y))
         self._first_compiled_step = False
         return result
 
