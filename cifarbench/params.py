@@ -30,6 +30,20 @@ DEFAULTS = "defaults"  # the shared recipe inside train: and transfer:; not a mo
 MODEL_KEY = re.compile(r"^[A-Za-z0-9_]+$")  # a stage-name and file-name part: no '-', '@', '/' or spaces
 MAX_MODELS = 10  # one distinct colour each in every figure
 
+# Settings that decide how fast a run goes or where it runs, never what it computes: no stage lists
+# them as params in dvc.yaml, the resume fingerprint (train/resume.py) and the report's digest leave
+# them out, and the resolved recipes (pipeline/recipes.py) hold no `compile`. Changing one after a
+# finished run reruns nothing, and a killed training resumes under the new value.
+SPEED_ONLY = {
+    "compute.nodes": "which machines the ranks run on; a new world size starts a fresh state (docs/clusters.md)",
+    "compute.compile": "torch.compile runs the eager step's computation (fusion may move the last bits of rounding)",
+    "compute.eval_batch_size": "inference runs in eval mode, where every image is computed on its own",
+    "train.<model>.compile": "a model's own opt-out of compute.compile: the same computation, eagerly",
+    "transfer.<model>.compile": "the same for the transfer stage",
+}
+COMPUTE_SPEED_ONLY = frozenset(k.split(".")[1] for k in SPEED_ONLY if k.startswith("compute."))
+RECIPE_SPEED_ONLY = frozenset({"compile"})
+
 PositiveInt = Annotated[int, Field(ge=1)]
 NonNegInt = Annotated[int, Field(ge=0)]
 NonNegFloat = Annotated[float, Field(ge=0)]
@@ -193,9 +207,24 @@ class Params:
         """`train` or `transfer` recipe of `key`: the defaults with the model's own keys on top."""
         return self._recipes[section][key]
 
+    def numbers_raw(self):
+        """params.yaml's content less the settings that change no number (SPEED_ONLY), each model's train and
+        transfer recipe resolved (a default written out again under a model changes nothing)."""
+        raw = copy.deepcopy(self._raw)
+        for key in COMPUTE_SPEED_ONLY:
+            (raw.get("compute") or {}).pop(key, None)
+        for section in RECIPE_SECTIONS:
+            raw[section] = {
+                key: self.recipe(section, key).model_dump(mode="json", exclude=RECIPE_SPEED_ONLY) for key in self.keys
+            }
+        return raw
+
     def digest(self):
-        """12 hex digits of SHA-256 over params.yaml's parsed content: equal digest, equal run settings."""
-        canonical = json.dumps(self._raw, sort_keys=True, separators=(",", ":"), default=str)
+        """12 hex digits of SHA-256 over numbers_raw(): equal digest, equal settings that decide the numbers.
+
+        Settings that only change how fast a run goes (compute.compile, ...) leave it as it is, so the
+        report, which prints it, reruns for none of them."""
+        canonical = json.dumps(self.numbers_raw(), sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
 

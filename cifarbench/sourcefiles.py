@@ -9,6 +9,11 @@ not from what a run happened to import, so it does not depend on the inputs.
 Data files a module reads from its own folder (frost_textures.npz beside
 data/corruptions.py) count too: a string in the module that names such a file.
 A test recomputes it for every stage and compares with dvc.yaml.
+
+A training's resume fingerprint hashes fewer files: its closure less NO_NUMBERS,
+the modules that cannot change what a training computes. DVC still reruns the
+stage when one of those changes (they are its code), and the stage then
+resumes from, or finishes with, the state it saved (see train/resume.py).
 """
 
 import ast
@@ -16,6 +21,26 @@ import hashlib
 from pathlib import Path
 
 PACKAGE = "cifarbench"
+
+# Modules in a training stage's import closure that cannot change the numbers it computes, each with
+# the reason. Editing one reruns the stage under DVC, but a killed run resumes across the edit and a
+# finished one writes its outputs again from its state without training. Everything else a training
+# imports (data, transforms, models, inference, runtime/device and distributed, the engine, schedules,
+# resume, checkpoint and the stage scripts) counts: an edit there trains again.
+NO_NUMBERS = {
+    "cifarbench/errors.py": "the error class: what a stop says, not what a run computes",
+    "cifarbench/atomic.py": "how files reach disk (temporary file, then rename), not what they hold",
+    "cifarbench/paths.py": "where files go; the files' contents (data, starting checkpoint) are fingerprinted",
+    "cifarbench/inputs.py": "checks files one stage hands another; a file it accepts is used as written",
+    "cifarbench/params.py": "reads and validates params.yaml; its results (recipe, spec, compute) are fingerprinted",
+    "cifarbench/sourcefiles.py": "lists the stage's files (this list); what they hold is fingerprinted",
+    "cifarbench/models/checks.py": "checks before any work that timm can build every model as asked",
+    "cifarbench/pipeline/entry.py": "parses the stage's arguments and prints its error line",
+    "cifarbench/pipeline/model_entry.py": "prints the device line, starts torchrun, words out-of-memory stops",
+    "cifarbench/pipeline/recipes.py": "writes and checks the recipe files; the resolved recipe is fingerprinted",
+    "cifarbench/runtime/memory.py": "reads peak memory and words out-of-memory stops",
+    "cifarbench/runtime/slurm.py": "reads the SLURM allocation; the world size is fingerprinted, not the nodes",
+}
 
 
 def _module_file(root, dotted):
@@ -116,6 +141,11 @@ def closure(script, root=None):
             if found is not None and (found.name != "__init__.py" or has_code(found)):
                 todo += [p.resolve() for p in _with_packages(root, found)]
     return sorted(p.relative_to(root).as_posix() for p in seen)
+
+
+def numbers_closure(script, root=None):
+    """closure(script) less NO_NUMBERS: the files whose edit can change what a training computes."""
+    return [f for f in closure(script, root) if f not in NO_NUMBERS]
 
 
 def digest(files, root):

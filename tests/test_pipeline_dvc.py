@@ -9,8 +9,8 @@ stages whose code they touch; a train-recipe change run as `dvc exp run -S`
 reruns exactly that model's chain and shows in `dvc exp show` and
 `dvc metrics diff`; every spelling `-S` writes loads (the queued sweep under
 `dvc queue start -j 2` is tests/test_compare.py's, whose comparisons need one); a longer
-seed list would run only the new seeds' chains; compute.nodes reruns only the
-report; a registry of one model runs;
+seed list would run only the new seeds' chains; speed settings rerun nothing, and an
+edit that changes no number reruns a training without training; a registry of one model runs;
 last, a `dvc repro` killed with SIGKILL mid-training resumes, and its evaluate
 metrics equal an uninterrupted run's byte for byte.
 """
@@ -405,15 +405,57 @@ def test_more_seeds_run_only_the_new_seeds_chains(repo):
     assert ran == new | {"report"}, sorted(ran ^ (new | {"report"}))
 
 
-def test_compute_nodes_reruns_nothing_but_the_report(repo):
-    """Where a training runs is not what it computes: with compute.nodes changed every stage but the
-    report (it prints the digest of every param) is up to date, so moving to 2 nodes retrains nothing."""
+def stages_changed(repo):
+    """The stages `dvc status` lists as changed (what `dvc repro` would run first)."""
+    return set(re.findall(r"^(\S+):$", repo.dvc("status").stdout, re.M))
+
+
+def test_speed_settings_rerun_nothing(repo):
+    """Where a training runs and how fast it goes is not what it computes: with compute.nodes, compute.compile
+    and compute.eval_batch_size changed every stage is up to date, and an experiment that also switches a
+    recipe's compile runs only the recipes stage (its files leave compile out) and trains nothing."""
     try:
-        repo.set_param("compute.nodes", 2)
-        ran = set(re.findall(r"^(\S+):$", repo.dvc("status").stdout, re.M))
+        for key, value in (("compute.nodes", 2), ("compute.compile", False), ("compute.eval_batch_size", 32)):
+            repo.set_param(key, value)
+        status = repo.dvc("status").stdout
+        assert "Data and pipelines are up to date" in status, status
     finally:
         repo.restore()
-    assert ran == {"report"}
+    try:
+        ran = repo.stages_run(
+            "exp",
+            "run",
+            "-S",
+            "compute.compile=false",
+            "-S",
+            "train.efficientnet_b0.compile=true",
+            "-S",
+            "transfer.resnet18.compile=false",
+        )
+        assert ran == {"recipes"}
+        assert stages_changed(repo) == set()
+    finally:
+        repo.restore()
+
+
+def test_an_edit_that_changes_no_number_reruns_a_training_without_training(repo):
+    """cifarbench/sourcefiles.py is a training stage's code (dvc.yaml lists it), but it cannot change what a
+    training computes (sourcefiles.NO_NUMBERS): DVC reruns the stage, which writes its outputs again from its
+    finished state in seconds. Its checkpoint and logs come out the same, so nothing after it reruns."""
+    edited = repo.path / "cifarbench" / "sourcefiles.py"
+    original = edited.read_text()
+    trainings = {f"{stage}@{m}-{SEED}" for stage in ("train-cifar10", "transfer-cifar100") for m in MODELS}
+    try:
+        edited.write_text(original + "\n# a comment\n")
+        assert stages_changed(repo) == trainings
+        run = f"transfer-cifar100@resnet18-{SEED}"
+        out = repo.dvc("repro", "-s", run).stdout
+        assert "its outputs are written again from the saved state, without training" in out
+        assert "epoch " not in out
+        assert stages_changed(repo) == trainings - {run}  # its evaluate, embed and the report are up to date
+    finally:
+        edited.write_text(original)
+        repo.restore()
 
 
 def test_a_registry_of_one_model_runs(repo):
@@ -456,6 +498,7 @@ def test_killed_dvc_repro_resumes_and_matches_an_uninterrupted_run(repo):
             return 0
         return 0 if state.get("finished") else state["trainer"]["epoch"]
 
+    state_path.unlink()  # else the forced rerun writes the finished run's outputs again without training
     proc = subprocess.Popen(
         [sys.executable, "-m", "dvc", "repro", "-f", "-s", f"train-cifar10@{run}"],
         cwd=repo.path,

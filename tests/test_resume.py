@@ -203,10 +203,12 @@ def test_kill_9_then_rerun_gives_byte_identical_metrics(projects, tmp_path, case
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name)
-def test_terminated_or_interrupted_run_resumes_exactly(projects, tmp_path, sig):
+def test_terminated_or_interrupted_run_resumes_exactly_under_changed_speed_settings(projects, tmp_path, sig):
     ready, uninterrupted = projects
     folder = make_project(ready(VIT_TRAIN), tmp_path / "stopped")
     kill_after_first_epoch(folder, sig)
+    # speed settings changed before resuming: they change no number, so the state still belongs to the run
+    project_params(folder, compute__eval_batch_size=17, compute__compile=False, **{f"train__{MODEL}__compile": False})
     assert "resuming after epoch" in finish(VIT_TRAIN.start(folder))
     reference = uninterrupted(VIT_TRAIN)
     assert training_logs(folder) == training_logs(reference)
@@ -223,15 +225,81 @@ def test_changed_recipe_does_not_resume(downloaded, tmp_path):
     assert out.count("epoch ") >= EPOCHS
 
 
-def test_finished_run_reruns_from_scratch(downloaded, tmp_path):
+def test_finished_run_writes_its_outputs_again_without_training(downloaded, tmp_path):
+    """Rerun after it finished (as DVC reruns it when a file it lists changed, removing the logs and the cost but
+    not the checkpoint, a persist output): the same outputs again from the finished record, no epoch trained;
+    with its checkpoint gone, it trains again."""
     folder = make_project(
         downloaded, tmp_path / "finished", **{f"train__{MODEL}__epochs": 1, f"train__{MODEL}__warmup_epochs": 0}
     )
-    finish(stage(folder, "train_cifar10.py", MODEL, str(SEED)))
-    out = finish(stage(folder, "train_cifar10.py", MODEL, str(SEED)))  # what `dvc repro -f` does
-    assert "previous run with this recipe finished" in out
+    first = finish(stage(folder, "train_cifar10.py", MODEL, str(SEED)))
+    assert "epoch   1" in first
+    logs, cost = folder / paths.train_log("cifar10", MODEL, SEED), folder / paths.train_cost("cifar10", MODEL, SEED)
+    assert cost.parent == logs  # DVC removes the log folder, the cost file with it, before rerunning the stage
+    written = {p.relative_to(folder): p.read_bytes() for p in sorted(logs.rglob("*")) if p.is_file()}
+    checkpoint = (folder / paths.checkpoint("cifar10", MODEL, SEED)).read_bytes()
     state = torch.load(folder / paths.training_state("cifar10", MODEL, SEED), weights_only=True)
-    assert state == {"format": 2, "fingerprint": state["fingerprint"], "finished": True}  # no tensors kept
+    assert state["finished"] and not any(isinstance(v, torch.Tensor) for v in state.values())  # no tensors kept
+    shutil.rmtree(logs)
+
+    out = finish(stage(folder, "train_cifar10.py", MODEL, str(SEED)))
+    assert "finished before: its outputs are written again from the saved state, without training" in out
+    assert "epoch   1" not in out
+    assert {p.relative_to(folder): p.read_bytes() for p in sorted(logs.rglob("*")) if p.is_file()} == written
+    assert (folder / paths.checkpoint("cifar10", MODEL, SEED)).read_bytes() == checkpoint
+
+    (folder / paths.checkpoint("cifar10", MODEL, SEED)).unlink()
+    out = finish(stage(folder, "train_cifar10.py", MODEL, str(SEED)))
+    assert "is missing or changed since: training again" in out and "epoch   1" in out
+
+
+def test_an_edit_that_changes_no_number_keeps_the_state_and_an_engine_edit_trains_again(projects, tmp_path):
+    """In a copy of the project (its package on PYTHONPATH): killed in epoch 2, an error message reworded
+    (errors.py, left out of the fingerprint: sourcefiles.NO_NUMBERS), the run resumes and ends as an
+    uninterrupted one; then, finished, SLURM plumbing edited: its outputs again without training; then the
+    training loop edited: it trains from scratch."""
+    from dvc_repo import copy_project
+
+    ready, uninterrupted = projects
+    project = tmp_path / "project"
+    copy_project(project)
+    for item in ("data", "recipes", "params.yaml"):
+        source = ready(VIT_TRAIN) / item
+        shutil.copytree(source, project / item) if source.is_dir() else shutil.copy2(source, project / item)
+    script = project / "stages" / VIT_TRAIN.script
+    env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=str(project))  # the copy's package, not the checkout's
+
+    def run(launcher=(sys.executable,)):
+        return subprocess.Popen(
+            [*launcher, str(script), MODEL, str(SEED)],
+            cwd=project,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+
+    def edit(rel):
+        with open(project / rel, "a") as f:
+            f.write("# an edit\n")
+
+    killed = run((sys.executable, str(ROOT / "tests" / "stop_in_second_epoch.py"), "SIGKILL", str(VIT_TRAIN.state)))
+    killed.communicate(timeout=600)
+    assert killed.returncode == -signal.SIGKILL and saved_epoch(project) == 1
+    edit("cifarbench/errors.py")
+    assert "resuming after epoch 1" in finish(run())
+    reference = uninterrupted(VIT_TRAIN)
+    assert training_logs(project) == training_logs(reference)
+    assert_same_weights(best_weights(project), best_weights(reference))
+
+    edit("cifarbench/runtime/slurm.py")
+    out = finish(run())
+    assert "its outputs are written again from the saved state, without training" in out and "epoch " not in out
+
+    edit("cifarbench/train/engine.py")
+    out = finish(run())
+    assert "belongs to another recipe, data or code, starting fresh" in out
+    assert out.count("epoch ") >= EPOCHS
 
 
 def test_nan_loss_stops_keeping_the_last_good_epoch(downloaded, tmp_path, monkeypatch):

@@ -482,14 +482,16 @@ def test_the_fingerprint_counts_processes_not_nodes():
     assert fingerprint(1, 1, 1) != fingerprint(1, 2, 2)
 
 
-def test_no_stage_but_the_report_reruns_for_compute_nodes():
-    """compute.nodes says where a training runs, not what it computes: only the report (it prints the
-    digest of every param) lists it; every other stage lists compute's keys one by one, less nodes."""
+def test_no_stage_reruns_for_compute_nodes_or_another_speed_setting():
+    """compute.nodes says where a training runs, compute.compile and compute.eval_batch_size how fast: no stage
+    lists them (params.SPEED_ONLY); every stage that runs a model, and the report (it prints their digest),
+    lists compute's other keys one by one."""
     stages = paramslib.read_yaml(ROOT / "dvc.yaml")["stages"]
+    deciding = {f"compute.{k}" for k in paramslib.Compute.model_fields} - set(paramslib.SPEED_ONLY)
+    assert deciding == {"compute.device", "compute.devices", "compute.precision", "compute.sync_bn"}
     for name, stage in stages.items():
-        listed = [p for p in stage.get("params", []) if str(p).startswith("compute")]
-        if name == "report":
-            assert listed == ["compute"]
-        elif listed:
-            assert "compute.nodes" not in listed and "compute" not in listed, name
-            assert set(listed) == {f"compute.{k}" for k in paramslib.Compute.model_fields} - {"compute.nodes"}
+        listed = [str(p).split("#")[0].strip() for p in stage.get("params", []) if str(p).startswith("compute")]
+        if name in ("recipes", "download"):
+            assert listed == [], name
+        else:
+            assert set(listed) == deciding, name

@@ -416,7 +416,8 @@ class Report:
                 f"{counts} images"
             )
         out += [
-            f"- **Params digest** `{params.digest()}` (SHA-256 of params.yaml's content, first 12 hex digits); "
+            f"- **Params digest** `{params.digest()}` (SHA-256 of params.yaml's settings that decide the numbers, "
+            "speed settings left out, first 12 hex digits); "
             f"training seeds {params.seeds}, split seed {params.seed}, data.source `{params.data.source}`, "
             f"data.limit {params.data.limit or 'none'}, compute.device `{params.compute.device}`, "
             f"precision `{params.compute.precision}`",

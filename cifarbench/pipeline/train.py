@@ -67,7 +67,8 @@ def _tensors(data_dir, meta, device):
 def run(s, stage, model, init_path=None):
     """Train `model` for stage `stage` of s.model / s.seed, keeping the best-validation checkpoint; resumes if it can.
 
-    s: the cifarbench.pipeline.entry.Stage (params, model key, seed, runtime).
+    s: the cifarbench.pipeline.entry.Stage (params, model key, seed, runtime). Returns the Trainer, or
+    None when the run had finished before and its outputs were written again from its state.
     """
     ds, key, seed, rt, params = DATASET[stage], s.model, s.seed, s.runtime, s.params
     spec, recipe = params.model(key), params.recipe(SECTION[stage], key)
@@ -75,6 +76,28 @@ def run(s, stage, model, init_path=None):
     checkpoint_path, state_path = paths.checkpoint(ds, key, seed), paths.training_state(ds, key, seed)
     distributed.init(rt.device)  # under torchrun: join the other ranks (see distributed.py)
     main = distributed.is_main()  # only rank 0 writes checkpoints, state, logs and prints
+    inputs = [data_dir / "train.npz", data_dir / "val.npz", data_dir / "meta.json"] + ([init_path] if init_path else [])
+    # the files dvc.yaml lists as this stage's code, less those that change no number (sourcefiles.NO_NUMBERS)
+    code = sourcefiles.digest(sourcefiles.numbers_closure(s.script), sourcefiles.project_root(s.script))
+    fingerprint = resume.fingerprint(
+        stage=stage,
+        spec=spec,
+        recipe=recipe,
+        seed=seed,
+        compute=params.compute,
+        processes=distributed.world_size(),
+        inputs=inputs,
+        code=code,
+    )
+    state, why = resume.load(state_path, fingerprint)
+    if state and state["finished"]:
+        if _written_again(state, checkpoint_path, paths.train_log(ds, key, seed), paths.train_cost(ds, key, seed)):
+            if main:
+                print(f"{why}: its outputs are written again from the saved state, without training", flush=True)
+            distributed.shutdown()
+            return None
+        why, state = f"{why}, but {checkpoint_path} is missing or changed since: training again", None
+
     memory.reset_peak(rt.device)
     total_params, trainable_params = timm_models.count_parameters(model)  # after any freezing
     meta = dataset.load_meta(data_dir)
@@ -101,22 +124,6 @@ def run(s, stage, model, init_path=None):
         )
         if trainer.batchnorm:
             print(trainer.batchnorm, flush=True)
-
-    inputs = [data_dir / "train.npz", data_dir / "val.npz", data_dir / "meta.json"] + ([init_path] if init_path else [])
-    # the same files dvc.yaml lists as this stage's code
-    code = sourcefiles.digest(sourcefiles.closure(s.script), sourcefiles.project_root(s.script))
-    fingerprint = resume.fingerprint(
-        stage=stage,
-        spec=spec,
-        recipe=recipe,
-        seed=seed,
-        compute=params.compute,
-        processes=distributed.world_size(),
-        inputs=inputs,
-        code=code,
-    )
-    state, why = resume.load(state_path, fingerprint)
-    if main:
         print(why, flush=True)
     history, best = [], None
     if state:
@@ -142,13 +149,11 @@ def run(s, stage, model, init_path=None):
             )
 
     # starts the logs afresh, then replays the completed epochs, so a resumed run's logs continue
-    live = (
-        Live(dir=str(paths.train_log(ds, key, seed)), dvcyaml=None, save_dvc_exp=False, report=None) if main else None
-    )
+    live = _live_at(paths.train_log(ds, key, seed)) if main else None
     for logged in history if main else []:
         _log_epoch(live, logged)
     if best:
-        save_best()  # DVC removed the checkpoint before rerunning the stage
+        save_best()  # an older run's checkpoint may be in its place (a persist output: DVC leaves it)
     try:
         for epoch in trainer.epochs(*tensors):  # train -> validate -> step the schedule, then save
             result = dataclasses.asdict(epoch)
@@ -172,10 +177,44 @@ def run(s, stage, model, init_path=None):
     except torch.OutOfMemoryError:  # the state of the last completed epoch stays as it was
         raise BenchError(_out_of_memory(s, stage, trainer)) from None
     if main:
-        _finish(live, trainer, best, history, rt, (total_params, trainable_params), paths.train_cost(ds, key, seed))
-        resume.mark_finished(state_path, fingerprint)
+        summary = {
+            "best_val_acc": trainer.best_acc,
+            "best_epoch": best["epoch"],
+            "epochs_run": trainer.epoch,
+            "stopped_early": trainer.stopped_early,
+        }
+        cost = _cost(trainer, history, rt, (total_params, trainable_params))
+        _finish(live, summary, cost, paths.train_cost(ds, key, seed))
+        resume.mark_finished(
+            state_path,
+            fingerprint,
+            history=history,
+            summary=summary,
+            cost=cost,
+            checkpoint_md5=resume.file_digest(checkpoint_path),
+        )
     distributed.shutdown()
     return trainer
+
+
+def _written_again(state, checkpoint_path, log_dir, cost_path):
+    """A finished run's outputs written again from its record, when its checkpoint is still the one it saved.
+
+    The checkpoint is a persist output: DVC leaves it in place when it reruns the stage. The logs and the
+    cost file it removes; they are replayed from the record, the same bytes as the finished run wrote."""
+    if not (checkpoint_path.is_file() and resume.file_digest(checkpoint_path) == state["checkpoint_md5"]):
+        return False
+    if distributed.is_main():
+        live = _live_at(log_dir)
+        for logged in state["history"]:
+            _log_epoch(live, logged)
+        _finish(live, state["summary"], state["cost"], cost_path)
+    return True
+
+
+def _live_at(log_dir):
+    """DVCLive in the stage's own log folder: no dvc.yaml rewrite, no experiment saved (dvc repro makes it)."""
+    return Live(dir=str(log_dir), dvcyaml=None, save_dvc_exp=False, report=None)
 
 
 def _out_of_memory(s, stage, trainer):
@@ -195,30 +234,25 @@ def _out_of_memory(s, stage, trainer):
     return memory.out_of_memory(s.runtime.device, f"{doing} in {stage}", f"{fix}; {kept}")
 
 
-def _finish(live, trainer, best, history, rt, parameter_counts, cost_path):
-    """The DVCLive summary (what `dvc exp show` compares) and the run's cost (timings, memory, device)."""
-    live.summary.update(
-        {
-            "best_val_acc": trainer.best_acc,
-            "best_epoch": best["epoch"],
-            "epochs_run": trainer.epoch,
-            "stopped_early": trainer.stopped_early,
-        }
-    )
-    live.end()
+def _cost(trainer, history, rt, parameter_counts):
+    """The run's cost: timings, memory, device (metrics/cost.json's training columns)."""
     seconds = [r["seconds"] for r in history]
-    atomic.write_json(
-        cost_path,
-        {
-            "train_seconds": round(sum(seconds), 3),
-            "seconds_per_epoch": round(sum(seconds) / len(seconds), 3),
-            "epochs": trainer.epoch,
-            "device": rt.describe(),
-            "compiled": trainer.compiled,  # torch.compile of the training step (compute.compile)
-            "processes": distributed.world_size(),
-            "nodes": distributed.node_count(),
-            "params": parameter_counts[0],
-            "trainable_params": parameter_counts[1],
-            "peak_memory_mb": round(memory.peak(rt.device)[0], 1),
-        },
-    )
+    return {
+        "train_seconds": round(sum(seconds), 3),
+        "seconds_per_epoch": round(sum(seconds) / len(seconds), 3),
+        "epochs": trainer.epoch,
+        "device": rt.describe(),
+        "compiled": trainer.compiled,  # torch.compile of the training step (compute.compile)
+        "processes": distributed.world_size(),
+        "nodes": distributed.node_count(),
+        "params": parameter_counts[0],
+        "trainable_params": parameter_counts[1],
+        "peak_memory_mb": round(memory.peak(rt.device)[0], 1),
+    }
+
+
+def _finish(live, summary, cost, cost_path):
+    """The DVCLive summary (what `dvc exp show` compares) and the run's cost file."""
+    live.summary.update(summary)
+    live.end()
+    atomic.write_json(cost_path, cost)

@@ -10,10 +10,18 @@ The state is a `persist: true` DVC output, so DVC leaves it in place when it
 reruns the stage. It is only used when its fingerprint matches the run about
 to start: the recipe, model spec, seed, compute settings and world size (not
 the nodes it ran on), the input data and starting checkpoint, and the source
-files the stage runs. A changed recipe never resumes
-from another recipe's state. When a run finishes, the state shrinks to a small
-"finished" marker (no tensors), so DVC's cache does not keep gigabytes of
-optimizer state; a forced rerun then starts from scratch.
+files of the stage that can change its numbers. Settings and files that change
+no number (params.SPEED_ONLY, sourcefiles.NO_NUMBERS) stay out of it, so a
+killed run resumes after a reworded error message or with compilation turned
+off. A changed recipe never resumes from another recipe's state.
+
+When a run finishes, the state shrinks to a "finished" record with no tensors
+(so DVC's cache does not keep gigabytes of optimizer state): the per-epoch
+history, the summary, the cost and the MD5 of the best checkpoint, which is a
+`persist: true` output too. A rerun with the same fingerprint (DVC reruns the
+stage because a file it lists changed in a way that changes no number) finds
+that checkpoint in place and writes the logs and the cost again, in seconds,
+without training. Deleting the state file makes the next run train again.
 """
 
 import hashlib
@@ -23,8 +31,11 @@ from pathlib import Path
 import torch
 
 from cifarbench import atomic
+from cifarbench.params import COMPUTE_SPEED_ONLY, RECIPE_SPEED_ONLY
 
-FORMAT = 2  # 2: timm schedule state, code digest of the stage's own import closure
+# 2: timm schedule state, code digest of the stage's own import closure; 3: speed settings and
+# NO_NUMBERS files left out, the finished record keeps what rewrites the outputs
+FORMAT = 3
 
 
 def file_digest(path):
@@ -45,15 +56,16 @@ def fingerprint(*, stage, spec, recipe, seed, compute, processes, inputs, code):
     processes, or on other nodes; a state of another world size (it holds one
     set of RNGs per rank) is not resumed. Host names, ports and SLURM job ids
     never enter it.
-    code: a digest of the stage's source files (sourcefiles.closure), the same
-    files dvc.yaml lists as its code dependencies.
+    code: a digest of the stage's source files that can change its numbers
+    (sourcefiles.numbers_closure): dvc.yaml lists these and the NO_NUMBERS ones.
+    Speed settings (params.SPEED_ONLY) stay out: a killed run resumes under them.
     """
     parts = {
         "stage": stage,
         "spec": spec.model_dump(),
-        "recipe": recipe.model_dump(),
+        "recipe": recipe.model_dump(exclude=RECIPE_SPEED_ONLY),
         "seed": seed,
-        "compute": compute.model_dump(exclude={"devices", "nodes"}),
+        "compute": compute.model_dump(exclude={"devices", *COMPUTE_SPEED_ONLY}),
         "processes": processes,
         "inputs": {str(p): file_digest(p) for p in inputs},
         "code": code,
@@ -62,7 +74,7 @@ def fingerprint(*, stage, spec, recipe, seed, compute, processes, inputs, code):
 
 
 def load(path, expected_fingerprint):
-    """The saved state if it belongs to this exact run and is unfinished; else None (and why)."""
+    """The saved state if it belongs to this exact run (unfinished, or the finished record); else None (and why)."""
     path = Path(path)
     if not path.is_file():
         return None, "no saved state"
@@ -75,7 +87,7 @@ def load(path, expected_fingerprint):
     if state.get("fingerprint") != expected_fingerprint:
         return None, "saved state belongs to another recipe, data or code, starting fresh"
     if state.get("finished"):
-        return None, "the previous run with this recipe finished, starting fresh"
+        return state, "the run with this recipe, data and code finished before"
     return state, f"resuming after epoch {state['trainer']['epoch']}"
 
 
@@ -93,5 +105,17 @@ def save(path, fingerprint_, trainer_state, history, best):
     )
 
 
-def mark_finished(path, fingerprint_):
-    atomic.torch_save(path, {"format": FORMAT, "fingerprint": fingerprint_, "finished": True})
+def mark_finished(path, fingerprint_, *, history, summary, cost, checkpoint_md5):
+    """The finished record: no tensors, only what writes the stage's outputs again (see the module's docstring)."""
+    atomic.torch_save(
+        path,
+        {
+            "format": FORMAT,
+            "fingerprint": fingerprint_,
+            "finished": True,
+            "history": history,
+            "summary": summary,
+            "cost": cost,
+            "checkpoint_md5": checkpoint_md5,
+        },
+    )
