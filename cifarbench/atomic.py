@@ -66,10 +66,13 @@ def save_npz(path, **arrays):
 
 
 def torch_save(path, obj):
+    """torch.save through an open file: given a path, torch names the archive's inner folder after the file, and
+    the temporary file's name is random, so saving the same tensors twice gave other bytes and DVC, which compares
+    hashes, reran every stage after a training that had computed exactly the same weights."""
     import torch
 
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)
 
 
 def save_figure(path, fig, **kwargs):

@@ -99,6 +99,40 @@ def write_params(folder, raw=None):
         (folder / path).write_text(recipes._text(content))
 
 
+def run_stage_here(folder, script, *args):
+    """`python stages/<script> args` in `folder`, run in this process: a CompletedProcess (status, stdout, stderr).
+
+    For the checks of a stage's own behaviour (its one-line errors, what it leaves on disk): a new process
+    spends ~8 s importing torch and timm before it reaches the line under test; this one has them. The stage
+    runs as Python runs a script (`__main__`, its argv, its folder); an exception that escapes is printed
+    with its traceback to stderr and gives status 1, as in a process. The process's own exit path is
+    tested once, in a real process (tests/test_params.py)."""
+    import contextlib
+    import io
+    import runpy
+    import subprocess
+    import traceback
+
+    path = str(ROOT / "stages" / script)
+    out, err, status = io.StringIO(), io.StringIO(), 0
+    cwd, argv = os.getcwd(), sys.argv
+    try:
+        os.chdir(folder)
+        sys.argv = [path, *map(str, args)]
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                runpy.run_path(path, run_name="__main__")
+            except SystemExit as exc:
+                status = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+            except Exception:  # noqa: BLE001 - what would end a process with a traceback
+                traceback.print_exc()
+                status = 1
+    finally:
+        os.chdir(cwd)
+        sys.argv = argv
+    return subprocess.CompletedProcess([sys.executable, path, *args], status, out.getvalue(), err.getvalue())
+
+
 @pytest.fixture
 def tiny_raw():
     return tiny_params()

@@ -53,6 +53,21 @@ def copy_project(dest):
         shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
 
 
+def cut_pipeline(folder, stages, datasets=None):
+    """The copy's dvc.yaml with only `stages` (download's matrix cut to `datasets` when given) and no top-level
+    metrics or plots (they name the report's outputs): a pipeline whose point is not every stage."""
+    from ruamel.yaml import YAML
+
+    yaml = YAML()  # round trip: the stages as written
+    pipeline = yaml.load(folder / "dvc.yaml")
+    pipeline["stages"] = {k: v for k, v in pipeline["stages"].items() if k in stages}
+    if datasets is not None:
+        pipeline["stages"]["download"]["matrix"]["dataset"] = list(datasets)
+    for top in ("metrics", "plots"):
+        del pipeline[top]
+    yaml.dump(pipeline, folder / "dvc.yaml")
+
+
 class Repo:
     def __init__(self, path):
         self.path = path

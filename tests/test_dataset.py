@@ -116,6 +116,20 @@ def test_atomic_files_get_the_usual_permissions(tmp_path):
     assert (tmp_path / "report.html").stat().st_mode & 0o777 == 0o644
 
 
+def test_the_same_tensors_saved_twice_are_the_same_bytes(tmp_path):
+    """DVC compares hashes: a training that computes the same weights again must write the same file, whatever
+    temporary name the atomic write took (torch names an archive's folder after the file it is given)."""
+    import torch
+
+    state = {"weights": torch.arange(6.0).reshape(2, 3), "epoch": 3}
+    atomic.torch_save(tmp_path / "a.pt", state)
+    first = (tmp_path / "a.pt").read_bytes()
+    atomic.torch_save(tmp_path / "a.pt", state)
+    atomic.torch_save(tmp_path / "b.pt", state)
+    assert (tmp_path / "a.pt").read_bytes() == first == (tmp_path / "b.pt").read_bytes()
+    assert torch.equal(torch.load(tmp_path / "b.pt", weights_only=True)["weights"], state["weights"])
+
+
 # --- damaged inputs: every fault is one BenchError naming the file, the fault and the fix ---
 
 

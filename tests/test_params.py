@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT, committed_params, dump, set_dotted
+from conftest import ROOT, committed_params, dump, run_stage_here, set_dotted
 
 from cifarbench import params
 from cifarbench.errors import BenchError
@@ -196,10 +196,5 @@ def test_stage_script_prints_one_line_and_no_traceback(tmp_path):
 def test_stage_refuses_a_model_or_seed_not_in_params(tmp_path):
     (tmp_path / "params.yaml").write_text(dump(committed_params()))
     for args, message in ((["resnet99", "0"], "unknown model 'resnet99'"), (["resnet18", "7"], "seed '7' is not in")):
-        proc = subprocess.run(
-            [sys.executable, str(ROOT / "stages" / "train_cifar10.py"), *args],
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-        )
+        proc = run_stage_here(tmp_path, "train_cifar10.py", *args)  # in this process; a real one: the test above
         assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr

@@ -1,11 +1,16 @@
-"""Metrics computed from logits or features (never from a model: see engine.infer)."""
+"""Metrics computed from logits or features (never from a model: see engine.infer).
+
+torch is imported inside the functions that take logits: the report stage reads only this
+module's constants and numpy helpers, and importing torch costs its process about 3 s.
+"""
 
 import numpy as np
-import torch
 
 
 def topk_correct(logits, labels, k):
     """Per image: is the true class among the k highest logits? (bool numpy array)"""
+    import torch
+
     k = min(k, logits.shape[1])
     top = torch.as_tensor(logits).topk(k, dim=1).indices
     return (top == torch.as_tensor(labels, device=top.device)[:, None]).any(dim=1).cpu().numpy()
@@ -59,6 +64,8 @@ def calibration(probabilities, labels, n_bins=ECE_BINS):
 
 def classification(logits, labels, classes):
     """Top-1, top-5, per-class accuracy, calibration and the confusion matrix of one test run."""
+    import torch
+
     logits = torch.as_tensor(logits).float().cpu()
     labels = torch.as_tensor(labels).cpu()
     predicted = logits.argmax(1).numpy()
