@@ -198,3 +198,25 @@ def test_stage_refuses_a_model_or_seed_not_in_params(tmp_path):
     for args, message in ((["resnet99", "0"], "unknown model 'resnet99'"), (["resnet18", "7"], "seed '7' is not in")):
         proc = run_stage_here(tmp_path, "train_cifar10.py", *args)  # in this process; a real one: the test above
         assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_the_digest_skips_speed_settings_and_follows_what_decides_the_numbers():
+    """The report prints the digest and reruns for none of the speed settings (params.SPEED_ONLY)."""
+    base = params.parse(committed_params()).digest()
+
+    def digest(key, value):
+        raw = committed_params()
+        set_dotted(raw, key, value)
+        return params.parse(raw).digest()
+
+    for key, value in (
+        ("compute.compile", False),
+        ("compute.eval_batch_size", 64),
+        ("compute.nodes", 2),
+        ("train.efficientnet_b0.compile", True),
+        ("transfer.efficientnet_b0.compile", True),
+        ("train.resnet18.momentum", 0.9),  # the default written out again: the same resolved recipe
+    ):
+        assert digest(key, value) == base, key
+    for key, value in (("compute.precision", "fp32"), ("train.resnet18.lr", 0.02), ("evaluate.bootstrap", 2000)):
+        assert digest(key, value) != base, key
