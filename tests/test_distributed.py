@@ -12,7 +12,7 @@ import sys
 
 import pytest
 import torch
-from conftest import ROOT, tiny_params, write_params
+from conftest import ROOT, run_stage_here, tiny_params, write_params
 from timm.layers import BatchNormAct2d, SyncBatchNormAct
 
 from cifarbench import params as paramslib
@@ -168,7 +168,7 @@ def trained_with_two_processes(tmp_path_factory):
     # data.limit 301 gives 101 test images: the two ranks hold unequal shares (51 and 50)
     params = tiny_params(compute__devices=2, data__limit=301, **{f"train__{BN_MODEL}__epochs": 2})
     write_params(folder, params)
-    run([sys.executable, str(ROOT / "stages" / "download.py"), "cifar10"], folder)
+    assert run_stage_here(folder, "download.py", "cifar10").returncode == 0  # the data: in this process
     out = run([sys.executable, str(ROOT / "stages" / "train_cifar10.py"), BN_MODEL, "0"], folder)
     return folder, out
 

@@ -236,7 +236,7 @@ def test_changed_recipe_does_not_resume(downloaded, tmp_path):
     folder = make_project(downloaded, tmp_path / "changed")
     kill_after_first_epoch(folder, signal.SIGKILL)
     project_params(folder, **{f"train__{MODEL}__lr": 5e-4})
-    out = finish(stage(folder, "train_cifar10.py", MODEL, str(SEED)))
+    out = here(folder, "train_cifar10.py", MODEL, str(SEED))
     assert "belongs to another recipe" in out and "resuming" not in out
     assert out.count("epoch ") >= EPOCHS
 
@@ -248,7 +248,7 @@ def test_finished_run_writes_its_outputs_again_without_training(downloaded, tmp_
     folder = make_project(
         downloaded, tmp_path / "finished", **{f"train__{MODEL}__epochs": 1, f"train__{MODEL}__warmup_epochs": 0}
     )
-    first = finish(stage(folder, "train_cifar10.py", MODEL, str(SEED)))
+    first = here(folder, "train_cifar10.py", MODEL, str(SEED))
     assert "epoch   1" in first
     logs, cost = folder / paths.train_log("cifar10", MODEL, SEED), folder / paths.train_cost("cifar10", MODEL, SEED)
     assert cost.parent == logs  # DVC removes the log folder, the cost file with it, before rerunning the stage
@@ -258,14 +258,14 @@ def test_finished_run_writes_its_outputs_again_without_training(downloaded, tmp_
     assert state["finished"] and not any(isinstance(v, torch.Tensor) for v in state.values())  # no tensors kept
     shutil.rmtree(logs)
 
-    out = finish(stage(folder, "train_cifar10.py", MODEL, str(SEED)))
+    out = here(folder, "train_cifar10.py", MODEL, str(SEED))
     assert "finished before: its outputs are written again from the saved state, without training" in out
     assert "epoch   1" not in out
     assert {p.relative_to(folder): p.read_bytes() for p in sorted(logs.rglob("*")) if p.is_file()} == written
     assert (folder / paths.checkpoint("cifar10", MODEL, SEED)).read_bytes() == checkpoint
 
     (folder / paths.checkpoint("cifar10", MODEL, SEED)).unlink()
-    out = finish(stage(folder, "train_cifar10.py", MODEL, str(SEED)))
+    out = here(folder, "train_cifar10.py", MODEL, str(SEED))
     assert "is missing or changed since: training again" in out and "epoch   1" in out
 
 

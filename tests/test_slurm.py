@@ -28,7 +28,7 @@ from types import SimpleNamespace
 import pytest
 import slurm_cluster
 import torch
-from conftest import ROOT, dump, tiny_params, write_params
+from conftest import ROOT, dump, run_stage_here, tiny_params, write_params
 
 from cifarbench import cli, paths
 from cifarbench import params as paramslib
@@ -125,8 +125,7 @@ def downloaded(tmp_path_factory):
         folder = out[name] = root / name
         folder.mkdir()
         write_params(folder, params(case, compute__nodes=2))
-        download = [sys.executable, str(ROOT / "stages" / "download.py"), "cifar10"]
-        subprocess.run(download, cwd=folder, check=True, capture_output=True, env=STAGE_ENV)
+        assert run_stage_here(folder, "download.py", "cifar10").returncode == 0  # in this process: no srun here
     return out
 
 
@@ -174,7 +173,7 @@ def test_too_few_nodes_no_allocation_or_a_worker_error_is_one_line(cluster, down
     assert [line for line in lines if "error" in line.lower() or "Traceback" in line] == [
         "error: data/cifar10/meta.json is missing: run `dvc repro download@cifar10` first"
     ], lines
-    proc = subprocess.run(train_command(), cwd=folder, capture_output=True, text=True, env=cluster.env)
+    proc = run_stage_here(folder, "train_cifar10.py", MODEL, str(SEED))  # outside any allocation
     assert (proc.returncode, proc.stdout) == (2, "")
     assert proc.stderr.splitlines() == [
         "error: compute.nodes is 2, but this runs outside a SLURM allocation (no SLURM_JOB_ID): submit it with "
