@@ -42,7 +42,7 @@ SPEED_ONLY = {
     "transfer.<model>.compile": "the same for the transfer stage",
 }
 COMPUTE_SPEED_ONLY = frozenset(k.split(".")[1] for k in SPEED_ONLY if k.startswith("compute."))
-RECIPE_SPEED_ONLY = frozenset({"compile"})
+RECIPE_SPEED_ONLY = frozenset(k.rsplit(".", 1)[1] for k in SPEED_ONLY if not k.startswith("compute."))
 
 PositiveInt = Annotated[int, Field(ge=1)]
 NonNegInt = Annotated[int, Field(ge=0)]
@@ -82,6 +82,10 @@ class Compute(Section):
     compile: Literal["auto"] | bool  # auto: compile on CUDA only (see runtime/device.py)
     eval_batch_size: PositiveInt
     sync_bn: bool  # under DDP on CUDA: BatchNorm over the global batch (SyncBatchNorm); on CPU/gloo per process
+
+    def deciding(self):
+        """The keys that decide what a run computes (SPEED_ONLY left out), JSON-ready."""
+        return self.model_dump(mode="json", exclude=COMPUTE_SPEED_ONLY)
 
     @field_validator("device")
     @classmethod
@@ -140,6 +144,11 @@ class Recipe(Section):
     augment: Augment
     # false: this model trains eagerly even where compute.compile compiles; the numbers do not depend on it
     compile: bool = True
+
+    def deciding(self):
+        """The recipe less its speed settings (SPEED_ONLY), JSON-ready: what the recipe files and the resume
+        fingerprint hold."""
+        return self.model_dump(mode="json", exclude=RECIPE_SPEED_ONLY)
 
     @model_validator(mode="after")
     def _warmup_fits(self):
@@ -208,15 +217,12 @@ class Params:
         return self._recipes[section][key]
 
     def numbers_raw(self):
-        """params.yaml's content less the settings that change no number (SPEED_ONLY), each model's train and
-        transfer recipe resolved (a default written out again under a model changes nothing)."""
+        """params.yaml's content less the settings that change no number (SPEED_ONLY), compute and each model's
+        recipes resolved (a default written out again changes nothing)."""
         raw = copy.deepcopy(self._raw)
-        for key in COMPUTE_SPEED_ONLY:
-            (raw.get("compute") or {}).pop(key, None)
+        raw["compute"] = self.compute.deciding()
         for section in RECIPE_SECTIONS:
-            raw[section] = {
-                key: self.recipe(section, key).model_dump(mode="json", exclude=RECIPE_SPEED_ONLY) for key in self.keys
-            }
+            raw[section] = {key: self.recipe(section, key).deciding() for key in self.keys}
         return raw
 
     def digest(self):

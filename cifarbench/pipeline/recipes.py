@@ -9,14 +9,13 @@ stage depends on its file. DVC compares contents, so a change reruns exactly
 the models whose resolved recipe it changes: a default reruns every model that
 uses it, `train.resnet18.lr` only ResNet-18's chain, a display name nothing.
 A recipe's `compile` changes how fast it trains, not what: the files leave it
-out (params.RECIPE_SPEED_ONLY), so switching it retrains nothing.
+out (Recipe.deciding, params.SPEED_ONLY), so switching it retrains nothing.
 """
 
 import json
 
 from cifarbench import atomic, paths
 from cifarbench.errors import BenchError
-from cifarbench.params import RECIPE_SPEED_ONLY
 
 PROBE = "probe"  # the probe stage depends only on the model spec (its starting weights)
 
@@ -29,7 +28,7 @@ def contents(params):
         for section, stage in (("train", "train-cifar10"), ("transfer", "transfer-cifar100")):
             out[paths.recipe(stage, key)] = {
                 "model": spec,
-                "recipe": params.recipe(section, key).model_dump(mode="json", exclude=RECIPE_SPEED_ONLY),
+                "recipe": params.recipe(section, key).deciding(),
             }
         out[paths.recipe(PROBE, key)] = {"model": spec}
     return out

@@ -31,7 +31,6 @@ from pathlib import Path
 import torch
 
 from cifarbench import atomic
-from cifarbench.params import COMPUTE_SPEED_ONLY, RECIPE_SPEED_ONLY
 
 # 2: timm schedule state, code digest of the stage's own import closure; 3: speed settings and
 # NO_NUMBERS files left out, the finished record keeps what rewrites the outputs
@@ -63,9 +62,9 @@ def fingerprint(*, stage, spec, recipe, seed, compute, processes, inputs, code):
     parts = {
         "stage": stage,
         "spec": spec.model_dump(),
-        "recipe": recipe.model_dump(exclude=RECIPE_SPEED_ONLY),
+        "recipe": recipe.deciding(),
         "seed": seed,
-        "compute": compute.model_dump(exclude={"devices", *COMPUTE_SPEED_ONLY}),
+        "compute": {k: v for k, v in compute.deciding().items() if k != "devices"},
         "processes": processes,
         "inputs": {str(p): file_digest(p) for p in inputs},
         "code": code,
