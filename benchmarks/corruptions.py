@@ -2,6 +2,7 @@
 
     python benchmarks/corruptions.py [--n 1000] [--archive cifar10-jpeg-train.tar.gz]
                                      [--device cpu|cuda] [--reference-n 200] [--json] [--full]
+                                     [--baseline GIT_REV]
 
 Times every corruption at severity 3 on N uint8 32x32 images (random ones, or
 the first N CIFAR-10 JPEGs of --archive) with `cifarbench.corruptions.corrupt`
@@ -15,13 +16,17 @@ seconds for the full protocol per dataset (10,000 test images x 5 severities x
 its blur timings are an upper bound on what the CIFAR script costs. Each
 timing is the median of --repeats runs after one warm-up run. --full also runs
 the whole protocol once (all 75 corruption-severity pairs on the N images, use
---n 10000) and prints the measured seconds.
+--n 10000) and prints the measured seconds. --baseline REV also times
+cifarbench/data/corruptions.py as it was at git revision REV, in the same run,
+corruption by corruption in turn with ours, and prints ours/baseline speed.
 """
 
 import argparse
+import importlib.util
 import io
 import json
 import statistics
+import subprocess
 import sys
 import tarfile
 import time
@@ -59,18 +64,31 @@ def load_images(archive, count, seed=0):
     return np.tile(np.stack(images), (reps, 1, 1, 1))[:count], f"CIFAR-10 JPEGs from {Path(archive).name}"
 
 
+def baseline_module(rev):
+    """cifarbench/data/corruptions.py as it was at git revision `rev`, imported as a module of its own."""
+    proc = subprocess.run(
+        ["git", "show", f"{rev}:cifarbench/data/corruptions.py"], cwd=ROOT, capture_output=True, text=True
+    )
+    if proc.returncode != 0:
+        sys.exit(f"error: --baseline {rev}: {proc.stderr.strip()} (give a revision of this repository)")
+    module = importlib.util.module_from_spec(importlib.util.spec_from_loader(f"corruptions_at_{rev}", loader=None))
+    module.__file__ = str(ROOT / "cifarbench" / "data" / "corruptions.py")  # its frost pictures sit beside it
+    exec(compile(proc.stdout, f"{rev}:cifarbench/data/corruptions.py", "exec"), module.__dict__)
+    return module
+
+
 def _sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
-def time_ours(images, name, device, repeats):
-    corruptions.corrupt(images[:64], name, 3, seed=0)  # warm-up: caches, kernels
+def time_ours(images, name, device, repeats, module=corruptions):
+    module.corrupt(images[:64], name, 3, seed=0)  # warm-up: caches, kernels
     _sync(device)
     times = []
     for repeat in range(repeats):
         start = time.perf_counter()
-        corruptions.corrupt(images, name, 3, seed=repeat)
+        module.corrupt(images, name, 3, seed=repeat)
         _sync(device)
         times.append(time.perf_counter() - start)
     return images.shape[0] / statistics.median(times)
@@ -97,7 +115,9 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", action="store_true", help="print the results as JSON too")
     parser.add_argument("--full", action="store_true", help="also time all 75 corruption-severity pairs")
+    parser.add_argument("--baseline", metavar="REV", help="also time corruptions.py of this git revision")
     args = parser.parse_args(argv)
+    baseline = baseline_module(args.baseline) if args.baseline else None
 
     device = torch.device(args.device)
     array, source = load_images(args.archive, args.n)
@@ -112,23 +132,29 @@ def main(argv=None):
         f"{args.n} {source} on {device} (torch {torch.__version__}, {torch.get_num_threads()} threads), "
         f"severity 3, median of {args.repeats}"
     )
-    print(f"{'corruption':<18} {'img/s':>9} {'protocol s':>11} {'ref img/s':>10} {'ratio':>7}")
-    rows, total = [], 0.0
+    base_head = f" {args.baseline + ' img/s':>16} {'ours/it':>7}" if baseline else ""
+    print(f"{'corruption':<18} {'img/s':>9} {'protocol s':>11} {'ref img/s':>10} {'ratio':>7}{base_head}")
+    rows, total, base_total = [], 0.0, 0.0
     for name in corruptions.CORRUPTIONS:
         speed = time_ours(images, name, device, args.repeats)
         protocol = TEST_IMAGES * PROTOCOL_SEVERITIES / speed
         total += protocol
+        base_speed = time_ours(images, name, device, args.repeats, baseline) if baseline else None
+        base_total += TEST_IMAGES * PROTOCOL_SEVERITIES / base_speed if baseline else 0.0
         ref_speed = None
         if reference is not None:
             ref_speed = time_reference(reference, array[: args.reference_n], name, args.repeats)
         row = {"corruption": name, "img_per_s": speed, "protocol_s": protocol, "reference_img_per_s": ref_speed}
+        row["baseline_img_per_s"] = base_speed
         rows.append(row)
         ref_text = f"{ref_speed:10.0f} {speed / ref_speed:6.1f}x" if ref_speed else f"{'-':>10} {'-':>7}"
-        print(f"{name:<18} {speed:9.0f} {protocol:11.1f} {ref_text}")
+        base_text = f" {base_speed:16.0f} {speed / base_speed:6.2f}x" if baseline else ""
+        print(f"{name:<18} {speed:9.0f} {protocol:11.1f} {ref_text}{base_text}")
     ref_total = sum(TEST_IMAGES * PROTOCOL_SEVERITIES / r["reference_img_per_s"] for r in rows) if reference else None
     print(
         f"full protocol per dataset ({TEST_IMAGES} images x 75): {total:.0f} s of corruption"
         + (f"; the per-image reference: {ref_total:.0f} s" if ref_total else "")
+        + (f"; {args.baseline}: {base_total:.0f} s (ours/it {base_total / total:.2f}x speed)" if baseline else "")
     )
     measured = None
     if args.full:
@@ -152,6 +178,8 @@ def main(argv=None):
                     "rows": rows,
                     "protocol_s": total,
                     "reference_protocol_s": ref_total,
+                    "baseline": args.baseline,
+                    "baseline_protocol_s": base_total if baseline else None,
                     "measured_full_s": measured,
                 },
                 indent=2,

@@ -24,15 +24,19 @@ versions); they run on the CPU whatever the images' device.
 
 `corrupt(images, name, severity, seed)` takes a uint8 tensor (N, 3, 32, 32) on
 any device and returns one of the same layout on the same device; a uint8 numpy
-array (N, 32, 32, 3) gives one back in that layout. The same seed gives the
-same bytes on the same device type (the draws come from a torch.Generator on
-that device); each (corruption, severity) draws from its own stream derived
-from the seed, and so does each chunk that the batch is cut into (`chunk_size`:
+array (N, 32, 32, 3) gives one back in that layout. An image's corrupted bytes
+depend only on the seed, the corruption, the severity and the image's index in
+the test split (`index`, by default its position in `images`): each image draws
+from its own torch.Generator on the CPU, seeded from those four (`image_seeds`),
+and its draws then move to the images' device. So `corrupt(x, ...)[:k]` equals
+`corrupt(x[:k], ...)`, a subset of the test set corrupted with its indices gets
+the bytes the whole set gets, and the chunks the batch is cut into (`chunk_size`:
 1,024 images on a CPU, where memory stays at a few times 12 MB whatever N; the
-whole test set at once on a GPU, where every op is a kernel launch). An image's
-corruption depends on the seed, its position in the batch, the batch size and
-the device type: corrupt the whole test set in one call. The two Pillow
-corruptions (ON_HOST) have no draws: the same bytes everywhere.
+whole test set at once on a GPU, where every op is a kernel launch) change
+nothing. On another device the draws are the same numbers, and the float32
+arithmetic after them may round the other way where the reference truncates: a
+value may end one level away, as against the reference (above). The two Pillow
+corruptions (ON_HOST) have no draws.
 tests/test_corruptions.py checks each corruption against the
 reference libraries (imagecorruptions, OpenCV, scikit-image, SciPy, Pillow) on
 sample images with the same random draws.
@@ -103,10 +107,9 @@ CONSTANTS = {
     "jpeg_compression": (80, 65, 58, 50, 40),  # quality
 }
 FROST_TEXTURES = Path(__file__).with_name("frost_textures.npz")
-# Images per internal batch on a CPU, each with its own random stream. The float
-# temporaries of 1,024 images (12 MB) stay in cache: 10,000 images in one batch
-# ran 1.5-3x slower per image than in chunks of 1,000. Fixed, not tuned per
-# machine, so a seed means the same draws on every CPU.
+# Images per internal batch on a CPU. The float temporaries of 1,024 images
+# (12 MB) stay in cache: 10,000 images in one batch ran 1.5-3x slower per image
+# than in chunks of 1,000. The chunks change no byte (each image draws alone).
 CHUNK = 1024
 # On a GPU: a test set of CIFAR's 10,000 images in one chunk. Each corruption is tens of
 # kernel launches per chunk (glass blur's pixel shuffle 1,568 at severities 4 and 5), which
@@ -117,57 +120,99 @@ ON_HOST = ("pixelate", "jpeg_compression")
 
 
 def chunk_size(device):
-    """Images per random stream: CHUNK on a CPU, DEVICE_CHUNK on a GPU (one stream per test set)."""
+    """Images per internal batch: CHUNK on a CPU, DEVICE_CHUNK on a GPU (one batch per test set)."""
     return CHUNK if torch.device(device).type == "cpu" else DEVICE_CHUNK
 
 
-class TorchDraws:
-    """Random draws for a batch of n images from one torch.Generator on the images' device.
+class ImageDraws:
+    """Random draws for a batch of images, each image from its own generator (seeds: one per image).
 
-    Each method returns (n, *shape): one draw of `shape` per image, named and
-    parameterised like numpy's (uniform(low, high), normal(loc, scale),
+    Each method returns (n, *shape) on `device`: one draw of `shape` per image,
+    named and parameterised like numpy's (uniform(low, high), normal(loc, scale),
     randint with an exclusive high), so the corruptions read like the reference
-    and a test can hand in the reference's own per-image numpy draws instead.
+    and a test can hand in the reference's own per-image numpy draws instead. The
+    generators are the CPU's whatever the device (a CUDA generator gives other
+    numbers): an image's draws are the same wherever it is corrupted and
+    whichever images share its batch.
     """
 
-    def __init__(self, n, seed, device):
-        self.n, self.device = n, torch.device(device)
-        self.generator = torch.Generator(device=self.device)
-        self.generator.manual_seed(seed)
+    def __init__(self, seeds, device):
+        self.n, self.device, self.seeds = len(seeds), torch.device(device), seeds
+        self._generators = None
+
+    @property
+    def generators(self):
+        if self._generators is None:  # made on first use: pixelate and JPEG draw nothing
+            self._generators = [torch.Generator().manual_seed(int(s)) for s in self.seeds]
+        return self._generators
+
+    def _rows(self, shape, fill, dtype=torch.float32):
+        """(n, *shape) with row i filled in place from generator i (what torch.rand and friends do inside)."""
+        out = torch.empty((self.n, *shape), dtype=dtype)
+        for row, generator in zip(out, self.generators):
+            fill(row, generator)
+        return out.to(self.device)
 
     def random(self, shape=()):
-        return torch.rand((self.n, *shape), generator=self.generator, device=self.device)
+        return self._rows(shape, lambda row, g: row.uniform_(generator=g))
 
     def uniform(self, low, high, shape=()):
         return low + (high - low) * self.random(shape)
 
     def normal(self, loc, scale, shape=()):
-        return loc + scale * torch.randn((self.n, *shape), generator=self.generator, device=self.device)
+        return loc + scale * self._rows(shape, lambda row, g: row.normal_(generator=g))
 
     def poisson(self, lam):
-        return torch.poisson(lam, generator=self.generator)
+        rates = lam.cpu()
+        drawn = [torch.poisson(rate, generator=g) for rate, g in zip(rates, self.generators)]
+        return torch.stack(drawn).to(lam.device)
 
     def randint(self, low, high, shape=()):
         """Integers in [low, high); `high` may be a per-image tensor of shape (n,)."""
         if not torch.is_tensor(high):
-            return torch.randint(low, high, (self.n, *shape), generator=self.generator, device=self.device)
-        u = torch.rand((self.n, *shape), generator=self.generator, device=self.device, dtype=torch.float64)
+            return self._rows(shape, lambda row, g: row.random_(low, high, generator=g), torch.int64)
+        u = self._rows(shape, lambda row, g: row.uniform_(generator=g), torch.float64)
         span = (high - low).to(torch.float64).reshape(-1, *[1] * len(shape))
         return low + (u * span).long()
 
 
-def stream_seed(seed, name, severity, chunk=0):
-    """The generator seed of one chunk of one (corruption, severity): independent child streams of `seed`."""
-    sequence = np.random.SeedSequence(seed, spawn_key=(CORRUPTIONS.index(name), severity, chunk))
+def stream_seed(seed, name, severity):
+    """The seed of one (corruption, severity): independent child streams of `seed`."""
+    sequence = np.random.SeedSequence(seed, spawn_key=(CORRUPTIONS.index(name), severity))
     return int(sequence.generate_state(1, dtype=np.uint64)[0])
 
 
-def corrupt(images, name, severity, seed=0):
+_GOLDEN_GAMMA = 0x9E3779B97F4A7C15
+
+
+def image_seeds(seed, name, severity, index):
+    """One generator seed per test-split index: output `i` of SplitMix64 started at the (corruption, severity)
+    stream's seed (Steele et al. 2014; what numpy and Java use to seed many generators from one), computed
+    for every index at once in numpy's wrapping uint64 arithmetic."""
+    z = np.uint64(stream_seed(seed, name, severity)) + (np.asarray(index, dtype=np.uint64) + np.uint64(1)) * np.uint64(
+        _GOLDEN_GAMMA
+    )
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return (z ^ (z >> np.uint64(31))).tolist()
+
+
+def _test_indices(index, n):
+    if index is None:
+        return range(n)
+    index = np.asarray(index)
+    if index.shape != (n,) or (n and (not np.issubdtype(index.dtype, np.integer) or index.min() < 0)):
+        raise ValueError(f"index must hold one non-negative test-split index per image ({n}), got {index.shape}")
+    return index.tolist()
+
+
+def corrupt(images, name, severity, seed=0, index=None):
     """Apply corruption `name` at `severity` (1-5) to uint8 images, deterministically under `seed`.
 
     images: uint8 torch tensor (N, 3, 32, 32) on any device, or uint8 numpy
-    array (N, 32, 32, 3). Returns uint8 images in the same layout, type and
-    device.
+    array (N, 32, 32, 3). index: each image's index in the test split (default
+    0..N-1), which with the seed fixes its draws. Returns uint8 images in the
+    same layout, type and device.
     """
     if name not in CORRUPTIONS:
         raise ValueError(f"unknown corruption {name!r}; allowed: {', '.join(CORRUPTIONS)}")
@@ -180,12 +225,12 @@ def corrupt(images, name, severity, seed=0):
     constants = CONSTANTS[name][int(severity) - 1]
     with transforms.one_cpu_thread(device):
         nhwc = _as_nhwc(images)
+        seeds = image_seeds(int(seed), name, int(severity), _test_indices(index, nhwc.shape[0]))
         out = nhwc.clone()
         size = chunk_size(device)
-        for chunk, start in enumerate(range(0, nhwc.shape[0], size)):
-            part = nhwc[start : start + size]
-            draws = TorchDraws(part.shape[0], stream_seed(int(seed), name, int(severity), chunk), device)
-            out[start : start + size] = apply(part, name, constants, draws)
+        for start in range(0, nhwc.shape[0], size):
+            draws = ImageDraws(seeds[start : start + size], device)
+            out[start : start + size] = apply(nhwc[start : start + size], name, constants, draws)
         return out.numpy() if numpy_in else out.permute(0, 3, 1, 2).contiguous()
 
 
@@ -283,11 +328,37 @@ def filter_matrix(taps, size, mode):
     return matrix
 
 
+# Images per matrix product on a CPU and on a GPU (see _in_blocks).
+IMAGE_BLOCK = {"cpu": 128, "cuda": 1024}
+
+
+def _in_blocks(x, function):
+    """function(x) for images x (N, ...), computed IMAGE_BLOCK images at a time, the last block padded with
+    zeros (and any block not 64-byte aligned copied into a fresh buffer).
+
+    For matrix products: a BLAS library picks its kernel, and with it the order of its sums, by the
+    product's shape (MKL also by the data's alignment). In blocks of one shape an image's values do not
+    depend on how many images share the call; else the rounding before the reference's uint8 truncations
+    would, and flip a level here and there."""
+    n = x.shape[0]
+    block = IMAGE_BLOCK.get(x.device.type, IMAGE_BLOCK["cuda"])
+    parts = []
+    for start in range(0, n, block):
+        part = x[start : start + block]
+        count = part.shape[0]
+        if count < block or not part.is_contiguous() or part.data_ptr() % 64:
+            padded = x.new_zeros(block, *x.shape[1:])
+            padded[:count] = part
+            part = padded
+        parts.append(function(part)[:count])
+    return torch.cat(parts) if parts else function(x)
+
+
 def _separable(x, rows, cols):
-    """x (..., H, W) filtered by row matrix `rows` (H x H) and column matrix `cols` (W x W)."""
+    """x (N, ..., H, W) filtered by row matrix `rows` (H x H) and column matrix `cols` (W x W): rows @ x @ cols.T."""
     rows = torch.as_tensor(rows, dtype=x.dtype, device=x.device)
     cols = torch.as_tensor(cols, dtype=x.dtype, device=x.device)
-    return rows @ x @ cols.T
+    return _in_blocks(x, lambda part: rows @ part @ cols.T)
 
 
 def _cv2_gaussian_blur_reflect101(array, ksize, sigma):
@@ -466,8 +537,8 @@ def _zoom_blur_operator(size, factors, centred=True):
 def _zoom_blur(x, c, draws, centred=True):
     n, h, w, ch = x.shape
     operator = _zoom_blur_operator(h, tuple(c), centred).to(x.device)
-    flat = _nchw(_unit(x)).reshape(n * ch, h * w)
-    return _nhwc((flat @ operator.T).reshape(n, ch, h, w)).clamp(0, 1) * 255
+    flat = _nchw(_unit(x)).reshape(n, ch, h * w)
+    return _nhwc(_in_blocks(flat, lambda part: part @ operator.T).reshape(n, ch, h, w)).clamp(0, 1) * 255
 
 
 # ---------------------------------------------------------------- weather
@@ -477,14 +548,14 @@ def _snow(x, c, draws):
     loc, scale, factor, threshold, radius, sigma, weight = c
     n, h, w, ch = x.shape
     layer = draws.normal(loc, scale, (h, w)).to(torch.float32)
-    zoom = torch.from_numpy(zoom_matrix(h, factor)).to(layer)
-    layer = zoom @ layer @ zoom.T
+    zoom = zoom_matrix(h, factor)
+    layer = _separable(layer, zoom, zoom)
     layer = torch.where(layer < threshold, 0.0, layer)
     layer = (layer.clamp(0, 1) * 255).floor()  # the script's .astype(np.uint8) before the blur
     layer = _motion_blur_values(layer[..., None], radius, sigma, draws.uniform(-135, -45))
     layer = torch.round(layer) / 255  # the blur's 8-bit output
     image = _unit(x)
-    grey = image @ torch.tensor([0.299, 0.587, 0.114], device=x.device)  # cv2 RGB2GRAY
+    grey = 0.299 * image[..., 0] + 0.587 * image[..., 1] + 0.114 * image[..., 2]  # cv2 RGB2GRAY
     image = weight * image + (1 - weight) * torch.maximum(image, grey[..., None] * 1.5 + 0.5)
     return (image + layer + layer.flip(1, 2)).clamp(0, 1) * 255
 
@@ -607,7 +678,10 @@ def _elastic_transform(x, c, draws):
     inverse = torch.linalg.inv(forward[:, :, :2])
     row, col = torch.meshgrid(torch.arange(h, device=x.device), torch.arange(w, device=x.device), indexing="ij")
     grid = torch.stack([col, row]).reshape(2, -1).to(torch.float64)  # (x, y) of every output pixel
-    src = inverse @ (grid[None] - forward[:, :, 2:])  # (N, 2, H*W): where each output pixel comes from
+    offset = grid[None] - forward[:, :, 2:]  # (N, 2, H*W)
+    # where each output pixel comes from: inverse @ offset, written out (a batched product's rounding
+    # could depend on the batch)
+    src = inverse[:, :, 0:1] * offset[:, None, 0] + inverse[:, :, 1:2] * offset[:, None, 1]
     image = _sample(_nchw(_unit(x)), src[:, 1].reshape(n, h, w), src[:, 0].reshape(n, h, w), True)
     # ... then a smooth random displacement field (scipy map_coordinates, bilinear, mode 'reflect').
     noise_x, noise_y = draws.uniform(-1, 1, (h, w)), draws.uniform(-1, 1, (h, w))

@@ -1,7 +1,9 @@
 """Accuracy under the CIFAR-10-C corruptions: test images corrupted at 32x32, then the model's own preprocessing.
 
 The protocol of Hendrycks & Dietterich 2019: each corruption at each severity
-is applied to the native 32x32 test images (cifarbench.data.corruptions, seeded),
+is applied to the native 32x32 test images (cifarbench.data.corruptions, seeded;
+each image's draws fixed by its index in the test split, so a subset scores the
+images the whole set would),
 and the model sees them through exactly the path evaluate uses for clean
 images (inference.infer: resize to its img_size, its mean/std). The mean over
 corruptions and severities is the headline number, `corruption_top1`.
@@ -48,13 +50,15 @@ def accuracy(model, images, labels, preprocess, runtime, batch_size, settings, s
         if in_background:
             nhwc = images.permute(0, 2, 3, 1).cpu().numpy()
             made_on_host = {
-                run: host.submit(corruptions.corrupt, nhwc, *run, seed) for run in runs if run[0] in corruptions.ON_HOST
+                run: host.submit(corruptions.corrupt, nhwc, *run, seed, index)
+                for run in runs
+                if run[0] in corruptions.ON_HOST
             }
         for run in runs:
             if run in made_on_host:
                 corrupted = torch.from_numpy(made_on_host[run].result()).to(images.device).permute(0, 3, 1, 2)
             else:
-                corrupted = corruptions.corrupt(images, *run, seed)
+                corrupted = corruptions.corrupt(images, *run, seed, index)
             logits = inference.infer(model, corrupted.contiguous(), preprocess, runtime, batch_size)
             hits[run] = (logits.argmax(1) == labels).sum()
     top1 = (torch.stack(list(hits.values())).double() / len(labels)).tolist()  # the one read back
