@@ -193,7 +193,9 @@ def test_fewshot_curve_reports_every_draw_and_grows_with_shots():
     (x, y), (vx, vy), (tx, ty) = (clusters(rng, n, means) for n in (30, 30, 100))
     grid = linear_probe.DEFAULT_C_GRID[::2]
     curve = linear_probe.fewshot_curve(x, y, vx, vy, tx, ty, shots=(1, 5, 25), draws=3, seed=7, c_grid=grid)
+    correct = curve.pop("correct")  # per draw and test image, for the intervals: not for a JSON file
     assert json.loads(json.dumps(curve)) == curve  # JSON-ready
+    assert curve["c_from"] == "shots"
     assert list(curve["shots"]) == list(curve["fewshot_top1"]) == ["1", "5", "25"]
     for key, per_shot in curve["shots"].items():
         draws = per_shot["draws"]
@@ -203,13 +205,48 @@ def test_fewshot_curve_reports_every_draw_and_grows_with_shots():
         assert per_shot["mean"] == pytest.approx(np.mean(top1)) == curve["fewshot_top1"][key]
         assert per_shot["std"] == pytest.approx(np.std(top1, ddof=1)) == curve["fewshot_top1_std"][key]
         assert all(d["c"] in curve["c_grid"] and d["converged"] for d in draws)
+        assert correct[key].shape == (3, len(ty)) and list(correct[key].mean(axis=1)) == top1
     means = [curve["fewshot_top1"][k] for k in ("1", "5", "25")]
     assert means[0] + 0.1 < means[1] < means[2]
-    # each draw is the sampler's draw for its seed: rerunning one reproduces its accuracy
+    # each draw is the sampler's draw for its seed, fitted at its chosen C: refitting one reproduces its accuracy
     draw = curve["shots"]["5"]["draws"][1]
     idx = linear_probe.fewshot_indices(y, 5, draw["seed"])
-    again = linear_probe.fit_probe(x[idx], y[idx], vx, vy, c_grid=grid)
-    assert again.score(tx, ty) == draw["top1"] and again.c == draw["c"]
+    again = linear_probe.fit_probe(x[idx], y[idx], vx, vy, c_grid=(draw["c"],))
+    assert again.score(tx, ty) == draw["top1"]
+
+
+def test_fewshot_c_comes_from_the_shots_alone_unless_validation_is_asked_for():
+    """By default a k-shot probe's C is the best of a cross-validation over its own k shots (5 folds, k below 5;
+    the grid's smallest C at 1 shot): validation labels shuffled change nothing. probe.fewshot_c: validation
+    chooses on the validation split, and shuffling its labels then moves the choice."""
+    rng = np.random.default_rng(6)
+    means = 0.45 * rng.normal(size=(10, 32))
+    (x, y), (vx, vy), (tx, ty) = (clusters(rng, n, means) for n in (30, 30, 100))
+    grid = linear_probe.DEFAULT_C_GRID[::2]
+    kwargs = dict(shots=(1, 3, 10), draws=2, seed=3, c_grid=grid)
+    curve = linear_probe.fewshot_curve(x, y, vx, vy, tx, ty, **kwargs)
+    shuffled = rng.permutation(vy)
+    assert linear_probe.fewshot_curve(x, y, vx, shuffled, tx, ty, **kwargs)["shots"] == curve["shots"]
+    assert all(d["c"] == grid[0] and d["val_top1"] is None for d in curve["shots"]["1"]["draws"])
+    # the 10-shot choice, made by hand: 5 folds of 2 images per class, each fit on the other 8
+    draw = curve["shots"]["10"]["draws"][0]
+    idx = linear_probe.fewshot_indices(y, 10, draw["seed"])
+    folds = linear_probe.cv_folds(y[idx], 10)
+    assert sorted(np.bincount(folds)) == [20] * 5
+    hits = np.zeros(len(grid))
+    for f in range(5):
+        held = folds == f
+        fitted = linear_probe.fit_probe(x[idx][~held], y[idx][~held], x[idx][held], y[idx][held], c_grid=grid)
+        hits += [entry["val_top1"] * held.sum() for entry in fitted.path]
+    assert draw["c"] == grid[int(np.argmax(hits))] and draw["val_top1"] == pytest.approx(hits.max() / len(idx))
+    # on the validation split: its labels decide, so shuffling them moves a choice
+    on_val = linear_probe.fewshot_curve(x, y, vx, vy, tx, ty, c_from="validation", **kwargs)
+    on_noise = linear_probe.fewshot_curve(x, y, vx, shuffled, tx, ty, c_from="validation", **kwargs)
+    assert on_val["c_from"] == "validation"
+    chosen = [[d["c"] for d in c["shots"][k]["draws"]] for c in (on_val, on_noise) for k in ("1", "3", "10")]
+    assert chosen[:3] != chosen[3:]
+    with pytest.raises(ValueError, match="c_from must be one of shots, validation"):
+        linear_probe.fewshot_curve(x, y, vx, vy, tx, ty, c_from="test", **kwargs)
 
 
 def test_fewshot_curve_with_one_draw_has_no_spread_and_refuses_too_many_shots(separable):

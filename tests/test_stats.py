@@ -163,3 +163,39 @@ def test_welch_edge_cases():
     assert 0 < stats.welch_p([0.5, 0.5], [0.6, 0.62]) < 1  # one side varies: scipy's answer
     with pytest.raises(ValueError, match="at least 2"):
         stats.welch_p([0.9], [0.8, 0.85])
+
+
+def test_a_statistic_that_is_not_a_mean_gets_the_interval_a_mean_would():
+    """bootstrap_statistic_ci of the mean, through index matrices, agrees with bootstrap_ci; two samples are
+    resampled each on its own (a difference of two independent means: its normal interval)."""
+    rng = np.random.default_rng(5)
+    a = (rng.random(4000) < 0.9).astype(float)
+    b = (rng.random(2000) < 0.6).astype(float)
+    lo, hi = stats.bootstrap_statistic_ci(lambda i: a[i].mean(axis=1), [a.size], resamples=2000, seed=1)
+    expected = normal_interval(a)
+    assert lo == pytest.approx(expected[0], abs=1e-3) and hi == pytest.approx(expected[1], abs=1e-3)
+    lo, hi = stats.bootstrap_statistic_ci(
+        lambda i, j: a[i].mean(axis=1) - b[j].mean(axis=1), [a.size, b.size], resamples=2000, seed=1
+    )
+    half = 1.96 * math.sqrt(a.var() / a.size + b.var() / b.size)
+    assert lo == pytest.approx(a.mean() - b.mean() - half, abs=2e-3)
+    assert hi == pytest.approx(a.mean() - b.mean() + half, abs=2e-3)
+    with pytest.raises(ValueError, match="at least one value"):
+        stats.bootstrap_statistic_ci(lambda i: i.mean(axis=1), [0])
+
+
+def test_few_shot_intervals_widen_with_the_spread_between_draws():
+    """Draws that disagree (0.5 and 0.9 on the same test images) give a far wider interval than the images
+    alone would; draws that agree in expectation give about the images' interval; one value everywhere is a
+    point."""
+    rng = np.random.default_rng(8)
+    n = 3000
+    agree = np.stack([(rng.random(n) < 0.7) for _ in range(4)]).astype(float)
+    apart = np.stack([(rng.random(n) < p) for p in (0.5, 0.9, 0.5, 0.9)]).astype(float)
+    lo, hi = stats.draws_and_images_ci(agree, resamples=1000, seed=0)
+    images_only = stats.bootstrap_ci(agree.mean(axis=0), resamples=1000, seed=0)
+    assert 0.95 < (hi - lo) / (images_only[1] - images_only[0]) < 1.5  # the draws' own noise adds a little
+    lo_apart, hi_apart = stats.draws_and_images_ci(apart, resamples=1000, seed=0)
+    assert hi_apart - lo_apart > 0.1 > 3 * (hi - lo)  # which draws came up dominates
+    assert lo_apart < apart.mean() < hi_apart
+    assert stats.draws_and_images_ci(np.ones((3, 10))) == (1.0, 1.0)

@@ -9,6 +9,7 @@ few-shot draw) as one batch (the fast path on a GPU). `backend_for` picks one.
 """
 
 import copy
+import dataclasses
 import warnings
 from dataclasses import dataclass, field
 
@@ -217,7 +218,7 @@ def fit_probe(
     train_x, train_y, val_x, val_y = _checked_pair(train_x, train_y, val_x, val_y)
     grid = _check_grid(c_grid)
     fit = _Fit(grid, solver, max_iter, tol, threads, backend, device)
-    return fit.groups([(train_x, train_y)], val_x, val_y, [seed])[0]
+    return fit.groups([(train_x, train_y)], [(val_x, val_y)], [seed])[0]
 
 
 @dataclass
@@ -238,21 +239,25 @@ class _Fit:
         if self.backend == "torch" and self.solver != SOLVER:
             raise ValueError(f"the torch backend is an lbfgs solver; solver={self.solver!r} needs the numpy backend")
 
-    def groups(self, train_sets, val_x, val_y, seeds):
-        """One Probe per (train_x, train_y) of train_sets, each scored on the same validation split."""
+    def groups(self, train_sets, val_sets, seeds):
+        """One Probe per (train_x, train_y) of train_sets, each scored on its (val_x, val_y) of val_sets."""
         if self.backend == "numpy":
             with threadpool_limits(limits=self.threads):
                 return [
-                    _sweep(x, y, val_x, val_y, self.grid, seed, self.solver, self.max_iter, self.tol)
-                    for (x, y), seed in zip(train_sets, seeds)
+                    _sweep(x, y, vx, vy, self.grid, seed, self.solver, self.max_iter, self.tol)
+                    for (x, y), (vx, vy), seed in zip(train_sets, val_sets, seeds)
                 ]
         classes = [np.unique(y) for _, y in train_sets]
-        if any(not np.array_equal(c, classes[0]) for c in classes):  # one batch needs one set of classes
-            return [self.groups([train], val_x, val_y, [seed])[0] for train, seed in zip(train_sets, seeds)]
-        return _torch_sweep(train_sets, classes[0], val_x, val_y, self)
+        # one batch needs one set of classes and one size of training and of validation set
+        if any(
+            not np.array_equal(c, classes[0]) or len(y) != len(train_sets[0][1]) or len(vy) != len(val_sets[0][1])
+            for c, (_, y), (_, vy) in zip(classes, train_sets, val_sets)
+        ):
+            return [self.groups([t], [v], [seed])[0] for t, v, seed in zip(train_sets, val_sets, seeds)]
+        return _torch_sweep(train_sets, classes[0], val_sets, self)
 
 
-def _torch_sweep(train_sets, classes, val_x, val_y, fit):
+def _torch_sweep(train_sets, classes, val_sets, fit):
     """Every C for every training set at once (softmax_lbfgs), on fit.device; the same Probes _sweep makes."""
     scalers = [StandardScaler().fit(x) for x, _ in train_sets]
     device = torch.device(fit.device)
@@ -263,10 +268,11 @@ def _torch_sweep(train_sets, classes, val_x, val_y, fit):
     x = stacked([scaler.transform(x) for scaler, (x, _) in zip(scalers, train_sets)])
     y = torch.from_numpy(np.stack([np.searchsorted(classes, y) for _, y in train_sets])).to(device)
     batch = softmax_lbfgs.fit(x, y, len(classes), [1.0 / c for c in fit.grid], fit.tol, fit.max_iter)
-    vx = stacked([scaler.transform(val_x) for scaler in scalers])
+    vx = stacked([scaler.transform(val_x) for scaler, (val_x, _) in zip(scalers, val_sets)])
+    vy = torch.from_numpy(np.stack([np.asarray(val_y) for _, val_y in val_sets])).to(device)
     scores = torch.einsum("gnd,ghkd->gnhk", vx, batch.coef) + batch.intercept[:, None]
     predicted = torch.from_numpy(classes).to(device)[scores.argmax(3)]  # (groups, val images, C)
-    val_top1 = (predicted == torch.from_numpy(np.asarray(val_y)).to(device)[None, :, None]).double().mean(1).cpu()
+    val_top1 = (predicted == vy[:, :, None]).double().mean(1).cpu()
     coef, intercept = batch.coef.cpu().numpy(), batch.intercept.cpu().numpy()
     probes = []
     for g, scaler in enumerate(scalers):
@@ -374,6 +380,50 @@ def _check_shots(shots):
     return [int(k) for k in shots]
 
 
+# How a k-shot probe's C is chosen (probe.fewshot_c). "shots": from the k labelled images per class
+# alone, by cross-validation over them, so a k-shot number has seen k labels per class; "validation":
+# on the full validation split, as linear-probe papers usually do (an optimistic bound: that split
+# holds far more labels than k shots).
+FEWSHOT_C_RULES = ("shots", "validation")
+CV_FOLDS = 5  # folds of the shots' cross-validation (k folds below 5 shots: one shot per class each)
+
+
+def cv_folds(labels, shots):
+    """Fold number of each of a draw's images: within each class, its images in index order dealt round-robin
+    into min(shots, CV_FOLDS) folds, so every fold holds out at most ceil(shots / folds) < shots images of a
+    class and every class stays in every fold's training set."""
+    labels = np.asarray(labels)
+    folds = np.empty(len(labels), dtype=np.int64)
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        folds[members] = np.arange(len(members)) % min(shots, CV_FOLDS)
+    return folds
+
+
+def _choose_c_on_shots(fit, shot_sets, shots, seeds):
+    """Per draw, the C with the best cross-validated top-1 over its shots (ties: the smaller C), and that
+    accuracy. At 1 shot no image is left to validate on: the grid's smallest C, the strong-regularisation
+    limit, where the probe is the class-mean rule on standardised features (accuracy None)."""
+    if shots == 1:
+        return [(fit.grid[0], None)] * len(shot_sets)
+    n_folds = min(shots, CV_FOLDS)
+    train_sets, val_sets, owners = [], [], []
+    for d, (x, y) in enumerate(shot_sets):
+        folds = cv_folds(y, shots)
+        for f in range(n_folds):
+            held = folds == f
+            train_sets.append((x[~held], y[~held]))
+            val_sets.append((x[held], y[held]))
+            owners.append(d)
+    fitted = fit.groups(train_sets, val_sets, [seeds[d] for d in owners])
+    hits = np.zeros((len(shot_sets), len(fit.grid)))
+    for d, probe, (_, vy) in zip(owners, fitted, val_sets):
+        hits[d] += [entry["val_top1"] * len(vy) for entry in probe.path]
+    accuracy = hits / np.array([len(y) for _, y in shot_sets])[:, None]
+    best = accuracy.argmax(axis=1)  # the first maximum: ties keep the smaller C
+    return [(fit.grid[b], float(accuracy[d, b])) for d, b in enumerate(best)]
+
+
 def fewshot_curve(
     train_x,
     train_y,
@@ -390,19 +440,27 @@ def fewshot_curve(
     max_iter=MAX_ITER,
     backend="numpy",
     device="cpu",
+    c_from="shots",
 ):
     """Test top-1 of probes trained on `shots` labelled images per class, `draws` random draws each.
 
+    c_from: how each probe's C is chosen (FEWSHOT_C_RULES): "shots", cross-validation over the draw's
+    own shots (cv_folds; at 1 shot the grid's smallest C, see _choose_c_on_shots), or "validation",
+    the best on the full validation split (val_x, val_y; unused with "shots").
     Returns {"fewshot_top1": {"1": mean, ...}, "fewshot_top1_std": {...},
     "shots": {"1": {"mean", "std", "draws": [{"draw", "seed", "top1", "c", "val_top1",
-    "converged"}, ...]}, ...}, "draws", "seed", "c_grid"}. `std` is the sample
-    standard deviation over draws (ddof=1), None for a single draw. Draw d uses
-    draw_seed(seed, d) for every shot count, so its draws are nested across shots.
-    The torch backend fits a shot count's draws (and every C) as one batch.
+    "converged"}, ...]}, ...}, "draws", "seed", "c_grid", "c_from", "cv_folds", "correct"}. `val_top1` is
+    the chosen C's cross-validated (or validation) top-1, None at 1 shot with "shots". `std` is the sample
+    standard deviation over draws (ddof=1), None for a single draw. "correct" is not JSON: per shot count a
+    (draws, test images) bool array, each draw's per-image correctness, for intervals. Draw d uses
+    draw_seed(seed, d) for every shot count, so its draws are nested across shots. The torch backend fits
+    a shot count's draws (and every C, and every fold) as one batch.
     """
     shots = _check_shots(shots)
     if isinstance(draws, bool) or not isinstance(draws, (int, np.integer)) or draws < 1:
         raise ValueError(f"draws must be a positive integer, got {draws!r}")
+    if c_from not in FEWSHOT_C_RULES:
+        raise ValueError(f"c_from must be one of {', '.join(FEWSHOT_C_RULES)}, got {c_from!r}")
     train_x, train_y, val_x, val_y = _checked_pair(train_x, train_y, val_x, val_y)
     test_x = _features(test_x)
     test_y = _labels(test_y, len(test_x), "test_y")
@@ -411,20 +469,26 @@ def fewshot_curve(
     seeds = [draw_seed(seed, d) for d in range(draws)]
 
     fit = _Fit(grid, SOLVER, max_iter, tol, threads, backend, device)
-    per_shot = {}
+    per_shot, correct = {}, {}
     for k in shots:
         draws_k = [fewshot_indices(train_y, k, s) for s in seeds]
-        # C is chosen on the full validation split, the usual protocol of linear-probe
-        # benchmarks (one held-out split for every hyper-parameter). Caveat: that
-        # split holds far more labels than the k shots, so these numbers are what a
-        # probe can reach with k labels given good regularisation, an optimistic
-        # bound for a user who truly has only k labelled images per class.
-        fitted = fit.groups([(train_x[idx], train_y[idx]) for idx in draws_k], val_x, val_y, seeds)
+        shot_sets = [(train_x[idx], train_y[idx]) for idx in draws_k]
+        if c_from == "validation":
+            fitted = fit.groups(shot_sets, [(val_x, val_y)] * draws, seeds)
+        else:
+            chosen = _choose_c_on_shots(fit, shot_sets, k, seeds)
+            fitted = [
+                dataclasses.replace(fit, grid=[c]).groups([shots_d], [shots_d], [s])[0]
+                for (c, _), shots_d, s in zip(chosen, shot_sets, seeds)
+            ]
+            for probe, (_, accuracy) in zip(fitted, chosen):
+                probe.val_top1 = accuracy
+        hits = np.stack([probe.predict(test_x) == test_y for probe in fitted])
         runs = [
             {
                 "draw": d,
                 "seed": s,
-                "top1": probe.score(test_x, test_y),
+                "top1": float(hits[d].mean()),
                 "c": probe.c,
                 "val_top1": probe.val_top1,
                 "converged": probe.converged,
@@ -437,6 +501,7 @@ def fewshot_curve(
             "std": float(np.std(top1, ddof=1)) if draws > 1 else None,
             "draws": runs,
         }
+        correct[str(k)] = hits
     return {
         "fewshot_top1": {k: v["mean"] for k, v in per_shot.items()},
         "fewshot_top1_std": {k: v["std"] for k, v in per_shot.items()},
@@ -444,4 +509,7 @@ def fewshot_curve(
         "draws": int(draws),
         "seed": int(seed),
         "c_grid": grid,
+        "c_from": c_from,
+        "cv_folds": CV_FOLDS,
+        "correct": correct,
     }

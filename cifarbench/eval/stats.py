@@ -62,6 +62,57 @@ def bootstrap_ci(values, resamples=1000, seed=0, level=0.95):
     return float(interval.low), float(interval.high)
 
 
+def _percentile_interval(values, level):
+    lo, hi = np.quantile(np.asarray(values, dtype=np.float64), [(1 - level) / 2, (1 + level) / 2])
+    return float(lo), float(hi)
+
+
+def bootstrap_statistic_ci(statistic, sizes, resamples=1000, seed=0, level=0.95):
+    """Percentile bootstrap interval (lo, hi) of a statistic that is not a mean of per-image values.
+
+    Each sample (one size per sample in `sizes`: the test images, and the out-of-distribution images
+    or few-shot draws beside them) is resampled with replacement on its own, `resamples` times.
+    statistic(*index matrices) gets one (batch, size) int matrix per sample, each row a resample's
+    indices, and returns the (batch,) statistic values. Batches hold at most _BOOTSTRAP_CELLS indices
+    and depend on the sizes only: the same numbers on every machine.
+    """
+    _check_level(level)
+    if resamples < 1:
+        raise ValueError(f"resamples must be >= 1, got {resamples}")
+    sizes = [int(n) for n in sizes]
+    if not sizes or min(sizes) < 1:
+        raise ValueError(f"every sample needs at least one value, got sizes {sizes}")
+    rng = np.random.default_rng(seed)
+    batch = max(1, _BOOTSTRAP_CELLS // sum(sizes))
+    values, done = [], 0
+    while done < resamples:
+        count = min(batch, resamples - done)
+        values.append(np.asarray(statistic(*(rng.integers(0, n, (count, n)) for n in sizes)), dtype=np.float64))
+        done += count
+    return _percentile_interval(np.concatenate(values), level)
+
+
+def draws_and_images_ci(correct, resamples=1000, seed=0, level=0.95):
+    """Percentile bootstrap interval (lo, hi) of the mean of a (draws, images) matrix of per-image results,
+    resampling the draws and the images, each on its own: what varies in a few-shot number is which
+    labelled images a draw got as well as which test images score it."""
+    matrix = np.asarray(correct, dtype=np.float64)
+    if matrix.ndim != 2 or 0 in matrix.shape:
+        raise ValueError(f"correct must be a non-empty (draws, images) matrix, got shape {matrix.shape}")
+    draws, n = matrix.shape
+    if np.all(matrix == matrix.flat[0]):
+        return float(matrix.flat[0]), float(matrix.flat[0])
+
+    def mean(draw_index, image_index):
+        # a resample's images as counts per image, so each draw's sum over them is one matrix product
+        rows = np.arange(len(image_index))[:, None] * n
+        counts = np.bincount((image_index + rows).ravel(), minlength=len(image_index) * n).reshape(-1, n)
+        sums = counts @ matrix.T  # (batch, draws): every draw's sum over the resampled images
+        return np.take_along_axis(sums, draw_index, axis=1).mean(axis=1) / n
+
+    return bootstrap_statistic_ci(mean, (draws, n), resamples, seed, level)
+
+
 def paired_bootstrap_ci(a, b, resamples=1000, seed=0, level=0.95):
     """(mean(a) - mean(b), lo, hi) for two models scored on the same test images.
 

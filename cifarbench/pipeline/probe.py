@@ -6,7 +6,10 @@ cifarbench.eval.linear_probe fits the multinomial logistic regressions:
 - from the model's starting weights (`models.<key>.pretrained`: ImageNet, a
   local file, or random init, which the report then says): `probe_top1` on all
   training images, and the few-shot curve (`probe.shots` labelled images per
-  class, `probe.draws` random draws each);
+  class, `probe.draws` random draws each; each k-shot probe's C chosen as
+  `probe.fewshot_c` says), each with its 95 % bootstrap interval
+  (`probe_top1_ci` over the test images; `fewshot_top1_ci` over the test images
+  and the draws);
 - from the CIFAR-10 checkpoint (first training seed): `probe_from_cifar10_top1`,
   how well the features fine-tuned on CIFAR-10 carry over to CIFAR-100 before any
   CIFAR-100 training (on CIFAR-10 itself: how linear the fine-tuned features are).
@@ -19,7 +22,7 @@ import torch
 from cifarbench import atomic, paths
 from cifarbench.data import dataset, transforms
 from cifarbench.errors import BenchError
-from cifarbench.eval import linear_probe
+from cifarbench.eval import linear_probe, stats
 from cifarbench.models import inference, timm_models
 from cifarbench.pipeline import recipes
 
@@ -63,7 +66,8 @@ def _probe(feats, splits, settings, where):
         backend=where[0],
         device=where[1],
     )
-    return fitted.score(feats["test"], splits["test"].labels), fitted.summary()
+    correct = fitted.predict(feats["test"]) == splits["test"].labels
+    return float(correct.mean()), fitted.summary(), correct
 
 
 def run(s):
@@ -79,7 +83,7 @@ def run(s):
     model, preprocess = starting_model(s, len(meta["classes"]))
     start_features = features(model, preprocess, rt, batch, splits)
     feature_seconds = time.perf_counter() - start
-    probe_top1, fit = _probe(start_features, splits, params.probe, where)
+    probe_top1, fit, probe_correct = _probe(start_features, splits, params.probe, where)
     try:
         curve = linear_probe.fewshot_curve(
             start_features["train"],
@@ -96,25 +100,34 @@ def run(s):
             max_iter=params.probe.max_iter,
             backend=where[0],
             device=where[1],
+            c_from=params.probe.fewshot_c,
         )
     except ValueError as exc:  # too few training images per class for the largest shot count
         raise BenchError(f"probe.shots: {exc}; lower probe.shots or use more images (data.limit)") from None
 
     model, preprocess, _ = inference.load(paths.checkpoint("cifar10", key, params.seeds[0]), rt)
-    from_cifar10, from_cifar10_fit = _probe(features(model, preprocess, rt, batch, splits), splits, params.probe, where)
+    from_cifar10, from_cifar10_fit, _ = _probe(
+        features(model, preprocess, rt, batch, splits), splits, params.probe, where
+    )
     spec = params.model(key)
+    correct = curve.pop("correct")
+    resampling = {"resamples": params.evaluate.bootstrap, "seed": params.seed}
     result = {
         "weights": {True: "pretrained", False: "random init"}.get(spec.pretrained, str(spec.pretrained)),
         "probe_top1": probe_top1,
+        "probe_top1_ci": list(stats.bootstrap_ci(probe_correct, **resampling)),
         "probe": fit,
         "fewshot_top1": curve["fewshot_top1"],
+        "fewshot_top1_ci": {k: list(stats.draws_and_images_ci(c, **resampling)) for k, c in correct.items()},
         "fewshot_top1_std": curve["fewshot_top1_std"],
+        "fewshot_c": curve["c_from"],
         "fewshot": curve,
         "probe_from_cifar10_top1": from_cifar10,
         "probe_from_cifar10": {**from_cifar10_fit, "seed": params.seeds[0]},
         "feature_dim": int(start_features["train"].shape[1]),
         "n_train": len(splits["train"]),
         "backend": where[0],
+        "device": rt.describe(),
     }
     atomic.write_json(paths.probe_metrics(key, ds), result)
     seconds = {"features_seconds": round(feature_seconds, 2), "total_seconds": round(time.perf_counter() - start, 2)}
