@@ -12,6 +12,7 @@ from conftest import dump, run_stage_here, tiny_params, write_params
 
 from cifarbench import paths
 from cifarbench.data import dataset
+from cifarbench.data.sources import released_c
 from cifarbench.errors import BenchError
 from cifarbench.models import checkpoint
 
@@ -144,6 +145,7 @@ def prepared_project(folder, *datasets):
     for name in datasets:
         ds = fake_dataset(name, n_train=40, n_test=10)
         dataset.save(ds, dataset.prepare(ds, 0, 8, 0), folder / paths.data_dir(name))
+        released_c.write({"set": name, "source": "generated", "why": "a test's data"}, folder / paths.data_dir(name))
 
 
 def truncate(path):

@@ -82,13 +82,18 @@ def resolve_val_count(val_size, n_train):
     return count
 
 
+def test_index(ds, limit, seed):
+    """Each test-split image's index in the source's test set: all of them, or data.limit's stratified share."""
+    if limit and limit < len(ds.train):
+        return _stratified_take(ds.test, max(1, round(len(ds.test) * limit / len(ds.train))), seed)
+    return np.arange(len(ds.test))
+
+
 def prepare(ds, limit, val_size, seed):
     """Apply data.limit and split validation off the training set; returns {split: Split}."""
-    train, test = ds.train, ds.test
+    train, test = ds.train, ds.test.subset(test_index(ds, limit, seed))
     if limit and limit < len(train):
-        test_n = max(1, round(len(test) * limit / len(train)))
         train = train.subset(_stratified_take(train, limit, seed))
-        test = test.subset(_stratified_take(test, test_n, seed))
     n_val = resolve_val_count(val_size, len(train))
     val_index = _stratified_take(train, n_val, seed + 1)
     keep = np.ones(len(train), dtype=bool)
