@@ -168,6 +168,9 @@ class Evaluate(Section):
     severities: list[Annotated[int, Field(ge=1, le=5)]]
     corruption_images: NonNegInt  # test images per corruption and severity; 0 = the whole test split
     timing_seconds: Annotated[float, Field(gt=0)]  # least clock time of the throughput + latency timings
+    # which corrupted images: the released CIFAR-10-C / CIFAR-100-C arrays, generated ones, or auto (released for
+    # CIFAR's own test split where data.dir has them or they download, else generated)
+    corruption_source: Literal["auto", "released", "generated"] = "auto"
 
 
 class Probe(Section):
@@ -180,6 +183,9 @@ class Probe(Section):
     max_iter: PositiveInt  # lbfgs iterations per fit at most (a fit that stops there is reported unconverged)
     # auto: torch on CUDA (every C and few-shot draw as one batch on the GPU), numpy (scikit-learn) elsewhere
     backend: Literal["auto", "numpy", "torch"] = "auto"
+    # a k-shot probe's C: from its k shots per class alone (cross-validation over them; the grid's smallest C
+    # at 1 shot), or on the full validation split, as papers that report few-shot probes that way do
+    fewshot_c: Literal["shots", "validation"] = "shots"
 
 
 class _Top(Section):

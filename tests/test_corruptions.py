@@ -510,8 +510,11 @@ def test_accuracy_under_corruption_is_the_same_with_the_pillow_corruptions_in_th
     rt = Runtime(device=torch.device("cpu"), amp_dtype=None, compile=False)
     prep = Preprocess(32, (0.5,) * 3, (0.25,) * 3)
     args = (model, images, labels, prep, rt, 16, settings, 7)
-    serial = robustness.accuracy(*args, background=False)
-    assert robustness.accuracy(*args, background=True) == serial
+    serial, (index, hits) = robustness.accuracy(*args, background=False)
+    background, (index_b, hits_b) = robustness.accuracy(*args, background=True)
+    assert background == serial and np.array_equal(index, index_b) and np.array_equal(hits, hits_b)
+    runs = sum(len(by_severity) for by_severity in serial["corruptions"].values())
+    assert float(np.mean(hits / runs)) == pytest.approx(serial["corruption_top1"])
     assert list(serial["corruptions"]) == settings.corruptions
     for per_severity in serial["corruptions"].values():
         assert list(per_severity) == ["2", "5"]

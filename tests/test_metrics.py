@@ -99,3 +99,17 @@ def test_per_class_and_top5_of_a_known_matrix():
     assert result["top5"] == pytest.approx(2 / 3)  # image 0's class ranks 6th: outside the top 5
     assert result["per_class"] == {"a": None, "b": None, "c": 0.0, "d": None, "e": None, "f": 0.0, "g": 1.0}
     assert cm[5, 0] == 1 and cm[2, 1] == 1 and cm[6, 6] == 1 and cm.sum() == 3
+
+
+def test_resampled_calibration_error_is_the_ece_of_each_row():
+    rng = np.random.default_rng(4)
+    logits = rng.normal(size=(500, 10)) * 3
+    labels = rng.integers(0, 10, 500)
+    probabilities = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    ece, _ = metrics.calibration(probabilities, labels)
+    confidence = probabilities.max(1)
+    correct = probabilities.argmax(1) == labels
+    rows = np.stack([np.arange(500), rng.integers(0, 500, 500)])
+    resampled = metrics.calibration_error_resampled(confidence[rows], correct[rows])
+    assert resampled[0] == pytest.approx(ece, abs=1e-12)
+    assert resampled[1] == pytest.approx(metrics.calibration(probabilities[rows[1]], labels[rows[1]])[0], abs=1e-12)

@@ -104,3 +104,16 @@ def test_roc_curve_downsamples_the_sklearn_curve():
         if not np.any(np.isclose(sk_fpr, f)):
             assert t == pytest.approx(np.interp(f, sk_fpr, sk_tpr), abs=1e-9)
     assert np.trapezoid(tpr, fpr) == pytest.approx(ood.auroc(scores_in, scores_out), abs=2e-3)
+
+
+def test_resampled_measures_are_the_measures_of_each_row():
+    rng = np.random.default_rng(3)
+    scores_in, scores_out = rng.normal(1, 1, 300).round(1), rng.normal(0, 1, 200).round(1)  # rounded: ties
+    rows_in = np.stack([np.arange(300), rng.integers(0, 300, 300)])
+    rows_out = np.stack([np.arange(200), rng.integers(0, 200, 200)])
+    aurocs = ood.auroc_resampled(scores_in[rows_in], scores_out[rows_out])
+    fprs = ood.fpr_at_tpr_resampled(scores_in[rows_in], scores_out[rows_out])
+    for r in range(2):
+        assert aurocs[r] == pytest.approx(ood.auroc(scores_in[rows_in[r]], scores_out[rows_out[r]]), abs=1e-12)
+        assert fprs[r] == ood.fpr_at_tpr(scores_in[rows_in[r]], scores_out[rows_out[r]])
+    assert 0.7 < aurocs[0] < 0.85  # one standard deviation apart: about 0.76

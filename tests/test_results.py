@@ -33,24 +33,59 @@ def fake_results(p, rates):
         kind: {ds: {key: {} for key in p.keys} for ds in DATASETS}
         for kind in ("evaluation", "efficiency", "embed", "train", "train_cost", "predictions")
     }
+    out["knn"] = {ds: {key: {} for key in p.keys} for ds in DATASETS}
     out["probe"] = {
-        ds: {key: {"probe_top1": 0.5, "fewshot_top1": {"1": 0.2}, "probe_from_cifar10_top1": 0.4} for key in p.keys}
+        ds: {
+            key: {
+                "weights": "pretrained",
+                "probe_top1": 0.5,
+                "probe_top1_ci": [0.45, 0.55],
+                "fewshot_top1": {"1": 0.2},
+                "fewshot_top1_ci": {"1": [0.1, 0.3]},
+                "probe_from_cifar10_top1": 0.4,
+                "fewshot": {"draws": 2, "c_from": "shots", "cv_folds": 5, "c_grid": [0.1, 1.0]},
+                "n_train": 800,
+                "backend": "numpy",
+                "device": "CPU, 2 threads (fp32)",
+            }
+            for key in p.keys
+        }
         for ds in DATASETS
     }
+    rng = np.random.default_rng(5)
     for ds in DATASETS:
         for i, key in enumerate(p.keys):
             for seed in p.seeds:
                 c1 = correctness(rates[key][seed], seed=10 * i + seed)
                 c5 = c1 | correctness(0.5, seed=99)
-                out["predictions"][ds][key][seed] = {"correct1": c1, "correct5": c5}
+                confidence = np.clip(np.where(c1, 0.9, 0.4) + rng.normal(0, 0.1, N), 0.1, 1.0)
+                out["predictions"][ds][key][seed] = {
+                    "correct1": c1,
+                    "correct5": c5,
+                    "confidence": confidence,
+                    "ood_scores": np.clip(rng.normal(0.5, 0.15, 150), 0.1, 1.0),  # below the test images' mostly
+                    "corruption_hits": (c1 & correctness(0.6, seed=7)).astype(np.uint8) * 2,  # of 2 runs
+                    "corruption_runs": 2,
+                }
                 out["evaluation"][ds][key][seed] = {
                     "top1": float(c1.mean()),
                     "top5": float(c5.mean()),
                     "ece": 0.1 * (seed + 1),
-                    "ood": {"msp": {"auroc": 0.8, "fpr95": 0.5}},
+                    "reliability": {"bins": 15},
+                    "ood": {
+                        "dataset": DATASETS[1 - DATASETS.index(ds)],
+                        "n_out": 150,
+                        "msp": {"auroc": 0.8, "fpr95": 0.5},
+                        "energy": {"auroc": 0.85, "fpr95": 0.45},
+                    },
+                    "corruptions": {"fog": {"1": 0.5, "5": 0.3}},
                     "corruption_top1": 0.3,
+                    "corruption_images": N,
+                    "corruption_set": {"cifar10": "CIFAR-10-C", "cifar100": "CIFAR-100-C"}[ds],
+                    "corruption_source": "generated",
                 }
-                out["embed"][ds][key][seed] = {"knn_top1": 0.6}
+                out["embed"][ds][key][seed] = {"knn_top1": 0.6, "knn_k": 20}
+                out["knn"][ds][key][seed] = correctness(0.6, seed=20 + seed)
                 out["train"][ds][key][seed] = {"best_val_acc": 0.7}
                 out["efficiency"][ds][key][seed] = {
                     "params": 1000,
@@ -58,6 +93,10 @@ def fake_results(p, rates):
                     "throughput": 100.0 + seed,
                     "latency_ms": 2.0,
                     "peak_memory_mb": 10.0,
+                    "eval_batch_size": 64,
+                    "latency_runs": "median of 20 runs",
+                    "memory_measure": "the process's peak RSS",
+                    "device": "CPU, 2 threads (fp32)",
                 }
                 out["train_cost"][ds][key][seed] = {
                     "trainable_params": 900,
@@ -65,6 +104,7 @@ def fake_results(p, rates):
                     "seconds_per_epoch": 5.0,
                     "epochs": 2,
                     "peak_memory_mb": 20.0,
+                    "device": "CPU, 2 threads (fp32)",
                 }
     return out
 
@@ -92,9 +132,87 @@ def test_summary_with_two_seeds(two_seeds):
     lo, hi = row["top1_ci"]
     assert lo < 0.85 < hi and hi - lo < 2 * 1.96 * math.sqrt(0.85 * 0.15 / N) * 1.3
     assert row["probe_top1"] == 0.5 and row["fewshot_top1"] == {"1": 0.2}
+    assert row["probe_top1_ci"] == [0.45, 0.55] and row["fewshot_top1_ci"] == {"1": [0.1, 0.3]}
     assert "probe_from_cifar10_top1" in summary["cifar100"]["resnet18"]
     assert "probe_from_cifar10_top1" not in row
     assert set(row) >= {"ood_auroc", "ood_fpr95", "corruption_top1", "knn_top1", "best_val_acc", "top5_ci"}
+
+
+def test_every_headline_number_has_an_interval_from_what_varies(two_seeds):
+    """ece, knn_top1, ood_auroc, ood_fpr95 and corruption_top1 get 95 % intervals from the per-image files: around
+    the value the same images give, as wide as the images allow (about 2 x 1.96 standard errors at N = 200)."""
+    p, res = two_seeds
+    row = summaries.summarize(res, p)["cifar10"]["resnet18"]
+    predictions = res["predictions"]["cifar10"]["resnet18"]
+    knn = np.mean([res["knn"]["cifar10"]["resnet18"][s] for s in p.seeds], axis=0)
+    lo, hi = row["knn_top1_ci"]
+    assert lo < knn.mean() < hi and hi - lo == pytest.approx(2 * 1.96 * knn.std() / math.sqrt(N), rel=0.3)
+    shares = np.mean([predictions[s]["corruption_hits"] / 2 for s in p.seeds], axis=0)
+    lo, hi = row["corruption_top1_ci"]
+    assert lo < shares.mean() < hi and hi - lo == pytest.approx(2 * 1.96 * shares.std() / math.sqrt(N), rel=0.3)
+    from cifarbench.eval import metrics, ood
+
+    def averaged(measure):
+        return np.mean([measure(predictions[s]) for s in p.seeds])
+
+    auroc = averaged(lambda r: ood.auroc(r["confidence"], r["ood_scores"]))
+    fpr = averaged(lambda r: ood.fpr_at_tpr(r["confidence"], r["ood_scores"]))
+    ece = averaged(
+        lambda r: metrics.calibration_error_resampled(r["confidence"][None], r["correct1"][None].astype(float))[0]
+    )
+    for name, value, widest in (("ood_auroc", auroc, 0.15), ("ood_fpr95", fpr, 0.3), ("ece", ece, 0.15)):
+        lo, hi = row[f"{name}_ci"]
+        assert lo < value < hi and 0.005 < hi - lo < widest, (name, value, lo, hi)
+
+
+def report_text(res, p):
+    from cifarbench.pipeline import report
+
+    metas = {
+        ds: {
+            "stand_in": False,
+            "source": f"{ds} python archive",
+            "classes": [str(c) for c in range(10 if ds == "cifar10" else 100)],
+            "counts": {"train": 800, "val": 200, "test": N},
+            "coarse_classes": None,
+        }
+        for ds in DATASETS
+    }
+    return report.Report(p, res, metas).markdown()
+
+
+def test_the_report_says_what_the_files_say(two_seeds):
+    """report.md's facts come from the run's files: altered files, altered words."""
+    import copy
+
+    p, res = two_seeds
+    text = report_text(res, p)
+    assert "scikit-learn's lbfgs, on CPU, 2 threads (fp32)" in text and "the 20 nearest" in text
+    assert "1 of the 15 CIFAR-10-C corruptions (fog)" in text and "1 of the 15 CIFAR-100-C corruptions (fog)" in text
+    assert "generated by CIFARbench's corruption code" in text and "(150 images)" in text
+    assert "5-fold cross-validation over them" in text
+    assert "| 50.0 (45.0–55.0) (pretrained) |" in text.replace("  ", "")  # the probe with its interval
+    altered = copy.deepcopy(res)
+    for ds in DATASETS:
+        for key in p.keys:
+            probe = altered["probe"][ds][key]
+            probe.update(backend="torch", device="NVIDIA H200 (bf16)")
+            probe["fewshot"]["c_from"] = "validation"
+            for seed in p.seeds:
+                altered["embed"][ds][key][seed]["knn_k"] = 7
+                evaluation = altered["evaluation"][ds][key][seed]
+                evaluation.update(corruption_source="released", corruption_images=10_000)
+                evaluation["ood"]["n_out"] = 9_999
+                evaluation["corruptions"] = {name: {"3": 0.4} for name in ("fog", "snow", "frost")}
+                evaluation.update(extra_corruptions={"saturate": {"3": 0.25}}, extra_corruption_top1=0.25)
+    text = report_text(altered, p)
+    assert "CIFARbench's batched L-BFGS in torch, on NVIDIA H200 (bf16)" in text and "scikit-learn" not in text
+    assert "the 7 nearest" in text and "the 20 nearest" not in text
+    assert "3 of the 15 CIFAR-100-C corruptions (fog, snow, frost) at severities [3]" in text
+    assert "the released arrays" in text and "generated by" not in text and "10,000 test images" in text
+    assert "(9,999 images)" in text and "chosen on the full validation split" in text
+    assert "Apart from that mean, its 1 extra corruptions (saturate) at the same severities: ResNet-18" in text
+    assert "extra corruptions" not in report_text(res, p)  # generated sets have none
 
 
 def test_one_seed_has_no_seed_spread():

@@ -62,6 +62,19 @@ def calibration(probabilities, labels, n_bins=ECE_BINS):
     return ece, {"bins": n_bins, "count": count.tolist(), "accuracy": listed(accuracy), "confidence": listed(mean_conf)}
 
 
+def calibration_error_resampled(confidence, correct, n_bins=ECE_BINS):
+    """calibration's ECE of each row: confidence, correct (B, n) -> (B,). The same bins; the sum over a bin
+    of (correct - confidence) is its count times (accuracy - mean confidence)."""
+    confidence = np.asarray(confidence, dtype=np.float64)
+    rows, n = confidence.shape
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    bins = np.digitize(confidence, edges[1:-1], right=True) + n_bins * np.arange(rows)[:, None]
+    gaps = np.bincount(
+        bins.ravel(), weights=(np.asarray(correct, np.float64) - confidence).ravel(), minlength=rows * n_bins
+    )
+    return np.abs(gaps.reshape(rows, n_bins)).sum(axis=1) / n
+
+
 def classification(logits, labels, classes):
     """Top-1, top-5, per-class accuracy, calibration and the confusion matrix of one test run."""
     import torch
@@ -87,7 +100,13 @@ def classification(logits, labels, classes):
 
 
 def knn_accuracy(train_features, train_labels, test_features, test_labels, k=20):
-    """k-NN accuracy of L2-normalised features (cosine neighbours), distance-weighted votes.
+    """k-NN accuracy of L2-normalised features (cosine neighbours), distance-weighted votes."""
+    return float(knn_correct(train_features, train_labels, test_features, test_labels, k).mean())
+
+
+def knn_correct(train_features, train_labels, test_features, test_labels, k=20):
+    """Per test image, whether the k-NN classifier of L2-normalised features (cosine neighbours,
+    distance-weighted votes) gets it right (bool array).
 
     The training split is the neighbour bank and the test split the queries,
     as in DINO's k-NN evaluation.
@@ -102,4 +121,4 @@ def knn_accuracy(train_features, train_labels, test_features, test_labels, k=20)
     k = min(k, len(train_labels))
     knn = KNeighborsClassifier(n_neighbors=k, weights="distance", algorithm="brute")
     knn.fit(normalise(train_features), train_labels)
-    return float(knn.score(normalise(test_features), test_labels))
+    return knn.predict(normalise(test_features)) == np.asarray(test_labels)

@@ -6,18 +6,21 @@ T * logsumexp(logits / T) (Liu et al. 2020). The in-distribution test set is
 the positive class of every quality measure. Score functions return float64
 numpy arrays (one score per image); quality measures return Python floats and
 lists, ready for a JSON metrics file. Ties between scores count as in the
-Mann-Whitney statistic: half a correctly ordered pair. A leaf: numpy, scipy
-and torch only.
+Mann-Whitney statistic: half a correctly ordered pair. The `_resampled` forms
+take one resample per row (the bootstrap intervals of summary.json). A leaf:
+numpy, scipy and torch only; torch is imported where logits come in, so the
+report stage, which reads scores from files, does not pay its import.
 """
 
 import math
 
 import numpy as np
-import torch
 from scipy.stats import rankdata
 
 
 def _logits(logits):
+    import torch
+
     logits = torch.as_tensor(logits).detach().to("cpu", torch.float64)
     if logits.ndim != 2:
         raise ValueError(f"logits must be (images, classes), got shape {tuple(logits.shape)}")
@@ -31,13 +34,17 @@ def msp(logits):
 
 def energy(logits, temperature=1.0):
     """Negative energy T * logsumexp(logits / T) of each image (higher = more in-distribution)."""
+    import torch
+
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
     return (temperature * torch.logsumexp(_logits(logits) / temperature, dim=1)).numpy()
 
 
 def _scores(scores, name):
-    scores = np.asarray(torch.as_tensor(scores).detach().cpu(), dtype=np.float64).reshape(-1)
+    if hasattr(scores, "detach"):  # a torch tensor
+        scores = scores.detach().cpu().numpy()
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
     if scores.size == 0:
         raise ValueError(f"{name} is empty")
     if np.isnan(scores).any():
@@ -78,6 +85,21 @@ def fpr_at_tpr(scores_in, scores_out, tpr=0.95):
     return float(np.count_nonzero(scores_out >= threshold) / scores_out.size)
 
 
+def auroc_resampled(scores_in, scores_out):
+    """auroc of each row: scores_in (B, n_in), scores_out (B, n_out) -> (B,)."""
+    n_in, n_out = scores_in.shape[1], scores_out.shape[1]
+    ranks = rankdata(np.concatenate([scores_in, scores_out], axis=1), axis=1)
+    return (ranks[:, :n_in].sum(axis=1) - n_in * (n_in + 1) / 2) / (n_in * n_out)
+
+
+def fpr_at_tpr_resampled(scores_in, scores_out, tpr=0.95):
+    """fpr_at_tpr of each row: scores_in (B, n_in), scores_out (B, n_out) -> (B,)."""
+    n_in = scores_in.shape[1]
+    k = max(1, math.ceil(tpr * n_in - 1e-9))
+    threshold = np.sort(scores_in, axis=1)[:, n_in - k]  # the k-th largest
+    return np.count_nonzero(scores_out >= threshold[:, None], axis=1) / scores_out.shape[1]
+
+
 def _full_roc(scores_in, scores_out):
     """ROC vertices (fpr, tpr), one per distinct threshold, from (0, 0) to (1, 1)."""
     scores = np.concatenate([scores_in, scores_out])
@@ -110,6 +132,7 @@ def roc_curve(scores_in, scores_out, points=101):
 
 
 SCORES = {"msp": msp, "energy": energy}  # maximum softmax probability, and the stronger energy score
+HEADLINE = "msp"  # the score of summary.json's ood_auroc and ood_fpr95
 
 
 def detection(in_logits, out_logits, points=101):

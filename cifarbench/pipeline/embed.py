@@ -19,8 +19,14 @@ def features(model, images_nhwc, preprocess, runtime, batch_size):
 
 
 def knn(train_features, train_labels, test_features, test_labels, k=KNN_K):
-    accuracy = metrics.knn_accuracy(train_features, train_labels, test_features, test_labels, k=k)
-    return {"knn_top1": accuracy, "knn_k": min(k, len(train_labels)), "feature_dim": int(train_features.shape[1])}
+    """(the embed metrics file's content, each test image's k-NN correctness)."""
+    correct = metrics.knn_correct(train_features, train_labels, test_features, test_labels, k=k)
+    result = {
+        "knn_top1": float(correct.mean()),
+        "knn_k": min(k, len(train_labels)),
+        "feature_dim": int(train_features.shape[1]),
+    }
+    return result, correct
 
 
 def _import_umap_with_numba_cache():
@@ -88,14 +94,21 @@ def run(s):
     model, preprocess, _ = inference.load(paths.checkpoint(ds, key, seed), rt)
     batch = s.params.compute.eval_batch_size
     test_features = features(model, test.images, preprocess, rt, batch)
-    result = knn(features(model, train.images, preprocess, rt, batch), train.labels, test_features, test.labels)
+    result, knn_correct = knn(
+        features(model, train.images, preprocess, rt, batch), train.labels, test_features, test.labels
+    )
     points = umap_2d(test_features, s.params.seed)
     # CIFAR-100's 100 colours would be unreadable: colour by its 20 coarse groups
     colours, names = (
         (test.coarse, meta["coarse_classes"]) if test.coarse is not None else (test.labels, meta["classes"])
     )
     atomic.save_npz(
-        paths.embedding_points(key, ds, seed), points=points, colours=colours, labels=test.labels, names=np.array(names)
+        paths.embedding_points(key, ds, seed),
+        points=points,
+        colours=colours,
+        labels=test.labels,
+        names=np.array(names),
+        knn_correct=knn_correct,  # per test image: what summary.json's knn_top1_ci resamples
     )
     figures.umap_scatter(
         points,

@@ -26,6 +26,7 @@ import torch
 
 from cifarbench import atomic, inputs, paths
 from cifarbench.data import dataset, transforms
+from cifarbench.data.sources import released_c
 from cifarbench.eval import efficiency, metrics, ood, robustness, stats
 from cifarbench.models import inference, timm_models
 from cifarbench.paths import DATASETS
@@ -99,12 +100,14 @@ def intervals(correct1, correct5, settings, seed):
 
 
 def out_of_distribution(model, preprocess, rt, batch_size, logits, dataset_name):
-    """The other dataset's test images as out-of-distribution (CIFAR-10 and CIFAR-100 share no class)."""
+    """The other dataset's test images as out-of-distribution (CIFAR-10 and CIFAR-100 share no class):
+    (the evaluate file's `ood` entry, the headline score of each out-of-distribution image)."""
     other = next(d for d in DATASETS if d != dataset_name)
     other_dir = paths.data_dir(other)
     images = dataset.load_split(other_dir, "test", dataset.load_meta(other_dir)).images
     other_logits = inference.infer(model, transforms.to_tensor(images, rt.device), preprocess, rt, batch_size)
-    return {"dataset": other, "n_out": len(images), **ood.detection(logits, other_logits)}
+    result = {"dataset": other, "n_out": len(images), **ood.detection(logits, other_logits)}
+    return result, ood.SCORES[ood.HEADLINE](other_logits)
 
 
 def run(s):
@@ -122,17 +125,34 @@ def run(s):
     result, predicted, confusion = metrics.classification(logits, labels, meta["classes"])
     correct1, correct5 = metrics.topk_correct(logits, labels, 1), metrics.topk_correct(logits, labels, 5)
     result.update(intervals(correct1, correct5, params.evaluate, params.seed))
-    result["ood"] = out_of_distribution(model, preprocess, rt, batch_size, logits, ds)
-    result.update(
-        robustness.accuracy(
-            model, images, labels.to(rt.device), preprocess, rt, batch_size, params.evaluate, params.seed
-        )
+    result["ood"], ood_scores = out_of_distribution(model, preprocess, rt, batch_size, logits, ds)
+    manifest = released_c.load(data_dir)  # the download stage's choice: released arrays or generated images
+    corrupted, (corruption_index, corruption_hits) = robustness.accuracy(
+        model,
+        images,
+        labels.to(rt.device),
+        preprocess,
+        rt,
+        batch_size,
+        params.evaluate,
+        params.seed,
+        released=manifest if manifest["source"] == "released" else None,
     )
+    result.update(corrupted, corruption_set=manifest["set"])
     classes, name, ds_name = meta["classes"], styles.display_name(params.models[key]), styles.dataset_name(ds)
 
     atomic.write_json(paths.evaluation(key, ds, seed), result)
+    # per test image, what summary.json's intervals resample (and ood_scores per out-of-distribution image)
     atomic.save_npz(
-        paths.predictions(key, ds, seed), predicted=predicted.astype(np.int16), correct1=correct1, correct5=correct5
+        paths.predictions(key, ds, seed),
+        predicted=predicted.astype(np.int16),
+        correct1=correct1,
+        correct5=correct5,
+        confidence=ood.SCORES[ood.HEADLINE](logits),  # the top softmax probability: calibration's confidence
+        ood_scores=ood_scores,
+        corruption_index=corruption_index,
+        corruption_hits=corruption_hits,
+        corruption_runs=np.int64(sum(len(by) for by in result["corruptions"].values())),
     )
     atomic.write_json(
         paths.per_image(key, ds, seed),

@@ -7,10 +7,15 @@ change on every run), in two files of the same `{dataset: {model: {...}}}`
 shape, so `dvc metrics diff --targets metrics/summary.json` shows only what a
 param changed. With several seeds a number is the mean over them.
 
-Intervals are over the test images: each image's correctness averaged over
-the training seeds, resampled with replacement (a percentile bootstrap,
-seeded by params' `seed`, so the files are deterministic). With two or more
-seeds, `top1_seed_ci` is also the Student-t interval over the seeds' top-1.
+Every headline number has its 95 % interval, `<metric>_ci`, a percentile
+bootstrap seeded by params' `seed` (the files are deterministic) that resamples
+what varies: the test images (top1, top5, knn_top1, corruption_top1: each
+image's result averaged over the training seeds; ece: the images with their
+confidences, the statistic averaged over the seeds on each resample), the test
+images and the other dataset's images each on their own (ood_auroc, ood_fpr95),
+and for the probes what the probe stage resampled (the test images; for
+few-shot, the draws too). With two or more seeds, `top1_seed_ci` is also the
+Student-t interval over the seeds' top-1.
 """
 
 import itertools
@@ -18,7 +23,7 @@ import itertools
 import numpy as np
 
 from cifarbench import atomic, inputs, paths
-from cifarbench.eval import stats
+from cifarbench.eval import metrics, ood, stats
 from cifarbench.paths import DATASETS
 
 # per-seed stage outputs: name -> where each (key, dataset, seed) file is
@@ -32,6 +37,8 @@ PER_SEED = {
 COST_FROM_EVALUATE = ("params", "gflops", "throughput", "latency_ms", "peak_memory_mb")
 COST_FROM_TRAINING = ("trainable_params", "train_seconds", "seconds_per_epoch", "epochs")
 SIGNIFICANCE = 0.05  # family-wise, Holm's correction over the pairs of models of one dataset
+# what evaluate's predictions file holds per test image (and per out-of-distribution image: ood_scores)
+PER_IMAGE = ("correct1", "correct5", "confidence", "ood_scores", "corruption_hits", "corruption_runs")
 
 
 def collect(params):
@@ -45,8 +52,15 @@ def collect(params):
     }
     out["predictions"] = {
         ds: {
+            key: {seed: inputs.read_npz(paths.predictions(key, ds, seed), PER_IMAGE) for seed in params.seeds}
+            for key in params.keys
+        }
+        for ds in DATASETS
+    }
+    out["knn"] = {
+        ds: {
             key: {
-                seed: inputs.read_npz(paths.predictions(key, ds, seed), ("correct1", "correct5"))
+                seed: inputs.read_npz(paths.embedding_points(key, ds, seed), ("knn_correct",))["knn_correct"]
                 for seed in params.seeds
             }
             for key in params.keys
@@ -72,8 +86,59 @@ def seed_averaged(per_seed, field):
     return np.mean([np.asarray(p[field], dtype=np.float64) for p in per_seed.values()], axis=0)
 
 
+def _rounded(interval):
+    return [round(float(v), 6) for v in interval]
+
+
 def _interval(values, params):
-    return [round(v, 6) for v in stats.bootstrap_ci(values, resamples=params.evaluate.bootstrap, seed=params.seed)]
+    return _rounded(stats.bootstrap_ci(values, resamples=params.evaluate.bootstrap, seed=params.seed))
+
+
+def _statistic_interval(statistic, sizes, params):
+    return _rounded(
+        stats.bootstrap_statistic_ci(statistic, sizes, resamples=params.evaluate.bootstrap, seed=params.seed)
+    )
+
+
+def _over_seeds(per_seed, field):
+    """(seeds, n) array of one per-image field."""
+    return np.stack([np.asarray(p[field], dtype=np.float64) for p in per_seed.values()])
+
+
+def ece_interval(predictions, params):
+    """ECE's interval: the test images resampled with their confidences, ECE averaged over the seeds."""
+    confidence, correct = _over_seeds(predictions, "confidence"), _over_seeds(predictions, "correct1")
+
+    def ece(index):
+        return np.mean(
+            [metrics.calibration_error_resampled(c[index], k[index]) for c, k in zip(confidence, correct)], 0
+        )
+
+    return _statistic_interval(ece, [confidence.shape[1]], params)
+
+
+def ood_intervals(predictions, params):
+    """ood_auroc's and ood_fpr95's intervals: the test images and the out-of-distribution images resampled each
+    on their own (the same resamples for both), the measure averaged over the seeds."""
+    scores_in, scores_out = _over_seeds(predictions, "confidence"), _over_seeds(predictions, "ood_scores")
+    sizes = [scores_in.shape[1], scores_out.shape[1]]
+
+    def averaged(measure):
+        return lambda i, o: np.mean([measure(a[i], b[o]) for a, b in zip(scores_in, scores_out)], 0)
+
+    return {
+        "ood_auroc_ci": _statistic_interval(averaged(ood.auroc_resampled), sizes, params),
+        "ood_fpr95_ci": _statistic_interval(averaged(ood.fpr_at_tpr_resampled), sizes, params),
+    }
+
+
+def corruption_interval(predictions, params):
+    """corruption_top1's interval: the corrupted test images resampled, each with its share of runs right."""
+    first = next(iter(predictions.values()))
+    if int(first["corruption_runs"]) == 0:
+        return None
+    shares = [np.asarray(p["corruption_hits"], np.float64) / int(p["corruption_runs"]) for p in predictions.values()]
+    return _interval(np.mean(shares, axis=0), params)
 
 
 def _row(results, params, ds, key):
@@ -86,14 +151,21 @@ def _row(results, params, ds, key):
         row["top1_seeds"] = [round(v, 6) for v in top1s]
         row["top1_seed_ci"] = [round(v, 6) for v in stats.t_interval(top1s)[1:]]
     row["ece"] = mean_over_seeds(evaluation, "ece")
+    row["ece_ci"] = ece_interval(predictions, params)
     row["knn_top1"] = mean_over_seeds(results["embed"][ds][key], "knn_top1")
+    knn = results["knn"][ds][key]
+    row["knn_top1_ci"] = _interval(np.mean([np.asarray(c, np.float64) for c in knn.values()], axis=0), params)
     row["best_val_acc"] = mean_over_seeds(results["train"][ds][key], "best_val_acc")
-    msp = {seed: r["ood"]["msp"] for seed, r in evaluation.items()}
-    row["ood_auroc"], row["ood_fpr95"] = mean_over_seeds(msp, "auroc"), mean_over_seeds(msp, "fpr95")
+    headline = {seed: r["ood"][ood.HEADLINE] for seed, r in evaluation.items()}
+    row["ood_auroc"], row["ood_fpr95"] = mean_over_seeds(headline, "auroc"), mean_over_seeds(headline, "fpr95")
+    row.update(ood_intervals(predictions, params))
     row["corruption_top1"] = mean_over_seeds(evaluation, "corruption_top1")
+    row["corruption_top1_ci"] = corruption_interval(predictions, params)
     probe = results["probe"][ds][key]
     row["probe_top1"] = round(probe["probe_top1"], 6)
+    row["probe_top1_ci"] = _rounded(probe["probe_top1_ci"])
     row["fewshot_top1"] = {shots: round(v, 6) for shots, v in probe["fewshot_top1"].items()}
+    row["fewshot_top1_ci"] = {shots: _rounded(v) for shots, v in probe["fewshot_top1_ci"].items()}
     if ds == "cifar100":  # how the CIFAR-10-tuned features carry over before any CIFAR-100 training
         row["probe_from_cifar10_top1"] = round(probe["probe_from_cifar10_top1"], 6)
     return row

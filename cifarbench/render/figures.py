@@ -34,8 +34,36 @@ def _wrapped(text, width=38):
     return "\n".join(textwrap.wrap(text, width)) or text
 
 
+def describe(fig):
+    """What a figure shows, for a reader without eyes (and for tests): its title, and per axes that holds data
+    its title, axis labels, number of drawn series and legend entries; the figure's own legend entries."""
+    import json
+
+    axes = []
+    for ax in fig.axes:
+        if not ax.get_visible() or not ax.has_data():
+            continue
+        legend = ax.get_legend()
+        axes.append(
+            {
+                "title": ax.get_title(),
+                "xlabel": ax.get_xlabel(),
+                "ylabel": ax.get_ylabel(),
+                # lines, scatters and bar groups, reference lines (a diagonal, a chance level) included
+                "series": len(ax.lines) + len(ax.collections) + len(ax.containers),
+                "legend": [t.get_text() for t in legend.get_texts()] if legend else [],
+            }
+        )
+    suptitle = fig.get_suptitle() if hasattr(fig, "get_suptitle") else ""
+    legends = [t.get_text() for legend in fig.legends for t in legend.get_texts()]
+    return json.dumps({"title": suptitle, "axes": axes, "legend": legends}, ensure_ascii=False)
+
+
 def save(fig, path):
-    atomic.save_figure(path, fig, bbox_inches="tight")
+    """The PNG, with describe(fig) in its metadata (PNG text chunks "Title" and "Description")."""
+    suptitle = fig.get_suptitle() if hasattr(fig, "get_suptitle") else ""
+    metadata = {"Title": suptitle, "Description": describe(fig)}
+    atomic.save_figure(path, fig, bbox_inches="tight", metadata=metadata)
     plt.close(fig)
 
 
