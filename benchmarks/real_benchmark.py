@@ -82,6 +82,7 @@ from train_real import peak_bf16_tflops, training_flops  # noqa: E402
 from cifarbench import params as paramslib  # noqa: E402
 from cifarbench import paths  # noqa: E402
 from cifarbench.data import dataset  # noqa: E402
+from cifarbench.data.sources import released_c  # noqa: E402
 from cifarbench.data.sources.cifar_names import (  # noqa: E402
     CIFAR100_COARSE_CLASSES,
     CIFAR100_FINE_CLASSES,
@@ -170,6 +171,11 @@ def write_data(datasets, val_count, seed):
     for ds in datasets:
         splits = dataset.prepare(ds, 0, val_count, seed)
         dataset.save(ds, splits, paths.data_dir(ds.name))
+        # JPEG stand-ins are not CIFAR's test split: generated corruptions, as the download stage would choose
+        why = "benchmark stand-in images, not CIFAR's test split"
+        released_c.write(
+            {"set": released_c.RELEASES[ds.name].name, "source": "generated", "why": why}, paths.data_dir(ds.name)
+        )
 
 
 # ---------------------------------------------------------------- timing

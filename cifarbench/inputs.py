@@ -90,20 +90,35 @@ def read_npz(path, required, optional=()):
 # metrics/per_image/<model>-<dataset>-<seed>.json, written by the evaluate stage (pipeline/evaluate.py):
 # {"format": PER_IMAGE_FORMAT, "n_test": N, "n_classes": C, "test_digest": "sha256:<64 hex>",
 #  "dtype": "uint8" | "uint16", "predicted": base64 of N little-endian classes, "correct": base64 of
-#  np.packbits(predicted == label)}: about 1.5 bytes an image, the same bytes on every rerun.
+#  np.packbits(predicted == label)}: about 1.5 bytes an image, the same bytes on every rerun. Since the
+# intervals on every number, also (files without them are read for top-1 alone): "confidence", base64 of N
+# float32 top softmax probabilities; "n_out" and "ood_scores", the out-of-distribution images' float32 scores;
+# "corruption_runs", "corruption_index" (base64 of the corrupted test images' indices, uint16, or uint32 past
+# 65,536 images) and "corruption_hits" (base64 of uint8: in how many runs each was right). About 12 bytes an
+# image with the out-of-distribution scores: 162 kB of JSON at CIFAR's 10,000 test images (measured).
 PER_IMAGE_FORMAT = "cifarbench per-image predictions 1"
 CLASS_DTYPES = {"uint8": "<u1", "uint16": "<u2"}
 _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+# metrics/per_image/probe/<model>-<dataset>.json, written by the probe stage: {"format": PROBE_FORMAT,
+# "n_test", "test_digest", "correct": base64 of np.packbits(the starting-weights probe's test predictions
+# right)}
+PROBE_FORMAT = "cifarbench per-image probe 1"
 
 
 @dataclasses.dataclass(frozen=True)
 class PerImage:
-    """One evaluate run's per-image results: predicted classes, their correctness, the test set's digest."""
+    """One evaluate run's per-image results: predicted classes, their correctness, the test set's digest, and
+    (None in files written before them) what the other numbers' comparisons pair."""
 
     predicted: np.ndarray  # (n_test,) int64
     correct: np.ndarray  # (n_test,) bool: predicted == the test label
     n_classes: int
     test_digest: str  # sha256 over the test labels and pixels evaluate scored
+    confidence: np.ndarray | None = None  # (n_test,) float32: the top softmax probability
+    ood_scores: np.ndarray | None = None  # (n_out,) float32: the other dataset's test images' scores
+    corruption_index: np.ndarray | None = None  # (n_corrupted,) int64: test images corrupted
+    corruption_hits: np.ndarray | None = None  # (n_corrupted,) int: runs each was right in
+    corruption_runs: int = 0
 
     @property
     def top1(self):
@@ -143,11 +158,70 @@ def _per_image(data):
     predicted = np.frombuffer(_decoded(record, "predicted", n * item.itemsize), dtype=item).astype(np.int64)
     if predicted.max() >= n_classes:
         raise ValueError(f"a predicted class is {int(predicted.max())}, past n_classes {n_classes}")
-    bits = np.frombuffer(_decoded(record, "correct", (n + 7) // 8), dtype=np.uint8)
-    correct = np.unpackbits(bits)
-    if correct[n:].any():
-        raise ValueError("correct has bits set past n_test")
-    return PerImage(predicted, correct[:n].astype(bool), n_classes, digest)
+    return PerImage(predicted, _bits(record, "correct", n), n_classes, digest, **_extras(record, n))
+
+
+def _bits(record, field, n):
+    bits = np.unpackbits(np.frombuffer(_decoded(record, field, (n + 7) // 8), dtype=np.uint8))
+    if bits[n:].any():
+        raise ValueError(f"{field} has bits set past n_test")
+    return bits[:n].astype(bool)
+
+
+def _count(record, field):
+    value = record.get(field)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"{field} is not a whole number")
+    return value
+
+
+def _extras(record, n):
+    """The per-image arrays of the other numbers, where the file has them."""
+    out = {}
+    if "confidence" in record:
+        out["confidence"] = np.frombuffer(_decoded(record, "confidence", 4 * n), dtype="<f4")
+    if "ood_scores" in record:
+        n_out = _count(record, "n_out")
+        out["ood_scores"] = np.frombuffer(_decoded(record, "ood_scores", 4 * n_out), dtype="<f4")
+    if "corruption_hits" in record:
+        runs, count = _count(record, "corruption_runs"), _count(record, "corruption_images")
+        index_dtype = np.dtype("<u2" if n <= 1 << 16 else "<u4")
+        index = np.frombuffer(_decoded(record, "corruption_index", count * index_dtype.itemsize), index_dtype)
+        hits = np.frombuffer(_decoded(record, "corruption_hits", count), dtype=np.uint8)
+        if count and (index.max() >= n or hits.max() > runs):
+            raise ValueError("corruption_index or corruption_hits out of range")
+        out.update(corruption_index=index.astype(np.int64), corruption_hits=hits.astype(np.int64), corruption_runs=runs)
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class ProbePerImage:
+    """One probe stage's per-image results: whether the starting-weights probe got each test image right."""
+
+    correct: np.ndarray
+    test_digest: str
+
+
+def probe_per_image(data, path, revision=None):
+    """A probe per-image file's content, checked: a ProbePerImage, or one line naming the file and the fix."""
+    try:
+        record = json.loads(data.decode("utf-8") if isinstance(data, bytes) else data)
+        if not isinstance(record, dict) or record.get("format") != PROBE_FORMAT:
+            raise ValueError(f"its format is not {PROBE_FORMAT!r}")
+        n, digest = _count(record, "n_test"), record.get("test_digest")
+        if not isinstance(digest, str) or not _DIGEST.match(digest):
+            raise ValueError("no test_digest (sha256:<64 hex digits>)")
+        return ProbePerImage(_bits(record, "correct", n), digest)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        problem = f"not valid JSON: {first_line(exc)}"
+    except ValueError as exc:
+        problem = str(exc)
+    if revision is None:
+        raise damaged(path, problem)
+    raise BenchError(
+        f"{path} at {revision} is damaged ({problem}); rerun its stage on that revision "
+        f"(`dvc repro -f {paths.producing_stage(path) or 'probe'}`) and commit the result"
+    )
 
 
 def per_image(data, path, revision=None):

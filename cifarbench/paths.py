@@ -53,6 +53,7 @@ _PRODUCERS = (
         re.compile(r"(?:^|/)metrics/(?P<kind>evaluate|efficiency|per_image|embed|probe)/(?P<run>[^/]+)\.json$"),
         lambda m: f"{'evaluate' if m['kind'] in ('efficiency', 'per_image') else m['kind']}@{m['run']}",
     ),
+    (re.compile(r"(?:^|/)metrics/per_image/probe/(?P<run>[^/]+)\.json$"), lambda m: f"probe@{m['run']}"),
     (re.compile(r"(?:^|/)metrics/(?:summary|cost|comparisons|top1)\.json$"), lambda m: "report"),
     (re.compile(r"(?:^|/)recipes/"), lambda m: "recipes"),
 )
@@ -134,6 +135,11 @@ def per_image(key, dataset, seed):
     Small and git-tracked (cache: false, not a declared metric), so every commit and experiment
     carries what `cifarbench compare` pairs, without a DVC remote (format: inputs.per_image)."""
     return METRICS / "per_image" / f"{key}-{dataset}-{seed}.json"
+
+
+def probe_per_image(key, dataset):
+    """Per test image: whether the starting-weights probe gets it right (git-tracked, format inputs.PROBE_FORMAT)."""
+    return METRICS / "per_image" / "probe" / f"{key}-{dataset}.json"
 
 
 def embedding_metrics(key, dataset, seed):

@@ -146,6 +146,68 @@ def test_the_table_fits_120_columns_for_three_models_and_two_datasets(seeds):
     assert md.splitlines()[2].startswith("| dataset | model | top-1 A | top-1 B |")
 
 
+def side(rng, correct_rate, overconfidence, ood_mean, robust_rate, n=2000, n_out=1500, n_corrupted=500):
+    """One run's per-image results, drawn: top-1, how far confidence overshoots it, where the other dataset's
+    images score, and the share of corrupted images right in both of 2 runs."""
+    correct = rng.random(n) < correct_rate
+    confidence = np.clip(correct_rate + overconfidence + rng.normal(0, 0.02, n), 0.01, 1)
+    return inputs.PerImage(
+        np.zeros(n, dtype=np.int64),
+        correct,
+        10,
+        "sha256:" + "0" * 64,
+        confidence=confidence.astype(np.float32),
+        ood_scores=np.clip(rng.normal(ood_mean, 0.1, n_out), 0.01, 1).astype(np.float32),
+        corruption_index=np.arange(n_corrupted),
+        corruption_hits=(rng.random(n_corrupted) < robust_rate).astype(np.int64) * 2,
+        corruption_runs=2,
+    )
+
+
+def test_the_other_numbers_are_compared_paired_with_holm_over_their_cells():
+    """B calibrates better (ECE down), separates the other dataset better, is more robust and probes better:
+    every other number is `better`, each difference inside its interval; A against itself: p 1, inconclusive.
+    Files without the arrays (written before them) compare top-1 alone."""
+    rng = np.random.default_rng(3)
+    a, b = {0: side(rng, 0.7, 0.25, 0.9, 0.4)}, {0: side(rng, 0.7, 0.0, 0.3, 0.6)}
+    probe_a = inputs.ProbePerImage(rng.random(2000) < 0.5, "sha256:" + "0" * 64)
+    probe_b = inputs.ProbePerImage(rng.random(2000) < 0.7, "sha256:" + "0" * 64)
+    rev_a, rev_b = compare.revisions.Revision("main", "1" * 40), compare.revisions.Revision(compare.revisions.WORKSPACE)
+    rows = compare.judge(
+        compare.rows_for(
+            rev_a,
+            rev_b,
+            {("cifar10", "m"): a},
+            {("cifar10", "m"): b},
+            {("cifar10", "m"): probe_a},
+            {("cifar10", "m"): probe_b},
+        )
+    )
+    others = rows[0]["others"]
+    assert list(others) == ["probe_top1", "corruption_top1", "ood_auroc", "ece"]
+    assert (
+        others["ece"]["diff"] < -0.1 and others["ood_auroc"]["diff"] > 0.2 and others["corruption_top1"]["diff"] > 0.1
+    )
+    assert others["probe_top1"]["p"] == stats_mcnemar(probe_a.correct, probe_b.correct)
+    for name, cell in others.items():
+        lo, hi = cell["diff_ci"]
+        assert lo < cell["diff"] < hi and cell["holm_p"] < 0.01 and cell["verdict"] == "better", (name, cell)
+    same = compare.judge(compare.rows_for(rev_a, rev_b, {("cifar10", "m"): a}, {("cifar10", "m"): a}))
+    assert {(c["p"], c["verdict"]) for c in same[0]["others"].values()} == {(1.0, "inconclusive")}
+    assert list(same[0]["others"]) == ["corruption_top1", "ood_auroc", "ece"]  # no probe files: no probe row
+    old = {0: inputs.PerImage(a[0].predicted, a[0].correct, 10, a[0].test_digest)}
+    assert compare.rows_for(rev_a, rev_b, {("cifar10", "m"): old}, {("cifar10", "m"): b})[0]["others"] == {}
+    text = compare.as_text(rows)
+    assert "Other numbers" in text and max(len(line) for line in text.splitlines()) <= 120, text
+    assert json.loads(compare.as_json(rows))[0]["others"]["ece"]["verdict"] == "better"
+
+
+def stats_mcnemar(a, b):
+    from cifarbench.eval import stats
+
+    return stats.mcnemar_exact(a, b)
+
+
 def test_cells_on_one_side_only_are_listed_as_such():
     a = compare.revisions.Revision("main", "1" * 40)
     b = compare.revisions.Revision("exp", "2" * 40, baseline="1" * 40)
@@ -267,7 +329,11 @@ def test_per_image_files_are_git_tracked_small_and_not_metrics(repo):
     assert listed == [f"metrics/per_image/{VIT}-{d}-0.json" for d in ("cifar10", "cifar100")]
     for name in listed:
         run = inputs.per_image((repo.path / name).read_bytes(), name)
-        assert run.n_classes in (10, 100) and len((repo.path / name).read_bytes()) < 2 * run.correct.size + 400
+        # base64 of a class, a bit, a float32 confidence, a uint16 index and a uint8 hit count per test image,
+        # and a float32 score per out-of-distribution image: under 11 and 5.4 bytes
+        size = len((repo.path / name).read_bytes())
+        assert run.n_classes in (10, 100) and size < 11 * run.correct.size + 5.4 * run.ood_scores.size + 600
+        assert run.confidence.size == run.correct.size and run.corruption_runs == 4 and run.corruption_hits.size
     shown = json.loads(repo.dvc("metrics", "show", "--json").stdout)
     assert not any("per_image" in path for rev in shown.values() for path in rev.get("data", {})), shown
 
@@ -294,6 +360,10 @@ def test_a_clearly_better_recipe_is_better_and_swapping_flips_it(repo, monkeypat
     assert w["diff_ci"] == pytest.approx([-b["diff_ci"][1], -b["diff_ci"][0]], abs=0.01)
     # CIFAR-100 was not re-run: the baseline's own results on both sides
     assert worse[("one", "cifar100")]["diff"] == 0 and worse[("one", "cifar100")]["verdict"] == "inconclusive"
+    # the other numbers from the real per-image files (this repo runs no probe stage: no probe row)
+    assert list(w["others"]) == ["corruption_top1", "ood_auroc", "ece"]
+    assert w["others"]["corruption_top1"]["diff"] < 0 and w["others"]["corruption_top1"]["verdict"] == "worse"
+    assert {c["p"] for c in worse[("one", "cifar100")]["others"].values()} == {1.0}
 
 
 def test_branches_commits_tags_and_experiment_names_resolve(repo, monkeypatch):

@@ -17,6 +17,13 @@ over the same test images (the files' test-set digests must agree):
   (seed-to-seed variance is often the larger noise), Holm-corrected over the cells that have it;
 - verdict, B against A: `better` or `worse` when holm_p holds at ALPHA, seed_holm_p too where there
   is one, and the first seeds' difference points the way diff does; else `inconclusive`.
+
+Beside top-1, `others` compares probe_top1, corruption_top1, ood_auroc and ece where both sides' files hold
+what they need (per-image files from before the intervals on every number hold top-1 alone), each paired
+over the same images: a, b (seed-averaged), diff = b - a with its 95 % paired bootstrap interval, p (exact
+McNemar on the probes' 0/1 outcomes; for the others the two-sided bootstrap p of the same resamples), holm_p
+corrected over every such cell compared (one family, apart from top-1's, whose columns and exit codes are
+unchanged), and a verdict (lower ece is better).
 """
 
 import json
@@ -32,7 +39,7 @@ import yaml
 from cifarbench import inputs, paths
 from cifarbench.commands import revisions
 from cifarbench.errors import BenchError
-from cifarbench.eval import stats
+from cifarbench.eval import metrics, ood, stats
 from cifarbench.paths import DATASETS
 from cifarbench.pipeline import summaries
 
@@ -43,6 +50,9 @@ LOCK, PARAMS = "dvc.lock", "params.yaml"
 VERDICTS = ("better", "worse", "inconclusive")
 WIDTH = 120  # the readable table's notes wrap here; its rows stay under it for 3 models x 2 datasets
 _EVALUATE = re.compile(rf"^evaluate@(?P<model>.+)-(?P<dataset>{'|'.join(DATASETS)})-(?P<seed>\d+)$")
+_PROBE = re.compile(rf"^probe@(?P<model>.+)-(?P<dataset>{'|'.join(DATASETS)})$")
+# compared beside top-1: whether a higher value is the better one
+OTHERS = {"probe_top1": True, "corruption_top1": True, "ood_auroc": True, "ece": False}
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
@@ -105,15 +115,39 @@ def runs(revision, lock, params):
     return found
 
 
+def probe_files(lock):
+    """{(dataset, model): probe per-image file path} of the probe stages a dvc.lock records with that output."""
+    try:
+        stages = (yaml.load(lock.decode("utf-8"), Loader=_LOADER) or {}).get("stages") or {}
+    except (UnicodeDecodeError, yaml.YAMLError, AttributeError):
+        return {}
+    found = {}
+    for name, stage in stages.items():
+        match = _PROBE.match(name)
+        if not match:
+            continue
+        path = paths.probe_per_image(match["model"], match["dataset"]).as_posix()
+        if path in {out.get("path") for out in (stage or {}).get("outs") or [] if isinstance(out, dict)}:
+            found[(match["dataset"], match["model"])] = path
+    return found
+
+
 def load(sides):
-    """{Revision: {(dataset, model): {seed: inputs.PerImage}}} for every revision in `sides`, read in two batches."""
+    """({Revision: {(dataset, model): {seed: inputs.PerImage}}}, {Revision: {(dataset, model):
+    inputs.ProbePerImage}}) for every revision in `sides`, read in two batches."""
     head = revisions.read([(r, LOCK) for r in sides] + [(r, PARAMS) for r in sides])
     listed = {r: runs(r, head[i], head[len(sides) + i]) for i, r in enumerate(sides)}
+    probes = {r: probe_files(head[i]) for i, r in enumerate(sides)}
     requests = [
         (r, cell, seed, path) for r in sides for cell, seeds in listed[r].items() for seed, path in seeds.items()
     ]
-    contents = revisions.read([(r, path) for r, _, _, path in requests])
-    out = {r: {} for r in sides}
+    probe_requests = [(r, cell, path) for r in sides for cell, path in probes[r].items() if cell in listed[r]]
+    contents = revisions.read([(r, path) for r, _, _, path in requests] + [(r, path) for r, _, path in probe_requests])
+    probe_contents = contents[len(requests) :]
+    out, probed = {r: {} for r in sides}, {r: {} for r in sides}
+    for (r, cell, path), data in zip(probe_requests, probe_contents):
+        if data is not None:  # a probe file the lock lists but git lacks: that cell's probe is not compared
+            probed[r][cell] = inputs.probe_per_image(data, path, None if r.sha is None else r.label)
     for (r, cell, seed, path), data in zip(requests, contents):
         if data is None:
             if r.sha is None:
@@ -123,7 +157,7 @@ def load(sides):
                 "`git add -A` (`git commit -am` leaves new files out)"
             )
         out[r].setdefault(cell, {})[seed] = inputs.per_image(data, path, None if r.sha is None else r.label)
-    return out
+    return out, probed
 
 
 def _same_test_set(a, b, cell, a_runs, b_runs):
@@ -165,6 +199,65 @@ def cell_stats(a_runs, b_runs):
     }
 
 
+def _averaged(runs_, field):
+    """(seeds, n) float64 array of one per-image field, or None where a run's file lacks it."""
+    values = [getattr(run, field) for run in runs_.values()]
+    return None if any(v is None for v in values) else np.stack([np.asarray(v, np.float64) for v in values])
+
+
+def _other(a, b, ci_p):
+    lo, hi, p = ci_p
+    return {"a": float(a), "b": float(b), "diff": float(b - a), "diff_ci": [lo, hi], "p": p}
+
+
+def other_stats(a_runs, b_runs, a_probe=None, b_probe=None):
+    """{number: {a, b, diff, diff_ci, p}} of OTHERS that both sides' files hold, paired over the same images."""
+    out, resampling = {}, {"resamples": RESAMPLES, "seed": BOOTSTRAP_SEED}
+    if a_probe is not None and b_probe is not None and a_probe.correct.shape == b_probe.correct.shape:
+        a, b = a_probe.correct.astype(np.float64), b_probe.correct.astype(np.float64)
+        lo, hi, _ = stats.paired_bootstrap_test(lambda i: b[i].mean(1) - a[i].mean(1), [a.size], **resampling)
+        out["probe_top1"] = _other(a.mean(), b.mean(), (lo, hi, stats.mcnemar_exact(a_probe.correct, b_probe.correct)))
+    hits = [_averaged(r, "corruption_hits") for r in (a_runs, b_runs)]
+    index = [next(iter(r.values())).corruption_index for r in (a_runs, b_runs)]
+    if all(h is not None for h in hits) and np.array_equal(index[0], index[1]) and len(index[0]):
+        a, b = ((h / next(iter(r.values())).corruption_runs).mean(0) for h, r in zip(hits, (a_runs, b_runs)))
+        out["corruption_top1"] = _other(
+            a.mean(),
+            b.mean(),
+            stats.paired_bootstrap_test(lambda i: b[i].mean(1) - a[i].mean(1), [a.size], **resampling),
+        )
+    confidence = [_averaged(r, "confidence") for r in (a_runs, b_runs)]
+    if all(c is not None for c in confidence):
+        correct = [_averaged(r, "correct") for r in (a_runs, b_runs)]
+
+        def ece(side, i):
+            return np.mean(
+                [metrics.calibration_error_resampled(c[i], k[i]) for c, k in zip(confidence[side], correct[side])], 0
+            )
+
+        every = np.arange(confidence[0].shape[1])[None]
+        out["ece"] = _other(
+            ece(0, every)[0],
+            ece(1, every)[0],
+            stats.paired_bootstrap_test(lambda i: ece(1, i) - ece(0, i), [every.size], **resampling),
+        )
+        scores = [_averaged(r, "ood_scores") for r in (a_runs, b_runs)]
+        if all(s_ is not None for s_ in scores) and scores[0].shape[1] == scores[1].shape[1]:
+
+            def auroc(side, i, o):
+                return np.mean([ood.auroc_resampled(c[i], s_[o]) for c, s_ in zip(confidence[side], scores[side])], 0)
+
+            everything = np.arange(scores[0].shape[1])[None]
+            out["ood_auroc"] = _other(
+                auroc(0, every, everything)[0],
+                auroc(1, every, everything)[0],
+                stats.paired_bootstrap_test(
+                    lambda i, o: auroc(1, i, o) - auroc(0, i, o), [every.size, everything.size], **resampling
+                ),
+            )
+    return {name: out[name] for name in OTHERS if name in out}
+
+
 def verdict(diff, first_seed_diff, significant, seed_significant=None):
     """B against A: 'better' or 'worse' when the image-level test holds (after Holm), the seed-level test
     holds where there is one (None: fewer than 2 seeds a side), and the first seeds' difference
@@ -186,6 +279,14 @@ def judge(rows):
     for r, p, ok in zip(compared, adjusted, reject):
         r["holm_p"] = p
         r["verdict"] = verdict(r["diff"], r["first_seed_diff"], ok, seed_ok.get(id(r)))
+    cells = [(name, cell) for r in compared for name, cell in (r.get("others") or {}).items()]
+    other_adjusted, other_reject = stats.holm([cell["p"] for _, cell in cells], ALPHA)
+    for (name, cell), p, ok in zip(cells, other_adjusted, other_reject):
+        better = cell["diff"] > 0 if OTHERS[name] else cell["diff"] < 0
+        cell["holm_p"], cell["verdict"] = (
+            p,
+            ("better" if better else "worse") if ok and cell["diff"] else "inconclusive",
+        )
     return rows
 
 
@@ -193,18 +294,21 @@ def _row(a, b, dataset, model, only_in=None, **values):
     row = {"a": a.label, "b": b.label, "dataset": dataset, "model": model}
     row.update(dict.fromkeys(("n_test", "n_seeds_a", "n_seeds_b", "top1_a", "top1_b", "diff", "diff_ci")))
     row.update(dict.fromkeys(("mcnemar_p", "holm_p", "seed_p", "seed_holm_p", "verdict", "first_seed_diff")))
+    row["others"] = {}
     row.update(values, only_in=only_in)
     return row
 
 
-def rows_for(a, b, a_cells, b_cells):
+def rows_for(a, b, a_cells, b_cells, a_probes=None, b_probes=None):
     """One row per model x dataset of either side (in dataset, then registry order), before Holm."""
+    a_probes, b_probes = a_probes or {}, b_probes or {}
     order = list(a_cells) + [c for c in b_cells if c not in a_cells]
     out = []
     for cell in sorted(order, key=lambda c: (DATASETS.index(c[0]), order.index(c))):
         if cell in a_cells and cell in b_cells:
             _same_test_set(a, b, cell, a_cells[cell], b_cells[cell])
-            out.append(_row(a, b, *cell, **cell_stats(a_cells[cell], b_cells[cell])))
+            others = other_stats(a_cells[cell], b_cells[cell], a_probes.get(cell), b_probes.get(cell))
+            out.append(_row(a, b, *cell, others=others, **cell_stats(a_cells[cell], b_cells[cell])))
         else:
             side, cells = ("a", a_cells) if cell in a_cells else ("b", b_cells)
             runs_ = cells[cell]
@@ -224,8 +328,8 @@ def compare(a_text=None, b_text=None, every=False):
         raise BenchError("--all compares the experiments of a commit against it: give a commit (default HEAD)")
     elif not (bs := revisions.experiments_of(a)):
         raise BenchError(f"{a.label} has no experiments: `dvc exp run` some first (`dvc exp show` lists them)")
-    loaded = load(list(dict.fromkeys([a, *bs])))
-    return judge([row for b in bs for row in rows_for(a, b, loaded[a], loaded[b])])
+    loaded, probes = load(list(dict.fromkeys([a, *bs])))
+    return judge([row for b in bs for row in rows_for(a, b, loaded[a], loaded[b], probes[a], probes[b])])
 
 
 PUBLIC = (
@@ -246,6 +350,7 @@ PUBLIC = (
     "seed_holm_p",
     "verdict",
     "only_in",
+    "others",
 )
 
 
@@ -259,8 +364,16 @@ def _rounded(value):
 
 def as_json(rows):
     """--json: a list of objects, accuracies and differences as fractions rounded to 6 digits, p-values as they are."""
-    keep = [{k: (r[k] if k.endswith("_p") else _rounded(r[k])) for k in PUBLIC} for r in rows]
-    return json.dumps(keep, indent=2)
+
+    def kept(record, keys):
+        return {k: record[k] if k.endswith("_p") or k == "p" else _rounded(record[k]) for k in keys}
+
+    out = []
+    for r in rows:
+        row = kept(r, [k for k in PUBLIC if k != "others"])
+        row["others"] = {name: kept(cell, list(cell)) for name, cell in (r.get("others") or {}).items()}
+        out.append(row)
+    return json.dumps(out, indent=2)
 
 
 def _pct(v):
@@ -311,6 +424,26 @@ def _header(seeded):
     ]
 
 
+OTHER_HEADER = ["dataset", "model", "number", "A", "B", "B - A", "95 % interval", "p", "Holm p", "verdict"]
+
+
+def _other_rows(rows):
+    out = []
+    for r in rows:
+        for name, cell in (r.get("others") or {}).items():
+            if name == "ood_auroc":  # a 0-1 measure, in its own units
+                shown, diff = (lambda v: f"{v:.3f}"), (lambda v: f"{v:+.3f}")
+            else:
+                shown, diff = _pct, _points
+            lo, hi = cell["diff_ci"]
+            out.append(
+                ([r["b"]] if r.get("_every") else [])
+                + [r["dataset"], r["model"], name, shown(cell["a"]), shown(cell["b"]), diff(cell["diff"])]
+                + [f"[{diff(lo)}, {diff(hi)}]", _p(cell["p"]), _p(cell["holm_p"]), cell["verdict"]]
+            )
+    return out
+
+
 def _notes(rows, every):
     compared = [r for r in rows if r["only_in"] is None]
     if not compared:
@@ -332,6 +465,13 @@ def _notes(rows, every):
     if len(single) < len(compared):
         notes.append(
             "seeds p: Welch's t-test on the per-seed top-1s, after Holm; better or worse needs it to hold too."
+        )
+    if any(r.get("others") for r in compared):
+        notes.append(
+            "Other numbers, paired over the same images: the starting-weights linear probe's top-1 (McNemar p), "
+            "top-1 under corruption, MSP AUROC against the other dataset's images and ECE (lower is better), each "
+            "with a 95 % paired bootstrap interval and the bootstrap's two-sided p; Holm over every such cell "
+            f"compared ({sum(len(r['others']) for r in compared)}), apart from top-1's."
         )
     return notes
 
@@ -362,15 +502,26 @@ def as_text(rows, every=False, markdown=False):
     for r in rows:
         groups.setdefault(r["b"], []).append(r)
     notes = _notes(rows, every)
+    others = _other_rows([{**r, "_every": every} for r in rows])
     if markdown:
-        header = (["B"] if every else []) + _header(seeded)
-        lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
-        lines += ["| " + " | ".join(([r["b"]] if every else []) + _cells(r, seeded)) + " |" for r in rows]
+
+        def table(header, body):
+            lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
+            return lines + ["| " + " | ".join(cells) + " |" for cells in body]
+
+        lines = table(
+            (["B"] if every else []) + _header(seeded), [([r["b"]] if every else []) + _cells(r, seeded) for r in rows]
+        )
+        if others:
+            lines += ["", *table((["B"] if every else []) + OTHER_HEADER, others)]
         return "\n".join([_title(rows, every), "", *lines, "", "\n\n".join(notes)])
     out = [_title(rows, every)]
     for b, group in groups.items():
         out += ["", f"B = {b}"] if every else [""]
         out += _text_table([_header(seeded)] + [_cells(r, seeded) for r in group])
+    if others:
+        out += ["", "Other numbers"]
+        out += _text_table([(["B"] if every else []) + OTHER_HEADER] + others, right_from=3 + every)
     out.append("")
     out += [textwrap.fill(note, WIDTH) for note in notes]
     return "\n".join(out)

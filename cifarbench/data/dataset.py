@@ -82,6 +82,18 @@ def resolve_val_count(val_size, n_train):
     return count
 
 
+def test_digest(images, labels):
+    """sha256 over the test labels and pixels as scored (dtype and shape included): equal digests, same test set."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for array in (np.asarray(labels, dtype="<i8"), np.asarray(images)):
+        array = np.ascontiguousarray(array)
+        h.update(f"{array.dtype.str}{array.shape};".encode())
+        h.update(array.tobytes())
+    return f"sha256:{h.hexdigest()}"
+
+
 def test_index(ds, limit, seed):
     """Each test-split image's index in the source's test set: all of them, or data.limit's stratified share."""
     if limit and limit < len(ds.train):

@@ -92,6 +92,20 @@ def bootstrap_statistic_ci(statistic, sizes, resamples=1000, seed=0, level=0.95)
     return _percentile_interval(np.concatenate(values), level)
 
 
+def paired_bootstrap_test(difference, sizes, resamples=1000, seed=0, level=0.95):
+    """(lo, hi, p) of a difference B - A between two results on the same images: `difference` takes one
+    (batch, size) index matrix per sample (bootstrap_statistic_ci's convention), the same resampled images for
+    both sides, and returns (batch,) differences. p is the two-sided bootstrap p-value: twice the smaller share
+    of resampled differences on either side of 0 (at most 1; 1 when every resample ties)."""
+    values = []
+    lo, hi = bootstrap_statistic_ci(
+        lambda *index: values.append(difference(*index)) or values[-1], sizes, resamples, seed, level
+    )
+    values = np.concatenate(values)
+    p = 2 * min(float(np.mean(values <= 0)), float(np.mean(values >= 0)))
+    return lo, hi, min(1.0, p)
+
+
 def draws_and_images_ci(correct, resamples=1000, seed=0, level=0.95):
     """Percentile bootstrap interval (lo, hi) of the mean of a (draws, images) matrix of per-image results,
     resampling the draws and the images, each on its own: what varies in a few-shot number is which

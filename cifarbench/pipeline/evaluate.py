@@ -18,7 +18,6 @@ Three files per model, dataset and training seed, kept apart on purpose:
 
 import base64
 import csv
-import hashlib
 import io
 
 import numpy as np
@@ -46,22 +45,21 @@ def confusion_csv(labels, predicted, classes):
     return out.getvalue()
 
 
-def test_digest(images, labels):
-    """sha256 over the test labels and pixels as scored (dtype and shape included): equal digests, same test set."""
-    h = hashlib.sha256()
-    for array in (np.asarray(labels, dtype="<i8"), np.asarray(images)):
-        array = np.ascontiguousarray(array)
-        h.update(f"{array.dtype.str}{array.shape};".encode())
-        h.update(array.tobytes())
-    return f"sha256:{h.hexdigest()}"
+test_digest = dataset.test_digest  # tests and cifarbench compare's docs name it here
 
 
-def per_image(predicted, correct, n_classes, digest):
-    """The per-image predictions file's content (inputs.PER_IMAGE_FORMAT): the same bytes for the same results."""
+def _b64(array, dtype):
+    return base64.b64encode(np.ascontiguousarray(array, dtype=dtype).tobytes()).decode("ascii")
+
+
+def per_image(predicted, correct, n_classes, digest, confidence=None, ood_scores=None, corruption=None):
+    """The per-image predictions file's content (inputs.PER_IMAGE_FORMAT): the same bytes for the same results.
+
+    confidence, ood_scores and corruption ((index, hits, runs)) add what comparing the other numbers pairs."""
     dtype = "uint8" if n_classes <= 256 else "uint16"
     classes = np.asarray(predicted).astype(inputs.CLASS_DTYPES[dtype])
     bits = np.packbits(np.asarray(correct, dtype=bool))
-    return {
+    out = {
         "format": inputs.PER_IMAGE_FORMAT,
         "n_test": int(len(classes)),
         "n_classes": int(n_classes),
@@ -70,6 +68,19 @@ def per_image(predicted, correct, n_classes, digest):
         "predicted": base64.b64encode(classes.tobytes()).decode("ascii"),
         "correct": base64.b64encode(bits.tobytes()).decode("ascii"),
     }
+    if confidence is not None:
+        out["confidence"] = _b64(confidence, "<f4")
+    if ood_scores is not None:
+        out.update(n_out=int(len(ood_scores)), ood_scores=_b64(ood_scores, "<f4"))
+    if corruption is not None:
+        index, hits, runs = corruption
+        out.update(
+            corruption_runs=int(runs),
+            corruption_images=int(len(index)),
+            corruption_index=_b64(index, "<u2" if len(classes) <= 1 << 16 else "<u4"),
+            corruption_hits=_b64(hits, "<u1"),
+        )
+    return out
 
 
 def sample_indices(n_test, count):
@@ -143,20 +154,30 @@ def run(s):
 
     atomic.write_json(paths.evaluation(key, ds, seed), result)
     # per test image, what summary.json's intervals resample (and ood_scores per out-of-distribution image)
+    confidence = ood.SCORES[ood.HEADLINE](logits)  # the top softmax probability: calibration's confidence
+    runs = sum(len(by) for by in result["corruptions"].values())
     atomic.save_npz(
         paths.predictions(key, ds, seed),
         predicted=predicted.astype(np.int16),
         correct1=correct1,
         correct5=correct5,
-        confidence=ood.SCORES[ood.HEADLINE](logits),  # the top softmax probability: calibration's confidence
+        confidence=confidence,
         ood_scores=ood_scores,
         corruption_index=corruption_index,
         corruption_hits=corruption_hits,
-        corruption_runs=np.int64(sum(len(by) for by in result["corruptions"].values())),
+        corruption_runs=np.int64(runs),
     )
     atomic.write_json(
         paths.per_image(key, ds, seed),
-        per_image(predicted, correct1, len(classes), test_digest(test.images, test.labels)),
+        per_image(
+            predicted,
+            correct1,
+            len(classes),
+            test_digest(test.images, test.labels),
+            confidence=confidence,
+            ood_scores=ood_scores,
+            corruption=(corruption_index, corruption_hits, runs),
+        ),
     )
     atomic.write_text(paths.confusion_rows(key, ds, seed), confusion_csv(test.labels, predicted, classes))
     figures.confusion(

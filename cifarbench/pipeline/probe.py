@@ -15,11 +15,13 @@ cifarbench.eval.linear_probe fits the multinomial logistic regressions:
   CIFAR-100 training (on CIFAR-10 itself: how linear the fine-tuned features are).
 """
 
+import base64
 import time
 
+import numpy as np
 import torch
 
-from cifarbench import atomic, paths
+from cifarbench import atomic, inputs, paths
 from cifarbench.data import dataset, transforms
 from cifarbench.errors import BenchError
 from cifarbench.eval import linear_probe, stats
@@ -130,5 +132,15 @@ def run(s):
         "device": rt.describe(),
     }
     atomic.write_json(paths.probe_metrics(key, ds), result)
+    test = splits["test"]
+    atomic.write_json(
+        paths.probe_per_image(key, ds),
+        {
+            "format": inputs.PROBE_FORMAT,
+            "n_test": len(test),
+            "test_digest": dataset.test_digest(test.images, test.labels),
+            "correct": base64.b64encode(np.packbits(probe_correct).tobytes()).decode("ascii"),
+        },
+    )
     seconds = {"features_seconds": round(feature_seconds, 2), "total_seconds": round(time.perf_counter() - start, 2)}
     return result, seconds
