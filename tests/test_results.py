@@ -181,6 +181,43 @@ def report_text(res, p):
     return report.Report(p, res, metas).markdown()
 
 
+def test_the_protocol_table_marks_what_differs_between_models(two_seeds):
+    """Each model's protocol per stage, from the recipes and the trainings' block counts: rows where the models
+    differ are marked and named under the table with the linear probe as the like-for-like comparison; with one
+    protocol for all, the sentence says so."""
+    import copy
+
+    p, res = two_seeds
+    res = copy.deepcopy(res)
+    for ds in DATASETS:
+        for key in p.keys:
+            for cost in res["train_cost"][ds][key].values():
+                frozen = 1 if (key == "dinov2_vitb14" and ds == "cifar100") else 0
+                cost.update(blocks=4 if key == "resnet18" else 2, frozen_blocks=frozen)
+    text = report_text(res, p)
+    table = text[text.index("### Each model's protocol") : text.index("## Test accuracy")]
+    assert "| **optimizer** ≠ " in table and "| sgd " in table and "| adamw " in table
+    assert "1 of 2 (50%)" in table and "0 of 4 (0%)" in table and "| **blocks frozen** ≠ " in table
+    assert "| epochs " in table and "**epochs**" not in table  # the same for every model
+    assert "the fine-tuned columns below compare these recipes as well as the backbones" in table
+    assert "The linear probe trains one protocol for every model" in table
+    from cifarbench import params as paramslib
+
+    raw = tiny_params(seeds=[0, 1])
+    for section in ("models", "train", "transfer"):
+        del raw[section]["efficientnet_b0"]
+    raw["models"]["dinov2_vitb14"].update(img_size=32)
+    raw["models"]["dinov2_vitb14"]["kwargs"]["patch_size"] = 8
+    for section in ("train", "transfer"):
+        raw[section]["dinov2_vitb14"] = dict(raw[section]["resnet18"])
+    raw["transfer"]["dinov2_vitb14"]["freeze_blocks"] = 0
+    for ds in DATASETS:
+        for cost in res["train_cost"][ds]["dinov2_vitb14"].values():
+            cost["frozen_blocks"] = 0
+    text = report_text(res, paramslib.parse(raw))
+    assert "Every model trains under the same protocol here" in text and "≠" not in text
+
+
 def test_the_report_says_what_the_files_say(two_seeds):
     """report.md's facts come from the run's files: altered files, altered words."""
     import copy

@@ -228,6 +228,7 @@ class Report:
                 "significance": summaries.SIGNIFICANCE,
             },
             "models": [self._model(key) for key in self.keys],
+            "protocol": self._protocol(),
             "summary": self.summary,
             "cost": self.cost,
             "comparisons": {ds: self._pairs(ds) for ds in DATASETS},
@@ -274,21 +275,64 @@ class Report:
         }
 
     def _model(self, key):
-        spec, train, transfer = (
-            self.params.model(key),
-            self.params.recipe("train", key),
-            self.params.recipe("transfer", key),
-        )
+        spec = self.params.model(key)
         return {
             "key": key,
             "name": self.name(key),
             "arch": spec.arch,
             "weights": {True: "pretrained", False: "random init"}.get(spec.pretrained, f"`{spec.pretrained}`"),
             "img_size": spec.img_size,
-            "train": f"{train.optimizer}, lr {train.lr:g}, {train.schedule}, {train.epochs} ep",
-            "transfer": f"{transfer.optimizer}, lr {transfer.lr:g}, {transfer.schedule}, {transfer.epochs} ep",
-            "freeze": transfer.freeze_blocks,
         }
+
+    def _protocol(self):
+        """Each model's training protocol per stage, field by field, from the recipes the trainings read and the
+        trainings' own cost files (block counts): {"columns": [...], "rows": [{"field", "cells", "differs"}]}."""
+        columns, values = [], []
+        for key in self.keys:
+            spec = self.params.model(key)
+            for section, ds in (("train", DATASETS[0]), ("transfer", DATASETS[1])):
+                recipe, cost = self.params.recipe(section, key), self.first("train_cost", ds, key)
+                weights = {True: "pretrained", False: "random init"}.get(spec.pretrained, "local file")
+                start = (
+                    weights
+                    if section == "train"
+                    else {"cifar10": "its CIFAR-10 checkpoint"}.get(recipe.init, f"{weights} (not CIFAR-10's)")
+                )
+                blocks, frozen = cost.get("blocks"), cost.get("frozen_blocks", getattr(recipe, "freeze_blocks", 0))
+                share = None if blocks is None else frozen / blocks
+                augment = recipe.augment
+                columns.append(f"{self.styles.names.get(key, key).split(' (')[0]}, {styles.dataset_name(ds)}")
+                values.append(
+                    {
+                        "starting weights": start,
+                        "optimizer": recipe.optimizer,
+                        "peak lr": f"{recipe.lr:g} (set by the recipe, not tuned)",
+                        "weight decay": f"{recipe.weight_decay:g}",
+                        "layer decay": "none" if recipe.layer_decay is None else f"{recipe.layer_decay:g}",
+                        "epochs": str(recipe.epochs),
+                        "batch size": str(recipe.batch_size),
+                        "schedule": f"{recipe.schedule}, {recipe.warmup_epochs} warm-up epochs",
+                        "blocks frozen": f"{frozen}" if share is None else f"{frozen} of {blocks} ({share:.0%})",
+                        "augmentation": f"crop pad {augment.crop_padding}, flip {'on' if augment.flip else 'off'}, "
+                        f"jitter {augment.jitter:g}",
+                        "input size": f"{spec.img_size} px",
+                    }
+                )
+        fields = list(values[0])
+        per_stage = len(values) // len(self.keys)
+
+        def compared(value, field):  # frozen blocks compare by their share: 0 of 4 is 0 of 2
+            return value.split("(")[-1] if field == "blocks frozen" else value
+
+        rows = []
+        for field in fields:
+            # models differ where, for one stage, two models have different values
+            differs = any(
+                len({compared(values[m * per_stage + stage][field], field) for m in range(len(self.keys))}) > 1
+                for stage in range(per_stage)
+            )
+            rows.append({"field": field, "cells": [v[field] for v in values], "differs": differs})
+        return {"columns": columns, "rows": rows}
 
     def _pairs(self, ds):
         pairs = []

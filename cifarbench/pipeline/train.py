@@ -100,6 +100,7 @@ def run(s, stage, model, init_path=None):
 
     memory.reset_peak(rt.device)
     total_params, trainable_params = timm_models.count_parameters(model)  # after any freezing
+    blocks = timm_models.block_count(model)  # the report's protocol table: frozen blocks as a share
     meta = dataset.load_meta(data_dir)
     tensors = _tensors(data_dir, meta, rt.device)
     model = inference.prepare_model(model, rt)
@@ -184,6 +185,7 @@ def run(s, stage, model, init_path=None):
             "stopped_early": trainer.stopped_early,
         }
         cost = _cost(trainer, history, rt, (total_params, trainable_params))
+        cost.update(blocks=blocks, frozen_blocks=getattr(recipe, "freeze_blocks", 0))
         _finish(live, summary, cost, paths.train_cost(ds, key, seed))
         resume.mark_finished(
             state_path,
