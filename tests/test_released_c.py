@@ -213,3 +213,39 @@ def test_evaluate_scores_the_released_images_and_the_extra_ones_apart(tmp_path):
     assert result["extra_corruptions"] == {"saturate": {"1": 1.0, "3": 0.0}} and result["extra_corruption_top1"] == 0.5
     first = seen[0].permute(0, 2, 3, 1).numpy()  # gaussian_noise at severity 1: the array's rows, test order
     assert list(first[:, 0, 0, 0]) == list(range(20)) and (first[:, 1:] == pixel("gaussian_noise", 1)).all()
+
+
+def test_auto_downloads_the_release_where_data_dir_lacks_it(tmp_path, monkeypatch):
+    """data.source auto: the release is fetched over HTTP (a local server stands in for Zenodo), checked against
+    its size and MD5, and used; the download stage's line says so."""
+    import dataclasses
+    import functools
+    import http.server
+    import threading
+    from types import SimpleNamespace
+
+    from cifarbench.data.sources import download as archives
+
+    raw_dir, ds = project(tmp_path)
+    served = tmp_path / "zenodo"
+    served.mkdir()
+    write_tar(served / "CIFAR-10-C.tar", release_arrays(ds.test.labels))
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        release = dataclasses.replace(
+            released_c.RELEASES["cifar10"],
+            url=f"http://127.0.0.1:{server.server_address[1]}/CIFAR-10-C.tar",
+            md5=archives.file_md5(served / "CIFAR-10-C.tar"),
+            size=(served / "CIFAR-10-C.tar").stat().st_size,
+        )
+        monkeypatch.setitem(released_c.RELEASES, "cifar10", release)
+        data = SimpleNamespace(source="auto", dir=str(raw_dir), verify=True)
+        evaluate = SimpleNamespace(corruption_source="auto", corruptions=["gaussian_noise", "fog"])
+        found = released_c.resolve("cifar10", data, evaluate, ds.test.labels, np.arange(20), 20)
+    finally:
+        server.shutdown()
+    assert found["source"] == "released" and found["why"].endswith("(MD5 checked)")
+    assert (raw_dir / "CIFAR-10-C.tar").read_bytes() == (served / "CIFAR-10-C.tar").read_bytes()
+    assert (released_c.read(found, "fog", 2, [5])[0, 1:] == pixel("fog", 2)).all()
