@@ -189,6 +189,7 @@ def test_the_other_numbers_are_compared_paired_with_holm_over_their_cells():
         others["ece"]["diff"] < -0.1 and others["ood_auroc"]["diff"] > 0.2 and others["corruption_top1"]["diff"] > 0.1
     )
     assert others["probe_top1"]["p"] == stats_mcnemar(probe_a.correct, probe_b.correct)
+    assert others["ece"]["p"] == pytest.approx(2 / 1001)  # every resample below 0: the least a bootstrap can say
     for name, cell in others.items():
         lo, hi = cell["diff_ci"]
         assert lo < cell["diff"] < hi and cell["holm_p"] < 0.01 and cell["verdict"] == "better", (name, cell)

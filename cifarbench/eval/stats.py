@@ -96,14 +96,20 @@ def paired_bootstrap_test(difference, sizes, resamples=1000, seed=0, level=0.95)
     """(lo, hi, p) of a difference B - A between two results on the same images: `difference` takes one
     (batch, size) index matrix per sample (bootstrap_statistic_ci's convention), the same resampled images for
     both sides, and returns (batch,) differences. p is the two-sided bootstrap p-value: twice the smaller share
-    of resampled differences on either side of 0 (at most 1; 1 when every resample ties)."""
+    of resampled differences on either side of 0, each share counted as (1 + hits) / (1 + resamples) so that a
+    finite bootstrap never claims p = 0 (at least 2 / (1 + resamples)); at most 1, and 1 when every resample
+    ties."""
     values = []
-    lo, hi = bootstrap_statistic_ci(
-        lambda *index: values.append(difference(*index)) or values[-1], sizes, resamples, seed, level
-    )
+
+    def kept(*index):
+        values.append(np.asarray(difference(*index), dtype=np.float64))
+        return values[-1]
+
+    lo, hi = bootstrap_statistic_ci(kept, sizes, resamples, seed, level)
     values = np.concatenate(values)
-    p = 2 * min(float(np.mean(values <= 0)), float(np.mean(values >= 0)))
-    return lo, hi, min(1.0, p)
+    below, above = (1 + np.count_nonzero(values <= 0), 1 + np.count_nonzero(values >= 0))
+    p = 2 * min(below, above) / (1 + values.size)
+    return lo, hi, min(1.0, float(p))
 
 
 def draws_and_images_ci(correct, resamples=1000, seed=0, level=0.95):
