@@ -39,7 +39,7 @@ import yaml
 from cifarbench import inputs, paths
 from cifarbench.commands import revisions
 from cifarbench.errors import BenchError
-from cifarbench.eval import metrics, ood, stats
+from cifarbench.eval import ood, stats
 from cifarbench.paths import DATASETS
 from cifarbench.pipeline import summaries
 
@@ -202,7 +202,7 @@ def cell_stats(a_runs, b_runs):
 def _averaged(runs_, field):
     """(seeds, n) float64 array of one per-image field, or None where a run's file lacks it."""
     values = [getattr(run, field) for run in runs_.values()]
-    return None if any(v is None for v in values) else np.stack([np.asarray(v, np.float64) for v in values])
+    return None if any(v is None for v in values) else summaries.over_seeds(values)
 
 
 def _other(a, b, ci_p):
@@ -211,50 +211,39 @@ def _other(a, b, ci_p):
 
 
 def other_stats(a_runs, b_runs, a_probe=None, b_probe=None):
-    """{number: {a, b, diff, diff_ci, p}} of OTHERS that both sides' files hold, paired over the same images."""
+    """{number: {a, b, diff, diff_ci, p}} of OTHERS that both sides' files hold, paired over the same images: the
+    statistics of summary.json's intervals (summaries.ece_over_seeds, ...) on the same resamples for both sides."""
     out, resampling = {}, {"resamples": RESAMPLES, "seed": BOOTSTRAP_SEED}
+    sides = (a_runs, b_runs)
+
+    def paired(a, b, sizes):
+        """_other for statistics a, b of index matrices: their values on every image, the test of b - a."""
+        every = [np.arange(n)[None] for n in sizes]
+        test = stats.paired_bootstrap_test(lambda *index: b(*index) - a(*index), sizes, **resampling)
+        return _other(a(*every)[0], b(*every)[0], test)
+
+    def mean_of(values):
+        return lambda index: values[index].mean(axis=1)
+
     if a_probe is not None and b_probe is not None and a_probe.correct.shape == b_probe.correct.shape:
         a, b = a_probe.correct.astype(np.float64), b_probe.correct.astype(np.float64)
-        lo, hi, _ = stats.paired_bootstrap_test(lambda i: b[i].mean(1) - a[i].mean(1), [a.size], **resampling)
-        out["probe_top1"] = _other(a.mean(), b.mean(), (lo, hi, stats.mcnemar_exact(a_probe.correct, b_probe.correct)))
-    hits = [_averaged(r, "corruption_hits") for r in (a_runs, b_runs)]
-    index = [next(iter(r.values())).corruption_index for r in (a_runs, b_runs)]
+        probe = paired(mean_of(a), mean_of(b), [a.size])
+        probe["p"] = stats.mcnemar_exact(a_probe.correct, b_probe.correct)  # 0/1 outcomes: the exact test
+        out["probe_top1"] = probe
+    hits = [_averaged(r, "corruption_hits") for r in sides]
+    index = [next(iter(r.values())).corruption_index for r in sides]
     if all(h is not None for h in hits) and np.array_equal(index[0], index[1]) and len(index[0]):
-        a, b = ((h / next(iter(r.values())).corruption_runs).mean(0) for h, r in zip(hits, (a_runs, b_runs)))
-        out["corruption_top1"] = _other(
-            a.mean(),
-            b.mean(),
-            stats.paired_bootstrap_test(lambda i: b[i].mean(1) - a[i].mean(1), [a.size], **resampling),
-        )
-    confidence = [_averaged(r, "confidence") for r in (a_runs, b_runs)]
+        a, b = (summaries.corruption_shares(h, next(iter(r.values())).corruption_runs) for h, r in zip(hits, sides))
+        out["corruption_top1"] = paired(mean_of(a), mean_of(b), [a.size])
+    confidence = [_averaged(r, "confidence") for r in sides]
     if all(c is not None for c in confidence):
-        correct = [_averaged(r, "correct") for r in (a_runs, b_runs)]
-
-        def ece(side, i):
-            return np.mean(
-                [metrics.calibration_error_resampled(c[i], k[i]) for c, k in zip(confidence[side], correct[side])], 0
-            )
-
-        every = np.arange(confidence[0].shape[1])[None]
-        out["ece"] = _other(
-            ece(0, every)[0],
-            ece(1, every)[0],
-            stats.paired_bootstrap_test(lambda i: ece(1, i) - ece(0, i), [every.size], **resampling),
-        )
-        scores = [_averaged(r, "ood_scores") for r in (a_runs, b_runs)]
+        correct = [_averaged(r, "correct") for r in sides]
+        ece = [summaries.ece_over_seeds(c, k) for c, k in zip(confidence, correct)]
+        out["ece"] = paired(*ece, [confidence[0].shape[1]])
+        scores = [_averaged(r, "ood_scores") for r in sides]
         if all(s_ is not None for s_ in scores) and scores[0].shape[1] == scores[1].shape[1]:
-
-            def auroc(side, i, o):
-                return np.mean([ood.auroc_resampled(c[i], s_[o]) for c, s_ in zip(confidence[side], scores[side])], 0)
-
-            everything = np.arange(scores[0].shape[1])[None]
-            out["ood_auroc"] = _other(
-                auroc(0, every, everything)[0],
-                auroc(1, every, everything)[0],
-                stats.paired_bootstrap_test(
-                    lambda i, o: auroc(1, i, o) - auroc(0, i, o), [every.size, everything.size], **resampling
-                ),
-            )
+            auroc = [summaries.ood_over_seeds(ood.auroc_resampled, c, s_) for c, s_ in zip(confidence, scores)]
+            out["ood_auroc"] = paired(*auroc, [confidence[0].shape[1], scores[0].shape[1]])
     return {name: out[name] for name in OTHERS if name in out}
 
 

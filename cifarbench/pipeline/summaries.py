@@ -81,9 +81,37 @@ def mean_over_seeds(per_seed, field, digits=6):
     return round(float(np.mean(values)), digits)
 
 
+def over_seeds(arrays):
+    """(seeds, n) float64 array from one per-image array per training seed."""
+    return np.stack([np.asarray(a, dtype=np.float64) for a in arrays])
+
+
 def seed_averaged(per_seed, field):
     """Each test image's correctness (field correct1/correct5) averaged over the training seeds."""
-    return np.mean([np.asarray(p[field], dtype=np.float64) for p in per_seed.values()], axis=0)
+    return over_seeds([p[field] for p in per_seed.values()]).mean(axis=0)
+
+
+# The statistics behind the intervals that are not means of per-image values, on resampled images (one resample
+# per row of an index matrix) and averaged over the training seeds (the rows of the (seeds, n) arrays). The
+# report's intervals and `cifarbench compare`'s paired differences both use these.
+
+
+def ece_over_seeds(confidence, correct):
+    """index -> (batch,) ECE of each resample of the test images, averaged over the seeds."""
+    return lambda index: np.mean(
+        [metrics.calibration_error_resampled(c[index], k[index]) for c, k in zip(confidence, correct)], axis=0
+    )
+
+
+def ood_over_seeds(measure, scores_in, scores_out):
+    """(index in, index out) -> (batch,) measure (ood.auroc_resampled, ...) of each resample, averaged over the
+    seeds; the test images and the out-of-distribution images are resampled each on their own."""
+    return lambda i, o: np.mean([measure(a[i], b[o]) for a, b in zip(scores_in, scores_out)], axis=0)
+
+
+def corruption_shares(hits, runs):
+    """Each corrupted test image's share of the runs it was right in, averaged over the seeds (hits: (seeds, n))."""
+    return (np.asarray(hits, dtype=np.float64) / runs).mean(axis=0)
 
 
 def _rounded(interval):
@@ -102,18 +130,13 @@ def _statistic_interval(statistic, sizes, params):
 
 def _over_seeds(per_seed, field):
     """(seeds, n) array of one per-image field."""
-    return np.stack([np.asarray(p[field], dtype=np.float64) for p in per_seed.values()])
+    return over_seeds([p[field] for p in per_seed.values()])
 
 
 def ece_interval(predictions, params):
     """ECE's interval: the test images resampled with their confidences, ECE averaged over the seeds."""
-    confidence, correct = _over_seeds(predictions, "confidence"), _over_seeds(predictions, "correct1")
-
-    def ece(index):
-        return np.mean(
-            [metrics.calibration_error_resampled(c[index], k[index]) for c, k in zip(confidence, correct)], 0
-        )
-
+    confidence = _over_seeds(predictions, "confidence")
+    ece = ece_over_seeds(confidence, _over_seeds(predictions, "correct1"))
     return _statistic_interval(ece, [confidence.shape[1]], params)
 
 
@@ -122,23 +145,18 @@ def ood_intervals(predictions, params):
     on their own (the same resamples for both), the measure averaged over the seeds."""
     scores_in, scores_out = _over_seeds(predictions, "confidence"), _over_seeds(predictions, "ood_scores")
     sizes = [scores_in.shape[1], scores_out.shape[1]]
-
-    def averaged(measure):
-        return lambda i, o: np.mean([measure(a[i], b[o]) for a, b in zip(scores_in, scores_out)], 0)
-
     return {
-        "ood_auroc_ci": _statistic_interval(averaged(ood.auroc_resampled), sizes, params),
-        "ood_fpr95_ci": _statistic_interval(averaged(ood.fpr_at_tpr_resampled), sizes, params),
+        f"ood_{name}_ci": _statistic_interval(ood_over_seeds(measure, scores_in, scores_out), sizes, params)
+        for name, measure in (("auroc", ood.auroc_resampled), ("fpr95", ood.fpr_at_tpr_resampled))
     }
 
 
 def corruption_interval(predictions, params):
     """corruption_top1's interval: the corrupted test images resampled, each with its share of runs right."""
-    first = next(iter(predictions.values()))
-    if int(first["corruption_runs"]) == 0:
+    runs = int(next(iter(predictions.values()))["corruption_runs"])
+    if runs == 0:
         return None
-    shares = [np.asarray(p["corruption_hits"], np.float64) / int(p["corruption_runs"]) for p in predictions.values()]
-    return _interval(np.mean(shares, axis=0), params)
+    return _interval(corruption_shares(_over_seeds(predictions, "corruption_hits"), runs), params)
 
 
 def _row(results, params, ds, key):
@@ -154,7 +172,7 @@ def _row(results, params, ds, key):
     row["ece_ci"] = ece_interval(predictions, params)
     row["knn_top1"] = mean_over_seeds(results["embed"][ds][key], "knn_top1")
     knn = results["knn"][ds][key]
-    row["knn_top1_ci"] = _interval(np.mean([np.asarray(c, np.float64) for c in knn.values()], axis=0), params)
+    row["knn_top1_ci"] = _interval(over_seeds(list(knn.values())).mean(axis=0), params)
     row["best_val_acc"] = mean_over_seeds(results["train"][ds][key], "best_val_acc")
     headline = {seed: r["ood"][ood.HEADLINE] for seed, r in evaluation.items()}
     row["ood_auroc"], row["ood_fpr95"] = mean_over_seeds(headline, "auroc"), mean_over_seeds(headline, "fpr95")
