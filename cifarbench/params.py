@@ -18,6 +18,7 @@ architecture exist, does img_size fit the patch) live in cifarbench.models.check
 import copy
 import hashlib
 import json
+import math
 import re
 from pathlib import Path
 from typing import Annotated, Literal
@@ -27,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 DEFAULT_PATH = Path("params.yaml")
 RECIPE_SECTIONS = {"train": "train-cifar10", "transfer": "transfer-cifar100"}  # params section -> its stage
 DEFAULTS = "defaults"  # the shared recipe inside train: and transfer:; not a model key
+PROTOCOLS = ("recipes", "matched")  # each model's own recipe | every model under `matched:`, the same for all
 MODEL_KEY = re.compile(r"^[A-Za-z0-9_]+$")  # a stage-name and file-name part: no '-', '@', '/' or spaces
 MAX_MODELS = 10  # one distinct colour each in every figure
 
@@ -159,7 +161,42 @@ class Recipe(Section):
 
 class TransferRecipe(Recipe):
     init: Literal["cifar10", "imagenet"]  # start from our CIFAR-10 checkpoint or the model's own weights
-    freeze_blocks: NonNegInt  # stem plus this many blocks stay frozen
+    freeze_blocks: NonNegInt = 0  # stem plus this many blocks stay frozen
+    # or the stem plus this share of the model's block groups (timm's grouping), rounded to the nearest count:
+    # the same share for models of different depths. A layer that sets one of the two unsets the other.
+    freeze_share: Annotated[float, Field(ge=0, le=1)] | None = None
+
+    def frozen_blocks(self, blocks):
+        """How many of the model's `blocks` block groups stay frozen (half-way shares round up)."""
+        if self.freeze_share is None:
+            return self.freeze_blocks
+        return min(blocks, math.floor(self.freeze_share * blocks + 0.5))
+
+    @model_validator(mode="after")
+    def _one_freeze(self):
+        if self.freeze_share is not None and self.freeze_blocks:
+            raise ValueError(
+                f"freeze_blocks ({self.freeze_blocks}) and freeze_share ({self.freeze_share}) both set: "
+                "set one of them (freeze_blocks: 0 or freeze_share: null)"
+            )
+        return self
+
+
+class Tune(Section):
+    """Equal-budget tuning (tune stages): every model gets the same grid and the same epochs per trial."""
+
+    enabled: bool = False
+    # factors on each model's recipe lr, and on its weight decay; every pair is one trial
+    lr_scale: Annotated[list[Annotated[float, Field(gt=0)]], Field(min_length=1)] = [0.3, 1.0, 3.0]
+    weight_decay_scale: Annotated[list[NonNegFloat], Field(min_length=1)] = [1.0]
+    epochs: PositiveInt = 3  # each trial's epochs (its schedule is the recipe's, over these epochs)
+
+    @field_validator("lr_scale", "weight_decay_scale")
+    @classmethod
+    def _distinct(cls, v):
+        if len(set(v)) != len(v):
+            raise ValueError(f"{v} repeats a value; list each factor once")
+        return v
 
 
 class Evaluate(Section):
@@ -198,6 +235,9 @@ class _Top(Section):
     transfer: dict[str, dict]
     evaluate: Evaluate
     probe: Probe
+    tune: Tune = Tune()
+    protocol: Literal[PROTOCOLS] = "recipes"
+    matched: dict[str, dict] = {}  # the matched protocol: {train: {...}, transfer: {...}}, recipe keys
 
 
 class Params:
@@ -207,6 +247,7 @@ class Params:
         self._top, self._recipes, self._raw = top, recipes, raw
         self.seed, self.seeds = top.seed, list(top.seeds)
         self.data, self.compute, self.evaluate, self.probe = top.data, top.compute, top.evaluate, top.probe
+        self.tune, self.protocol, self.matched = top.tune, top.protocol, dict(top.matched)
         self.models = dict(top.models)  # key -> ModelEntry, in params.yaml's order
 
     @property
@@ -268,6 +309,19 @@ def _merge(base, override):
     return out
 
 
+def _layered(layers):
+    """The layers merged in order. Of freeze_blocks and freeze_share the one a later layer sets decides: setting
+    one unsets the other (a share in transfer.defaults, then a count under one model, is that count)."""
+    merged = {}
+    for _, layer in layers:
+        merged = _merge(merged, layer)
+        if "freeze_blocks" in layer and "freeze_share" not in layer:
+            merged["freeze_share"] = None
+        if layer.get("freeze_share") is not None and "freeze_blocks" not in layer:
+            merged["freeze_blocks"] = 0
+    return merged
+
+
 def _blame(exc, layers, fallback):
     """ParamsError for the first problem, naming the last layer that holds the offending key."""
     loc = exc.errors()[0]["loc"]
@@ -277,9 +331,7 @@ def _blame(exc, layers, fallback):
 
 def _check_defaults(layers, recipe_cls):
     """A bad default is an error even where every model overrides it (it would bite the next model added)."""
-    merged = {}
-    for _, layer in layers:
-        merged = _merge(merged, layer)
+    merged = _layered(layers)
     try:
         recipe_cls.model_validate(merged)
     except ValidationError as exc:
@@ -289,11 +341,13 @@ def _check_defaults(layers, recipe_cls):
             raise _blame(ValidationError.from_exception_data(exc.title, wrong), layers, layers[-1][0]) from None
 
 
-def _recipes(section, raw, recipe_cls, keys, base=None):
+def _recipes(section, raw, recipe_cls, keys, base=None, matched=()):
     """Merged recipe per model key: `base` (train.defaults, for transfer), `<section>.defaults`, `<section>.<key>`.
 
-    An error names the layer that holds the bad value (`train.resnet18.lr`, `train.defaults.lr`);
-    a key missing everywhere is missing from the section's defaults.
+    matched: under the matched protocol, its layers (`matched.train`, `matched.transfer`) go on top of the
+    defaults and a model's own keys count only where they change no number (its `compile`), so every model
+    gets the same recipe. An error names the layer that holds the bad value (`train.resnet18.lr`,
+    `train.defaults.lr`); a key missing everywhere is missing from the section's defaults.
     """
     unknown = [k for k in raw if k != DEFAULTS and k not in keys]
     if unknown:
@@ -301,7 +355,7 @@ def _recipes(section, raw, recipe_cls, keys, base=None):
             f"{section}.{unknown[0]}: no model {unknown[0]!r} under models: (a typo?); "
             f"recipe sections are {DEFAULTS!r} and the model keys {', '.join(keys)}"
         )
-    layers = [(f"{section}.{DEFAULTS}", raw.get(DEFAULTS) or {})]
+    layers = [(f"{section}.{DEFAULTS}", raw.get(DEFAULTS) or {}), *matched]
     if base is not None:
         layers.insert(0, base)
     for name, layer in layers:
@@ -316,9 +370,9 @@ def _recipes(section, raw, recipe_cls, keys, base=None):
                 f"{own[0]}: expected a mapping of recipe keys (only those that differ "
                 f"from {section}.{DEFAULTS}), got {own[1]!r}"
             )
-        merged = {}
-        for _, layer in [*layers, own]:
-            merged = _merge(merged, layer)
+        if matched:  # the same recipe for every model: only its speed settings stay its own
+            own = (own[0], {k: v for k, v in own[1].items() if k in RECIPE_SPEED_ONLY})
+        merged = _layered([*layers, own])
         try:
             out[key] = recipe_cls.model_validate(merged)
         except ValidationError as exc:
@@ -347,11 +401,23 @@ def parse(raw, source="params.yaml"):
         raise ParamsError(f"{source}: models: {len(keys)} models, at most {MAX_MODELS} (one distinct colour each)")
     if len(set(top.seeds)) != len(top.seeds):
         raise ParamsError(f"{source}: seeds: {top.seeds} repeats a seed; list each training seed once")
+    unknown = [k for k in top.matched if k not in RECIPE_SECTIONS]
+    if unknown:
+        raise ParamsError(f"{source}: matched.{unknown[0]}: unknown key; matched: holds train: and transfer:")
+    matched = [(f"matched.{s}", top.matched.get(s) or {}) for s in RECIPE_SECTIONS]
+    for name, layer in matched:
+        if not isinstance(layer, dict):
+            raise ParamsError(f"{source}: {name}: expected a mapping of recipe keys, got {layer!r}")
     try:
-        train = _recipes("train", top.train, Recipe, keys)
         # a transfer recipe starts from train.defaults too: transfer: holds only what transfer does differently
         base = ("train." + DEFAULTS, top.train.get(DEFAULTS) or {})
-        recipes = {"train": train, "transfer": _recipes("transfer", top.transfer, TransferRecipe, keys, base)}
+        # the matched protocol's values are checked whichever protocol runs (a typo there bites the day it runs)
+        _check_defaults([base, *matched[:1]], Recipe)
+        _check_defaults([base, ("transfer." + DEFAULTS, top.transfer.get(DEFAULTS) or {}), *matched], TransferRecipe)
+        on = top.protocol == "matched"
+        train = _recipes("train", top.train, Recipe, keys, matched=matched[:1] if on else ())
+        transfer = _recipes("transfer", top.transfer, TransferRecipe, keys, base, matched=matched if on else ())
+        recipes = {"train": train, "transfer": transfer}
     except ParamsError as exc:
         raise ParamsError(f"{source}: {exc}") from None
     return Params(top, recipes, raw)

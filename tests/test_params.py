@@ -7,7 +7,7 @@ import sys
 import pytest
 from conftest import ROOT, committed_params, dump, run_stage_here, set_dotted
 
-from cifarbench import params
+from cifarbench import params, paths
 from cifarbench.errors import BenchError
 from cifarbench.models import checks
 
@@ -220,3 +220,72 @@ def test_the_digest_skips_speed_settings_and_follows_what_decides_the_numbers():
         assert digest(key, value) == base, key
     for key, value in (("compute.precision", "fp32"), ("train.resnet18.lr", 0.02), ("evaluate.bootstrap", 2000)):
         assert digest(key, value) != base, key
+
+
+MATCHED_FIELDS = ("optimizer", "lr", "weight_decay", "layer_decay", "epochs", "batch_size", "schedule", "warmup_epochs")
+
+
+def test_the_matched_protocol_gives_every_model_one_recipe_in_the_files_the_trainings_read():
+    """protocol: matched: the recipe files of every model hold the same optimizer, schedule, epochs, batch and
+    frozen share (only `compile`, a speed setting, stays each model's own); the committed recipes differ."""
+    from cifarbench.pipeline import recipes
+
+    def resolved(raw):
+        files = recipes.contents(params.parse(raw))
+        return {
+            (stage, key): files[paths.recipe(stage, key)]["recipe"]
+            for stage in ("train-cifar10", "transfer-cifar100")
+            for key in raw["models"]
+        }
+
+    raw = committed_params()
+    own = resolved(raw)
+    assert len({own[("train-cifar10", k)]["optimizer"] for k in raw["models"]}) == 2  # SGD and AdamW
+    raw["protocol"] = "matched"
+    matched = resolved(raw)
+    for stage in ("train-cifar10", "transfer-cifar100"):
+        recipes_of_stage = [matched[(stage, key)] for key in raw["models"]]
+        assert all(r == recipes_of_stage[0] for r in recipes_of_stage), stage
+        for field in MATCHED_FIELDS:
+            expected = {**raw["train"]["defaults"], **raw["matched"]["train"]}[field]
+            assert recipes_of_stage[0][field] == expected, (stage, field)
+    transfer = matched[("transfer-cifar100", "dinov2_vitb14")]
+    assert transfer["freeze_share"] == 0.5 and transfer["freeze_blocks"] == 0  # not the ViT's own 9 blocks
+    p = params.parse(raw)
+    assert [p.recipe("train", k).compile for k in p.keys] == [True, False, True]  # speed: each model's own
+    # the share as counts: 4, 7 and 12 block groups
+    assert [p.recipe("transfer", "resnet18").frozen_blocks(n) for n in (4, 7, 12)] == [2, 4, 6]
+
+
+def test_a_freeze_count_or_share_set_later_replaces_the_other():
+    raw = committed_params()
+    raw["transfer"]["defaults"]["freeze_share"] = 0.25
+    p = params.parse(raw)
+    assert p.recipe("transfer", "resnet18").frozen_blocks(12) == 3  # the default share
+    assert p.recipe("transfer", "dinov2_vitb14").frozen_blocks(12) == 9  # the ViT's own count wins
+    raw["transfer"]["dinov2_vitb14"]["freeze_share"] = 0.5
+    with pytest.raises(params.ParamsError) as err:
+        params.parse(raw)
+    assert "transfer.dinov2_vitb14: freeze_blocks (9) and freeze_share (0.5) both set" in str(err.value)
+
+
+BAD_TUNING = [
+    ("tune.lr_scale", [1.0, 1.0], "tune.lr_scale: [1.0, 1.0] repeats a value; list each factor once"),
+    ("tune.lr_scale", [], "tune.lr_scale: List should have at least 1 item"),
+    ("tune.lr_scale", [0.0, 1.0], "tune.lr_scale.0: Input should be greater than 0"),
+    ("tune.epochs", 0, "tune.epochs: Input should be greater than or equal to 1"),
+    ("tune.enable", True, "tune.enable: unknown key"),
+    ("protocol", "fair", "protocol: Input should be 'recipes' or 'matched'"),
+    ("matched.evaluate", {}, "matched.evaluate: unknown key; matched: holds train: and transfer:"),
+    ("matched.train.optimizer", "lion", "matched.train.optimizer"),  # checked even under protocol: recipes
+    ("matched.transfer.freeze_share", 1.5, "matched.transfer.freeze_share: Input should be less than or equal to 1"),
+]
+
+
+@pytest.mark.parametrize("key,value,message", BAD_TUNING, ids=[b[0] + "=" + str(b[1]) for b in BAD_TUNING])
+def test_a_bad_tuning_or_protocol_value_names_the_key(key, value, message):
+    raw = committed_params()
+    set_dotted(raw, key, value)
+    with pytest.raises(params.ParamsError) as err:
+        params.parse(raw)
+    assert message in str(err.value) and "\n" not in str(err.value)
