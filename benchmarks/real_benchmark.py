@@ -90,7 +90,7 @@ from cifarbench.data.sources.cifar_names import (  # noqa: E402
 )
 from cifarbench.eval import linear_probe, robustness  # noqa: E402
 from cifarbench.models import checkpoint, timm_models  # noqa: E402
-from cifarbench.pipeline import embed, entry, evaluate  # noqa: E402
+from cifarbench.pipeline import embed, entry, evaluate, tuned  # noqa: E402
 from cifarbench.render import figures  # noqa: E402
 from cifarbench.runtime import device as runtimelib  # noqa: E402
 from cifarbench.runtime import memory  # noqa: E402
@@ -515,6 +515,16 @@ def main():
             peak_tflops=peak_bf16_tflops(rt.device),
         )
         stage_main("recipes.py")(entry.Stage(params, script=str(ROOT / "stages" / "recipes.py")))
+        # the tune stages with tuning off: each writes its recipe's lr for the training (no model, not timed);
+        # a tuning itself is benchmarks/tuning_cost.py's
+        if params.tune.enabled:
+            sys.exit(
+                "error: tune.enabled is true: this measures the pipeline with tuning off (the committed "
+                "params); benchmarks/tuning_cost.py measures a tuning"
+            )
+        for key in params.keys:
+            for train_stage in paths.TRAIN_STAGE.values():
+                tuned.write(params, train_stage, key, tuned.untuned(params, train_stage, key))
         random_checkpoints(params, keys, stages)
         start = time.perf_counter()
         if "embed" in stages:

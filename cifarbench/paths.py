@@ -26,11 +26,14 @@ REPORT = PLOTS / "report.md"
 REPORT_HTML = PLOTS / "report.html"
 
 TRAIN_STAGE = {"cifar10": "train-cifar10", "cifar100": "transfer-cifar100"}
+TUNE_STAGE = {"cifar10": "tune-cifar10", "cifar100": "tune-cifar100"}  # each tunes its TRAIN_STAGE's lr
 
 
 def run_name(key, seed):
     return f"{key}-{seed}"
 
+
+_TRAINED = {stage: ds for ds, stage in TRAIN_STAGE.items()}
 
 # Which stage writes which file, matched on the end of the path so absolute paths work too.
 # The one place to update when dvc.yaml's stages or file names change. A checkpoint's stem
@@ -55,6 +58,10 @@ _PRODUCERS = (
     ),
     (re.compile(r"(?:^|/)metrics/per_image/probe/(?P<run>[^/]+)\.json$"), lambda m: f"probe@{m['run']}"),
     (re.compile(r"(?:^|/)metrics/(?:summary|cost|comparisons|top1)\.json$"), lambda m: "report"),
+    (
+        re.compile(r"(?:^|/)(?:metrics|models)/tune/(?P<stage>[^/]+)/(?P<key>[^/.]+)"),
+        lambda m: f"{TUNE_STAGE[_TRAINED[m['stage']]]}@{m['key']}" if m["stage"] in _TRAINED else None,
+    ),
     (re.compile(r"(?:^|/)recipes/"), lambda m: "recipes"),
 )
 
@@ -89,6 +96,18 @@ def recipe(stage, key):
 
     stage: a TRAIN_STAGE or 'probe'."""
     return RECIPES / stage / f"{key}.json"
+
+
+def tuning(stage, key):
+    """The tuning of `key` for training stage `stage`: {"trials": [...], "chosen": {"lr": ...}} (tune stages).
+
+    Git-tracked (cache: false), what the training of that stage reads its lr from."""
+    return METRICS / "tune" / stage / f"{key}.json"
+
+
+def tuning_trials(stage, key):
+    """The trials' resumable states, one file each (a persist: true output of the tune stage)."""
+    return MODELS / "tune" / stage / key
 
 
 def checkpoint(dataset, key, seed):

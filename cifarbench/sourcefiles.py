@@ -38,6 +38,7 @@ NO_NUMBERS = {
     "cifarbench/pipeline/entry.py": "parses the stage's arguments and prints its error line",
     "cifarbench/pipeline/model_entry.py": "prints the device line, starts torchrun, words out-of-memory stops",
     "cifarbench/pipeline/recipes.py": "writes and checks the recipe files; the resolved recipe is fingerprinted",
+    "cifarbench/pipeline/tuned.py": "reads the tuning's choice; the recipe it gives the training is fingerprinted",
     "cifarbench/runtime/memory.py": "reads peak memory and words out-of-memory stops",
     "cifarbench/runtime/slurm.py": "reads the SLURM allocation; the world size is fingerprinted, not the nodes",
 }

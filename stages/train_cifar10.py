@@ -1,19 +1,15 @@
 """Stage train-cifar10@<model>-<seed>: fine-tune the model on CIFAR-10, keep the best-validation checkpoint."""
 
-import torch
+from cifarbench.pipeline import model_entry, recipes, train, tuned
 
-from cifarbench import paths
-from cifarbench.data import dataset
-from cifarbench.models import timm_models
-from cifarbench.pipeline import model_entry, recipes, train
+STAGE = "train-cifar10"
 
 
 def main(s):
-    recipes.check_current(s.params, "train-cifar10", s.model)
-    classes = dataset.load_meta(paths.data_dir("cifar10"))["classes"]
-    torch.manual_seed(s.seed)  # the new head's (or the whole model's) initial weights
-    model = timm_models.create(s.params.model(s.model), num_classes=len(classes), key=s.model)
-    train.run(s, "train-cifar10", model)
+    recipes.check_current(s.params, STAGE, s.model)
+    recipe = tuned.recipe(s.params, STAGE, s.model)  # the recipe's, with the lr its tune stage chose
+    model, init_path = train.start(s.params, STAGE, s.model, s.seed)
+    train.run(s, STAGE, model, init_path, recipe=recipe)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ plus a few that make models and data tiny.
 """
 
 import copy
+import json
 import os
 import sys
 from pathlib import Path
@@ -87,16 +88,25 @@ def dump(raw):
 
 
 def write_params(folder, raw=None):
-    """A project folder's params.yaml, and the recipes/ folder the recipes stage would write for it
-    (training stages refuse to run with recipes older than params.yaml)."""
-    from cifarbench.pipeline import recipes
+    """A project folder's params.yaml, the recipes/ folder the recipes stage would write for it (training stages
+    refuse to run with recipes older than params.yaml) and, with tuning off, the tuning files the tune stages
+    would write (the recipe's lr and weight decay, which a training reads)."""
+    from cifarbench import paths
+    from cifarbench.pipeline import recipes, tuned
 
     raw = tiny_params() if raw is None else raw
     folder = Path(folder)
     (folder / "params.yaml").write_text(dump(raw))
-    for path, content in recipes.contents(paramslib.parse(raw)).items():
+    p = paramslib.parse(raw)
+    for path, content in recipes.contents(p).items():
         (folder / path).parent.mkdir(parents=True, exist_ok=True)
         (folder / path).write_text(recipes._text(content))
+    if not p.tune.enabled:
+        for stage in paths.TRAIN_STAGE.values():
+            for key in p.keys:
+                path = folder / paths.tuning(stage, key)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(json.dumps(tuned.untuned(p, stage, key)))
 
 
 def run_stage_here(folder, script, *args):

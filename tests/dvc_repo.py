@@ -25,6 +25,7 @@ def stages_for(models, seeds=(0,)):
         {"recipes", "report"}
         | {f"download@{d}" for d in DATASETS}
         | {f"{stage}@{r}" for stage in ("train-cifar10", "transfer-cifar100") for r in runs}
+        | {f"{stage}@{m}" for stage in ("tune-cifar10", "tune-cifar100") for m in models}
         | {f"{stage}@{m}-{d}-{s}" for stage in ("evaluate", "embed") for m in models for d in DATASETS for s in seeds}
         | {f"probe@{m}-{d}" for m in models for d in DATASETS}
     )

@@ -33,7 +33,7 @@ from cifarbench.pipeline import evaluate
 VIT = "dinov2_vitb14"
 GOOD_EPOCHS = 6  # the baseline's recipe; the experiments' 1 epoch leaves the tiny ViT near chance
 TARGET = f"evaluate@{VIT}-cifar10-0"  # what an experiment re-runs: its training and the CIFAR-10 evaluate
-PIPELINE = ("recipes", "download", "train-cifar10", "transfer-cifar100", "evaluate")  # what writes per-image files
+PIPELINE = ("recipes", "download", "tune-cifar10", "train-cifar10", "tune-cifar100", "transfer-cifar100", "evaluate")
 TRAINED = f"logs/train-cifar10/{VIT}-0/metrics.json"  # the training's DVCLive summary: a metric of every experiment
 
 

@@ -18,6 +18,7 @@ uninterrupted run's checkpoint byte for byte, so nothing after it reruns.
 """
 
 import json
+import math
 import os
 import re
 import shlex
@@ -51,6 +52,9 @@ VIT_RECIPES = {
     "train": {"epochs": VIT_EPOCHS, "lr": 3e-3, "warmup_epochs": 2},
     "transfer": {"epochs": 20, "lr": 3e-3, "warmup_epochs": 1},
 }
+# Tuning on, as `dvc exp run -S tune.enabled=true` turns it on: every model's lr over the same 3 factors, 3 epochs a
+# trial, in both training stages (12 trials, ~25 s)
+TUNE = {"enabled": True, "lr_scale": [0.5, 1.0, 2.0], "epochs": 3}
 
 
 ALL_STAGES = stages_for(MODELS)
@@ -71,6 +75,7 @@ def two_model_params():
             raw[section].pop(key, None)
     for section, changes in VIT_RECIPES.items():
         raw[section][VIT].update(changes)
+    raw["tune"] = dict(TUNE)
     return raw
 
 
@@ -95,6 +100,7 @@ def chain(model, transfer_only=False):
     run = f"{model}-{SEED}"
     stages = {
         "recipes",
+        f"tune-cifar100@{model}",
         f"transfer-cifar100@{run}",
         f"evaluate@{model}-cifar100-{SEED}",
         f"embed@{model}-cifar100-{SEED}",
@@ -102,6 +108,7 @@ def chain(model, transfer_only=False):
     }
     if not transfer_only:
         stages |= {
+            f"tune-cifar10@{model}",
             f"train-cifar10@{run}",
             f"evaluate@{model}-cifar10-{SEED}",
             f"embed@{model}-cifar10-{SEED}",
@@ -156,7 +163,13 @@ def test_full_repro_then_nothing_to_do(repo):
 
 
 HEADLINE = ("top1", "top5", "ece", "knn_top1", "ood_auroc", "ood_fpr95", "corruption_top1", "probe_top1")
-SUMMARY_KEYS = {*HEADLINE, *(f"{k}_ci" for k in HEADLINE), "best_val_acc", "fewshot_top1", "fewshot_top1_ci"}
+SUMMARY_KEYS = {*HEADLINE, *(f"{k}_ci" for k in HEADLINE), "best_val_acc", "fewshot_top1", "fewshot_top1_ci"} | {
+    "lr",
+    "weight_decay",
+    "lr_tuned",
+    "tune_val_top1",
+    "tune_val_top1_ci",
+}
 COST_KEYS = {
     "params",
     "trainable_params",
@@ -324,9 +337,8 @@ def test_report_has_every_section_and_a_self_contained_html(repo):
     lines = report.splitlines()
     images = [i for i, line in enumerate(lines) if line.startswith("![")]
     per_run = 2 * len(MODELS) * len(DATASETS)  # confusion and samples
-    assert (
-        len(images) == 4 + 2 * 2 + 2 + 2 + per_run
-    )  # cost, ood, corruption, few-shot; reliability+curves; UMAP; per-class
+    # tuning, cost, ood, corruption, few-shot; reliability+curves; UMAP; per-class
+    assert len(images) == 5 + 2 * 2 + 2 + 2 + per_run
     for i in images:  # every figure has a one-line caption
         assert lines[i + 2].startswith("*") and lines[i + 2].endswith("*"), lines[i]
     html = (p / "plots" / "report.html").read_text()
@@ -334,6 +346,78 @@ def test_report_has_every_section_and_a_self_contained_html(repo):
     assert len(sources) == len(images)
     assert all(s.startswith("data:image/png;base64,") for s in sources)
     assert not re.search(r'(src|href)="(?!data:)', html), "report.html must not load anything"
+
+
+def expected_choice(trials):
+    """The tuning's rule, done again: the best validation top-1 of the trials that did not diverge, a tie going to
+    the factor nearest 1 (the recipe's own lr)."""
+    kept = [t for t in trials if not t["diverged"]]
+    best = max(t["val_top1"] for t in kept)
+    return min((t for t in kept if t["val_top1"] == best), key=lambda t: abs(math.log(t["lr_scale"])))
+
+
+def test_tuning_chooses_each_models_best_validation_trial_and_its_training_uses_it(repo):
+    """Tuning on for both models over a 3-value grid: each tuning file holds the grid's trials, scored on the
+    validation split with their intervals, and chooses the best; the training ran at the chosen lr (its own
+    metrics say so), and the summary, the protocol table and the tuning figure show it."""
+    summary = repo.json("metrics/summary.json")
+    report = (repo.path / "plots" / "report.md").read_text()
+    protocol = report[report.index("### Each model's protocol") : report.index("## Test accuracy")]
+    for d in DATASETS:
+        stage = {"cifar10": "train-cifar10", "cifar100": "transfer-cifar100"}[d]
+        val_images = repo.json(f"data/{d}/meta.json")["counts"]["val"]
+        for m in MODELS:
+            record = repo.json(f"metrics/tune/{stage}/{m}.json")
+            base = repo.json(f"recipes/{stage}/{m}.json")["recipe"]["lr"]
+            trials = record["trials"]
+            assert [t["lr_scale"] for t in trials] == TUNE["lr_scale"] and record["epochs"] == TUNE["epochs"]
+            assert [t["lr"] for t in trials] == pytest.approx([base * f for f in TUNE["lr_scale"]])
+            assert record["val_images"] == val_images
+            for t in trials:  # a score of the validation images, inside its interval
+                assert not t["diverged"] and round(t["val_top1"] * val_images) == pytest.approx(
+                    t["val_top1"] * val_images
+                )
+                assert t["val_top1_ci"][0] <= t["val_top1"] <= t["val_top1_ci"][1]
+            best = expected_choice(trials)
+            assert record["chosen"]["lr"] == best["lr"] and record["chosen"]["val_top1"] == best["val_top1"]
+            assert repo.json(f"logs/{stage}/{m}-{SEED}/metrics.json")["peak_lr"] == best["lr"]  # it trained at it
+            row = summary[d][m]
+            assert row["lr"] == best["lr"] and row["lr_tuned"] is True
+            assert row["tune_val_top1"] == round(best["val_top1"], 6)
+            assert (
+                f"{best['lr']:g} (tuned: x{best['lr_scale']:g} of the recipe's {base:g}, over x0.5, x1, x2)" in protocol
+            )
+            states = sorted((repo.path / "models" / "tune" / stage / m).glob("*.state.pt"))
+            assert len(states) == len(TUNE["lr_scale"])
+    # a trial's learning is visible: the 10-class tuning of resnet10t reaches well above chance in 3 epochs
+    cnn = repo.json(f"metrics/tune/train-cifar10/{FOURTH}.json")
+    assert max(t["val_top1"] for t in cnn["trials"]) >= 0.3, cnn["trials"]
+    assert "3 trials (the recipe's lr times 0.5, 1, 2) of 3 epochs each" in protocol
+    figure = shown(repo.path / "plots" / "figures" / "tuning.png")
+    assert figure["title"] == "Validation top-1 over each model's tuning grid"
+    assert [a["title"] for a in figure["axes"]] == ["train-cifar10 (CIFAR-10)", "transfer-cifar100 (CIFAR-100)"]
+    # per panel and model: its line, an interval per trial and the ring on the chosen lr
+    assert all(a["series"] == len(MODELS) * (2 + len(TUNE["lr_scale"])) for a in figure["axes"]), figure
+    assert len(figure["legend"]) == len(MODELS)
+
+
+def test_a_grid_change_reruns_every_tuning_then_the_trainings_whose_tuning_changed(repo):
+    """`dvc status` after a change of tune.lr_scale lists the four tunings and the report (which states the grid);
+    once the CIFAR-10 tunings ran (the values left keep their finished trials: nothing trains), it lists the two
+    CIFAR-10 trainings that read their files, beside the CIFAR-100 tunings still to run and the report. (Each
+    CIFAR-100 tuning follows its CIFAR-10 training: it starts from that checkpoint.)"""
+    tunings = {f"{stage}@{m}" for stage in ("tune-cifar10", "tune-cifar100") for m in MODELS}
+    try:
+        repo.set_param("tune.lr_scale", TUNE["lr_scale"][:2])
+        assert stages_changed(repo) == tunings | {"report"}
+        out = repo.dvc("repro", "-s", "tune-cifar10").stdout
+        assert set(re.findall(r"Running stage '([^']+)'", out)) == {f"tune-cifar10@{m}" for m in MODELS}
+        assert out.count("without training") == 2 * len(MODELS) and "epoch " not in out
+        trainings = {f"train-cifar10@{m}-{SEED}" for m in MODELS}
+        assert stages_changed(repo) == trainings | {f"tune-cifar100@{m}" for m in MODELS} | {"report"}
+    finally:
+        repo.restore()
+    assert stages_changed(repo) == set()
 
 
 def test_report_html_renders_every_image_in_chromium(repo, chromium):
@@ -379,8 +463,8 @@ def dry_run(repo):
     "edited, reruns",
     [
         ("cifarbench/render/figures.py", {"evaluate", "embed", "report"}),  # a plotting module: no training
-        # the training loop: every training reruns (and then, as their checkpoints change, what reads them)
-        ("cifarbench/train/engine.py", {"train-cifar10", "transfer-cifar100"}),
+        # the training loop: every tuning and training reruns (and then, as their files change, what reads them)
+        ("cifarbench/train/engine.py", {"tune-cifar10", "tune-cifar100", "train-cifar10", "transfer-cifar100"}),
     ],
 )
 def test_code_edit_reruns_only_the_stages_that_run_it(repo, edited, reruns):
@@ -588,14 +672,20 @@ def test_an_edit_that_changes_no_number_reruns_a_training_without_training(repo)
     edited = repo.path / "cifarbench" / "sourcefiles.py"
     original = edited.read_text()
     trainings = {f"{stage}@{m}-{SEED}" for stage in ("train-cifar10", "transfer-cifar100") for m in MODELS}
+    tunings = {f"{stage}@{m}" for stage in ("tune-cifar10", "tune-cifar100") for m in MODELS}
     try:
         edited.write_text(original + "\n# a comment\n")
-        assert stages_changed(repo) == trainings
-        run = f"transfer-cifar100@{FOURTH}-{SEED}"
+        assert stages_changed(repo) == trainings | tunings
+        run, tuning = f"transfer-cifar100@{FOURTH}-{SEED}", f"tune-cifar100@{FOURTH}"
         out = repo.dvc("repro", "-s", run).stdout
         assert "its outputs are written again from the saved state, without training" in out
         assert "epoch " not in out
-        assert stages_changed(repo) == trainings - {run}  # its evaluate, embed and the report are up to date
+        # its evaluate, embed and the report are up to date
+        assert stages_changed(repo) == (trainings | tunings) - {run}
+        out = repo.dvc("repro", "-s", tuning).stdout  # a finished tuning: every trial from its state
+        assert out.count("written again from the saved state, without training") == len(TUNE["lr_scale"])
+        assert "epoch " not in out
+        assert stages_changed(repo) == (trainings | tunings) - {run, tuning}  # the same choice: nothing after it
     finally:
         edited.write_text(original)
         repo.restore()

@@ -14,8 +14,8 @@ from conftest import tiny_params
 from scipy import stats as sps
 
 from cifarbench import params
-from cifarbench.paths import DATASETS
-from cifarbench.pipeline import summaries
+from cifarbench.paths import DATASETS, TRAIN_STAGE
+from cifarbench.pipeline import summaries, tuned
 
 N = 200
 
@@ -52,6 +52,7 @@ def fake_results(p, rates):
         }
         for ds in DATASETS
     }
+    out["tune"] = {ds: {key: tuned.untuned(p, TRAIN_STAGE[ds], key) for key in p.keys} for ds in DATASETS}
     rng = np.random.default_rng(5)
     for ds in DATASETS:
         for i, key in enumerate(p.keys):
@@ -214,8 +215,11 @@ def test_the_protocol_table_marks_what_differs_between_models(two_seeds):
     for ds in DATASETS:
         for cost in res["train_cost"][ds]["dinov2_vitb14"].values():
             cost["frozen_blocks"] = 0
-    text = report_text(res, paramslib.parse(raw))
+    same = paramslib.parse(raw)
+    res["tune"] = {ds: {key: tuned.untuned(same, TRAIN_STAGE[ds], key) for key in same.keys} for ds in DATASETS}
+    text = report_text(res, same)
     assert "Every model trains under the same protocol here" in text and "≠" not in text
+    assert "Protocol `recipes`: each model trains under its own recipe" in text
 
 
 def test_the_report_says_what_the_files_say(two_seeds):
@@ -290,3 +294,86 @@ def test_the_report_says_whether_a_training_compiled():
     assert report._training_device(cost) == "NVIDIA H200 (bf16), torch.compile"
     assert report._training_device({**cost, "compiled": False}) == "NVIDIA H200 (bf16)"
     assert report._training_device({"device": "CPU, 2 threads (fp32)"}) == "CPU, 2 threads (fp32)"  # older files
+
+
+def tuned_results(p, res, scores):
+    """res with tuning records as the tune stages write them: scores[key] = val top-1 per lr factor."""
+    import copy
+
+    from cifarbench.pipeline import tune
+
+    res = copy.deepcopy(res)
+    for ds in DATASETS:
+        stage = TRAIN_STAGE[ds]
+        for key in p.keys:
+            trials = [
+                {**point, "val_top1": score, "val_top1_ci": [score - 0.05, score + 0.05], "diverged": score == 0}
+                for point, score in zip(tuned.grid(p, stage, key), scores[key])
+            ]
+            best = tune.choose(trials)
+            chosen = {k: best[k] for k in ("lr", "weight_decay", "lr_scale", "weight_decay_scale", "val_top1")}
+            res["tune"][ds][key] = {
+                **tuned.header(p, stage, key),
+                "val_images": 200,
+                "trials": trials,
+                "chosen": chosen,
+            }
+    return res
+
+
+def test_a_tuned_lr_is_in_the_summary_the_protocol_table_and_the_tuning_figure(tmp_path):
+    """With tuning on, the summary gives each training's lr, that it was tuned and the chosen trial's validation
+    top-1 with its interval; the protocol table gives the chosen factor of the grid and counts the same grid as the
+    same protocol; the words give the budget and the matched protocol; the figure has a line and a ring per model."""
+    import json
+
+    from PIL import Image
+
+    from cifarbench.render import figures, styles
+
+    raw = tiny_params(seeds=[0], protocol="matched", tune__enabled=True, tune__lr_scale=[0.5, 1.0, 2.0])
+    for section in ("models", "train", "transfer"):
+        del raw[section]["efficientnet_b0"]
+    p = params.parse(raw)
+    res = fake_results(p, {key: {0: 0.7} for key in p.keys})
+    # resnet18 best at x2, the ViT at x0.5; its x2 trial diverged
+    res = tuned_results(p, res, {"resnet18": [0.5, 0.6, 0.8], "dinov2_vitb14": [0.7, 0.6, 0.0]})
+    summary = summaries.summarize(res, p)
+    base = p.recipe("train", "resnet18").lr
+    row = summary["cifar10"]["resnet18"]
+    assert row["lr"] == pytest.approx(2 * base) and row["lr_tuned"] is True
+    assert row["tune_val_top1"] == 0.8 and row["tune_val_top1_ci"] == [pytest.approx(0.75), pytest.approx(0.85)]
+    assert summary["cifar100"]["dinov2_vitb14"]["lr"] == pytest.approx(0.5 * p.recipe("transfer", "dinov2_vitb14").lr)
+    text = report_text(res, p)
+    table = text[text.index("### Each model's protocol") : text.index("## Test accuracy")]
+    assert f"{2 * base:g} (tuned: x2 of the recipe's {base:g}, over x0.5, x1, x2)" in table
+    # matched: one protocol and one grid; only the models' own input sizes differ
+    assert [line.split("|")[1].strip() for line in table.splitlines() if line.startswith("|") and "≠" in line] == [
+        "**input size** ≠"
+    ]
+    assert "Protocol `matched`: every model trains under the one recipe of params.yaml's `matched:`" in table
+    assert "3 trials (the recipe's lr times 0.5, 1, 2) of 3 epochs each, 9 epochs per model and stage" in table
+    assert "Diverged (NaN loss, scored as the worst): DINOv2" in table and "![tuning](figures/tuning.png)" in table
+    untuned_text = report_text(fake_results(p, {key: {0: 0.7} for key in p.keys}), p)
+    assert "No tuning ran (`tune.enabled: false`)" in untuned_text and "(set by the recipe, not tuned)" in untuned_text
+
+    from cifarbench.pipeline import report
+
+    panels = [(ds, report.Report._tuning_lines(_ReportStub(p, res), ds)) for ds in DATASETS]
+    path = tmp_path / "tuning.png"
+    figures.tuning(panels, "Validation top-1 over each model's tuning grid", path, styles.Styles.of(p))
+    with Image.open(path) as image:
+        shown = json.loads(image.text["Description"])
+    assert shown["title"] == "Validation top-1 over each model's tuning grid"
+    assert [a["ylabel"] for a in shown["axes"]] == ["validation top-1"] * 2
+    # per panel: resnet18's line, 3 intervals and its ring; the ViT's line, 2 intervals, its x and its ring
+    assert [a["series"] for a in shown["axes"]] == [5 + 5] * 2
+    assert len(shown["legend"]) == 2
+
+
+class _ReportStub:
+    def __init__(self, p, res):
+        self.keys, self.results, self.first_seed = p.keys, res, p.seeds[0]
+
+    def first(self, kind, ds, key):
+        return self.results[kind][ds][key][self.first_seed]

@@ -78,11 +78,11 @@ def cluster():
     found.stop()
 
 
-def submit(cluster, folder, nodes, log):
-    """The training stage in `sbatch -N <nodes>`, in folder; the job id."""
+def submit(cluster, folder, nodes, log, command=None):
+    """The training stage (or `command`) in `sbatch -N <nodes>`, in folder; the job id."""
     out = cluster.run(
         *("sbatch", "--parsable", f"--nodes={nodes}", f"--chdir={folder}", f"--output={folder / log}"),
-        *("--wrap", " ".join(train_command())),
+        *("--wrap", " ".join(command or train_command())),
     )
     return out.strip().split(";")[0]
 
@@ -207,6 +207,23 @@ def test_cancelled_job_submitted_again_resumes(cluster, downloaded, tmp_path):
     assert all(torch.equal(resumed[k], expected[k]) for k in expected), "not the uninterrupted run's weights"
 
 
+def test_a_tuning_trains_its_trials_one_after_another_each_over_both_nodes(cluster, downloaded, tmp_path):
+    """docs/clusters.md's tuning on a cluster: the tune stage in `sbatch -N 2` with compute.nodes 2 trains each
+    trial as one 2-process world over both nodes, one trial after another, and writes the choice."""
+    tuning = {"tune__enabled": True, "tune__lr_scale": [1.0, 2.0], "tune__epochs": 1}
+    folder = project(downloaded["short"], tmp_path / "tuning", SHORT, compute__nodes=2, **tuning)
+    command = ["python", str(ROOT / "stages" / "tune.py"), MODEL, "cifar10"]
+    cluster.wait(submit(cluster, folder, 2, "tune.log", command), timeout=300)
+    log = (folder / "tune.log").read_text()
+    assert "trial 1/2: lr " in log and "trial 2/2: lr " in log, log
+    assert log.count("x 2 processes on 2 nodes (n1, n2; SLURM job ") == 2, log  # each trial, rank 0 alone prints
+    record = json.loads((folder / paths.tuning("train-cifar10", MODEL)).read_text())
+    assert [t["lr_scale"] for t in record["trials"]] == [1.0, 2.0]
+    best = max(record["trials"], key=lambda t: (t["val_top1"], -t["lr_scale"]))
+    assert record["chosen"]["lr"] == best["lr"]
+    assert len(list((folder / paths.tuning_trials("train-cifar10", MODEL)).glob("*.state.pt"))) == 2
+
+
 # --- sweeps ---
 
 
@@ -222,7 +239,7 @@ def make_sweep_project(root):
     folder = root / "project"
     folder.mkdir(parents=True)
     copy_project(folder)
-    cut_pipeline(folder, ("recipes", "download", "train-cifar10"), datasets=["cifar10"])
+    cut_pipeline(folder, ("recipes", "download", "tune-cifar10", "train-cifar10"), datasets=["cifar10"])
     raw = tiny_params()
     for key in [k for k in raw["models"] if k != MODEL]:
         del raw["models"][key]

@@ -152,6 +152,14 @@ class Report:
             paths.figure("fewshot"),
             self.styles,
         )
+        figures.tuning(
+            [(f"{paths.TRAIN_STAGE[ds]} ({styles.dataset_name(ds)})", self._tuning_lines(ds)) for ds in DATASETS],
+            "Validation top-1 over each model's tuning grid"
+            if self._tuning()
+            else "Validation top-1 at each recipe's lr (no tuning: tune.enabled is false)",
+            paths.figure("tuning"),
+            self.styles,
+        )
         if self.corrupted():
             figures.corruption_severity(
                 [
@@ -169,6 +177,20 @@ class Report:
                 paths.figure("corruption-severity"),
                 self.styles,
             )
+
+    def _tuning_lines(self, ds):
+        """The tuning figure's lines: every trial of each model, or, untuned, its training's own best validation
+        top-1 at its recipe's lr (first seed)."""
+        lines = {}
+        for key in self.keys:
+            record = self.results["tune"][ds][key]
+            # with a weight-decay grid, the line runs over the lr at the chosen weight decay
+            trials = [t for t in record["trials"] if t["weight_decay"] == record["chosen"]["weight_decay"]]
+            if not record["enabled"]:
+                top1 = self.first("train", ds, key)["best_val_acc"]
+                trials = [{"lr": record["chosen"]["lr"], "val_top1": top1, "val_top1_ci": None, "diverged": False}]
+            lines[key] = {"trials": trials, "chosen": record["chosen"]["lr"]}
+        return lines
 
     def corrupted(self):
         return bool(self.params.evaluate.corruptions and self.params.evaluate.severities)
@@ -229,6 +251,7 @@ class Report:
             },
             "models": [self._model(key) for key in self.keys],
             "protocol": self._protocol(),
+            "tuning": self._tuning(),
             "summary": self.summary,
             "cost": self.cost,
             "comparisons": {ds: self._pairs(ds) for ds in DATASETS},
@@ -285,13 +308,15 @@ class Report:
         }
 
     def _protocol(self):
-        """Each model's training protocol per stage, field by field, from the recipes the trainings read and the
-        trainings' own cost files (block counts): {"columns": [...], "rows": [{"field", "cells", "differs"}]}."""
-        columns, values = [], []
+        """Each model's training protocol per stage, field by field, from the recipes the trainings read, their
+        tuning files (the lr they used) and their own cost files (block counts):
+        {"name": protocol, "columns": [...], "rows": [{"field", "cells", "differs"}]}."""
+        columns, values, compared = [], [], []
         for key in self.keys:
             spec = self.params.model(key)
             for section, ds in (("train", DATASETS[0]), ("transfer", DATASETS[1])):
                 recipe, cost = self.params.recipe(section, key), self.first("train_cost", ds, key)
+                tuning = self.results["tune"][ds][key]
                 weights = {True: "pretrained", False: "random init"}.get(spec.pretrained, "local file")
                 start = (
                     weights
@@ -301,13 +326,15 @@ class Report:
                 blocks, frozen = cost.get("blocks"), cost.get("frozen_blocks", getattr(recipe, "freeze_blocks", 0))
                 share = None if blocks is None else frozen / blocks
                 augment = recipe.augment
+                lr, lr_same = _tuned_cell(tuning, "lr")
+                decay, decay_same = _tuned_cell(tuning, "weight_decay")
                 columns.append(f"{self.styles.names.get(key, key).split(' (')[0]}, {styles.dataset_name(ds)}")
                 values.append(
                     {
                         "starting weights": start,
                         "optimizer": recipe.optimizer,
-                        "peak lr": f"{recipe.lr:g} (set by the recipe, not tuned)",
-                        "weight decay": f"{recipe.weight_decay:g}",
+                        "peak lr": lr,
+                        "weight decay": decay,
                         "layer decay": "none" if recipe.layer_decay is None else f"{recipe.layer_decay:g}",
                         "epochs": str(recipe.epochs),
                         "batch size": str(recipe.batch_size),
@@ -318,21 +345,53 @@ class Report:
                         "input size": f"{spec.img_size} px",
                     }
                 )
+                # what counts as the same protocol: frozen blocks by their share (0 of 4 is 0 of 2), a tuned
+                # value by its grid and budget (each model's own best on the same grid is the protocol)
+                compared.append(
+                    {
+                        **values[-1],
+                        "peak lr": lr_same,
+                        "weight decay": decay_same,
+                        "blocks frozen": values[-1]["blocks frozen"].split("(")[-1],
+                    }
+                )
         fields = list(values[0])
         per_stage = len(values) // len(self.keys)
-
-        def compared(value, field):  # frozen blocks compare by their share: 0 of 4 is 0 of 2
-            return value.split("(")[-1] if field == "blocks frozen" else value
-
         rows = []
         for field in fields:
             # models differ where, for one stage, two models have different values
             differs = any(
-                len({compared(values[m * per_stage + stage][field], field) for m in range(len(self.keys))}) > 1
+                len({compared[m * per_stage + stage][field] for m in range(len(self.keys))}) > 1
                 for stage in range(per_stage)
             )
             rows.append({"field": field, "cells": [v[field] for v in values], "differs": differs})
-        return {"columns": columns, "rows": rows}
+        return {"name": self.params.protocol, "columns": columns, "rows": rows}
+
+    def _tuning(self):
+        """Whether the trainings' lr was tuned, on which grid and budget: the protocol section's words."""
+        records = [self.results["tune"][ds][key] for ds in DATASETS for key in self.keys]
+        if not any(r["enabled"] for r in records):
+            return None
+        tune = self.params.tune
+        trials = len(tune.lr_scale) * len(tune.weight_decay_scale)
+        training_epochs = _distinct(self.params.recipe(s, k).epochs for s in ("train", "transfer") for k in self.keys)
+        return {
+            "lr_scale": [f"{v:g}" for v in tune.lr_scale],
+            "weight_decay_scale": [f"{v:g}" for v in tune.weight_decay_scale]
+            if len(tune.weight_decay_scale) > 1
+            else None,
+            "trials": trials,
+            "epochs": tune.epochs,
+            "budget": trials * tune.epochs,
+            "training_epochs": training_epochs,
+            "diverged": [
+                f"{self.name(key)} ({paths.TRAIN_STAGE[ds]}, lr {t['lr']:.3g})"
+                for ds in DATASETS
+                for key in self.keys
+                for t in self.results["tune"][ds][key]["trials"]
+                if t["diverged"]
+            ],
+        }
 
     def _pairs(self, ds):
         pairs = []
@@ -401,6 +460,17 @@ class Report:
 
     def markdown(self):
         return report_md.render(self.context())
+
+
+def _tuned_cell(record, field):
+    """(what the protocol table shows for the lr or weight decay a training used, what it compares by)."""
+    value, base = record["chosen"][field], record["recipe"][field]
+    scales = record.get(f"{field}_scale") if record["enabled"] else None
+    if not scales or len(scales) == 1 and scales[0] == 1:
+        return f"{value:g} (set by the recipe, not tuned)", f"{value:g}"
+    grid = ", ".join(f"x{v:g}" for v in scales)
+    chosen = record["chosen"][f"{field}_scale"]
+    return f"{value:g} (tuned: x{chosen:g} of the recipe's {base:g}, over {grid})", f"tuned over {grid}"
 
 
 def _distinct(values):

@@ -68,6 +68,9 @@ def collect(params):
         for ds in DATASETS
     }
     out["probe"] = {ds: {key: atomic.read_json(paths.probe_metrics(key, ds)) for key in params.keys} for ds in DATASETS}
+    out["tune"] = {
+        ds: {key: inputs.read_json(paths.tuning(paths.TRAIN_STAGE[ds], key)) for key in params.keys} for ds in DATASETS
+    }
     return out
 
 
@@ -186,6 +189,20 @@ def _row(results, params, ds, key):
     row["fewshot_top1_ci"] = {shots: _rounded(v) for shots, v in probe["fewshot_top1_ci"].items()}
     if ds == "cifar100":  # how the CIFAR-10-tuned features carry over before any CIFAR-100 training
         row["probe_from_cifar10_top1"] = round(probe["probe_from_cifar10_top1"], 6)
+    row.update(tuning_row(results["tune"][ds][key]))
+    return row
+
+
+def tuning_row(record):
+    """The lr and weight decay the training used, whether a tuning chose them, and (tuned) the chosen trial's
+    validation top-1 with its interval (Wilson, over the validation images)."""
+    chosen = record["chosen"]
+    row = {"lr": chosen["lr"], "weight_decay": chosen["weight_decay"], "lr_tuned": bool(record["enabled"])}
+    if record["enabled"]:
+        best = next(
+            t for t in record["trials"] if t["lr"] == chosen["lr"] and t["weight_decay"] == chosen["weight_decay"]
+        )
+        row["tune_val_top1"], row["tune_val_top1_ci"] = round(best["val_top1"], 6), best["val_top1_ci"]
     return row
 
 

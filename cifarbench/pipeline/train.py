@@ -1,12 +1,14 @@
 """One training run as a pipeline stage: data in, best checkpoint, resumable state and DVCLive logs out.
 
-Shared by train-cifar10 and transfer-cifar100; the two stages differ only in
-how they make the starting model (stages/*.py) and which recipe they use.
-Each epoch reads train -> validate -> step the schedule -> save, and a run
-killed at any point continues from its last saved epoch (see train/resume.py).
+Shared by train-cifar10 and transfer-cifar100, which differ only in the model they
+start from (`start`) and their recipe, and by the tune stages' trials, which write
+their resumable state alone (`Outputs.trial`). Each epoch reads train -> validate
+-> step the schedule -> save, and a run killed at any point continues from its
+last saved epoch (see train/resume.py).
 """
 
 import dataclasses
+from pathlib import Path
 
 import torch
 from dvclive import Live
@@ -33,7 +35,67 @@ LOGGED = (
 TIMINGS = ("epoch_seconds", "images_per_second")
 
 
+@dataclasses.dataclass(frozen=True)
+class Outputs:
+    """Where one training run writes: a training stage's files, or a tuning trial's resumable state alone."""
+
+    state: Path
+    checkpoint: Path | None = None  # None: a trial, whose validation score is all it is for, keeps no weights
+    log_dir: Path | None = None  # DVCLive's folder (None: the epochs are printed only)
+    cost: Path | None = None
+
+    @classmethod
+    def of_stage(cls, ds, key, seed):
+        return cls(
+            state=paths.training_state(ds, key, seed),
+            checkpoint=paths.checkpoint(ds, key, seed),
+            log_dir=paths.train_log(ds, key, seed),
+            cost=paths.train_cost(ds, key, seed),
+        )
+
+    @classmethod
+    def trial(cls, state):
+        return cls(state=state)
+
+    @property
+    def is_trial(self):
+        return self.checkpoint is None
+
+
+def start(params, stage, key, seed, init_seed=None):
+    """The model a training of `stage` starts from, and the checkpoint it is read from (None: timm's weights).
+
+    train-cifar10: the registry's model with a new 10-class head. transfer-cifar100: the CIFAR-10
+    checkpoint of seed `init_seed` (default: `seed`) with a new 100-class head, or the model's own weights
+    (init: imagenet), then the stem and the recipe's blocks frozen. `seed` draws the new head's weights."""
+    ds = DATASET[stage]
+    n_classes = len(dataset.load_meta(paths.data_dir(ds))["classes"])
+    torch.manual_seed(seed)  # the new head's (or the whole model's) initial weights
+    if stage == "train-cifar10":
+        return timm_models.create(params.model(key), num_classes=n_classes, key=key), None
+    recipe = params.recipe("transfer", key)
+    init_path = paths.checkpoint("cifar10", key, seed if init_seed is None else init_seed)
+    if recipe.init == "cifar10":
+        model, _ = checkpoint.load_model(init_path)
+        model.reset_classifier(n_classes)
+    else:  # straight from the model's own (ImageNet) weights, skipping CIFAR-10
+        model, init_path = timm_models.create(params.model(key), num_classes=n_classes, key=key), None
+    blocks = timm_models.block_count(model)
+    n_frozen = recipe.frozen_blocks(blocks)
+    frozen = timm_models.freeze(model, n_frozen)
+    total, trainable = timm_models.count_parameters(model)
+    if distributed.is_main():
+        print(
+            f"init from {recipe.init}; frozen: stem + {n_frozen} of {blocks} blocks ({len(frozen)} modules); "
+            f"{trainable:,} of {total:,} parameters trainable",
+            flush=True,
+        )
+    return model, init_path
+
+
 def _log_epoch(live, result):
+    if live is None:  # a tuning trial: its epochs are printed, its score goes into the tuning's file
+        return
     for name, field in LOGGED:
         live.log_metric(name, result[field], plot=True)
     for name in TIMINGS:
@@ -64,16 +126,21 @@ def _tensors(data_dir, meta, device):
     )
 
 
-def run(s, stage, model, init_path=None):
-    """Train `model` for stage `stage` of s.model / s.seed, keeping the best-validation checkpoint; resumes if it can.
+def run(s, stage, model, init_path=None, *, recipe=None, seed=None, outputs=None, keep_group=False):
+    """Train `model` for stage `stage` of s.model, keeping the best-validation checkpoint; resumes if it can.
 
-    s: the cifarbench.pipeline.entry.Stage (params, model key, seed, runtime). Returns the Trainer, or
-    None when the run had finished before and its outputs were written again from its state.
+    s: the cifarbench.pipeline.entry.Stage (params, model key, seed, runtime). recipe, seed, outputs: the
+    stage's own (params' recipe, s.seed, Outputs.of_stage) unless given: a tuning trial passes its recipe
+    and Outputs.trial. keep_group: leave the torchrun process group up for the next run in this process.
+    Returns the run's summary (best_val_acc, ...), also when the run had finished before and its outputs were
+    written again from its state. A trial whose loss turns NaN ends there: its summary says `diverged`.
     """
-    ds, key, seed, rt, params = DATASET[stage], s.model, s.seed, s.runtime, s.params
-    spec, recipe = params.model(key), params.recipe(SECTION[stage], key)
+    ds, key, rt, params = DATASET[stage], s.model, s.runtime, s.params
+    seed = s.seed if seed is None else seed
+    spec = params.model(key)
+    recipe = params.recipe(SECTION[stage], key) if recipe is None else recipe
+    outputs = Outputs.of_stage(ds, key, seed) if outputs is None else outputs
     data_dir = paths.data_dir(ds)
-    checkpoint_path, state_path = paths.checkpoint(ds, key, seed), paths.training_state(ds, key, seed)
     distributed.init(rt.device)  # under torchrun: join the other ranks (see distributed.py)
     main = distributed.is_main()  # only rank 0 writes checkpoints, state, logs and prints
     inputs = [data_dir / "train.npz", data_dir / "val.npz", data_dir / "meta.json"] + ([init_path] if init_path else [])
@@ -89,18 +156,19 @@ def run(s, stage, model, init_path=None):
         inputs=inputs,
         code=code,
     )
-    state, why = resume.load(state_path, fingerprint)
+    state, why = resume.load(outputs.state, fingerprint)
     if state and state["finished"]:
-        if _written_again(state, checkpoint_path, paths.train_log(ds, key, seed), paths.train_cost(ds, key, seed)):
+        if _written_again(state, outputs):
             if main:
                 print(f"{why}: its outputs are written again from the saved state, without training", flush=True)
-            distributed.shutdown()
-            return None
-        why, state = f"{why}, but {checkpoint_path} is missing or changed since: training again", None
+            _shutdown(keep_group)
+            return state["summary"]
+        why, state = f"{why}, but {outputs.checkpoint} is missing or changed since: training again", None
 
     memory.reset_peak(rt.device)
     total_params, trainable_params = timm_models.count_parameters(model)  # after any freezing
     blocks = timm_models.block_count(model)  # the report's protocol table: frozen blocks as a share
+    frozen_blocks = recipe.frozen_blocks(blocks) if hasattr(recipe, "frozen_blocks") else 0
     meta = dataset.load_meta(data_dir)
     tensors = _tensors(data_dir, meta, rt.device)
     model = inference.prepare_model(model, rt)
@@ -134,9 +202,9 @@ def run(s, stage, model, init_path=None):
             best = dict(best, state_dict=_cpu_weights(model))
 
     def save_best():
-        if main:
+        if main and not outputs.is_trial:
             checkpoint.save(
-                checkpoint_path,
+                outputs.checkpoint,
                 model,
                 key=key,
                 spec=spec,
@@ -150,7 +218,7 @@ def run(s, stage, model, init_path=None):
             )
 
     # starts the logs afresh, then replays the completed epochs, so a resumed run's logs continue
-    live = _live_at(paths.train_log(ds, key, seed)) if main else None
+    live = _live_at(outputs.log_dir) if main and outputs.log_dir else None
     for logged in history if main else []:
         _log_epoch(live, logged)
     if best:
@@ -160,14 +228,15 @@ def run(s, stage, model, init_path=None):
             result = dataclasses.asdict(epoch)
             history.append(result)
             if epoch.improved:
-                best = {"epoch": epoch.epoch, "val_acc": epoch.val_acc, "state_dict": _cpu_weights(model)}
+                weights = None if outputs.is_trial else _cpu_weights(model)
+                best = {"epoch": epoch.epoch, "val_acc": epoch.val_acc, "state_dict": weights}
                 save_best()
             trainer_state = trainer.state_dict()  # a collective: every rank takes part
             if not main:
                 continue
             current_is_best = best["epoch"] == trainer.epoch
             resume.save(
-                state_path,
+                outputs.state,
                 fingerprint,
                 trainer_state,
                 history,
@@ -177,40 +246,62 @@ def run(s, stage, model, init_path=None):
             _print_epoch(result)
     except torch.OutOfMemoryError:  # the state of the last completed epoch stays as it was
         raise BenchError(_out_of_memory(s, stage, trainer)) from None
+    except engine.NonFiniteLoss as exc:
+        if not outputs.is_trial:
+            raise
+        # a diverged trial is a result (the worst score), recorded so that a rerun does not train it again
+        summary = {"best_val_acc": None, "epochs_run": trainer.epoch, "diverged": str(exc).split(":")[0]}
+        if main:
+            resume.mark_finished(
+                outputs.state, fingerprint, history=history, summary=summary, cost={}, checkpoint_md5=None
+            )
+        _shutdown(keep_group)
+        return summary
+    summary = {
+        "best_val_acc": trainer.best_acc,
+        "best_epoch": best["epoch"],
+        "epochs_run": trainer.epoch,
+        "stopped_early": trainer.stopped_early,
+        "peak_lr": recipe.lr,  # the lr it used: the recipe's, or the one its tune stage chose
+        "weight_decay": recipe.weight_decay,
+    }
     if main:
-        summary = {
-            "best_val_acc": trainer.best_acc,
-            "best_epoch": best["epoch"],
-            "epochs_run": trainer.epoch,
-            "stopped_early": trainer.stopped_early,
-        }
         cost = _cost(trainer, history, rt, (total_params, trainable_params))
-        cost.update(blocks=blocks, frozen_blocks=getattr(recipe, "freeze_blocks", 0))
-        _finish(live, summary, cost, paths.train_cost(ds, key, seed))
+        cost.update(blocks=blocks, frozen_blocks=frozen_blocks)
+        _finish(live, summary, cost, outputs.cost)
         resume.mark_finished(
-            state_path,
+            outputs.state,
             fingerprint,
             history=history,
             summary=summary,
             cost=cost,
-            checkpoint_md5=resume.file_digest(checkpoint_path),
+            checkpoint_md5=None if outputs.is_trial else resume.file_digest(outputs.checkpoint),
         )
-    distributed.shutdown()
-    return trainer
+    _shutdown(keep_group)
+    return summary
 
 
-def _written_again(state, checkpoint_path, log_dir, cost_path):
+def _shutdown(keep_group):
+    if not keep_group:
+        distributed.shutdown()
+
+
+def _written_again(state, outputs):
     """A finished run's outputs written again from its record, when its checkpoint is still the one it saved.
 
     The checkpoint is a persist output: DVC leaves it in place when it reruns the stage. The logs and the
-    cost file it removes; they are replayed from the record, the same bytes as the finished run wrote."""
+    cost file it removes; they are replayed from the record, the same bytes as the finished run wrote.
+    A trial has neither: its record is its result."""
+    if outputs.is_trial:
+        return True
+    checkpoint_path = outputs.checkpoint
     if not (checkpoint_path.is_file() and resume.file_digest(checkpoint_path) == state["checkpoint_md5"]):
         return False
     if distributed.is_main():
-        live = _live_at(log_dir)
+        live = _live_at(outputs.log_dir)
         for logged in state["history"]:
             _log_epoch(live, logged)
-        _finish(live, state["summary"], state["cost"], cost_path)
+        _finish(live, state["summary"], state["cost"], outputs.cost)
     return True
 
 
@@ -255,6 +346,8 @@ def _cost(trainer, history, rt, parameter_counts):
 
 def _finish(live, summary, cost, cost_path):
     """The DVCLive summary (what `dvc exp show` compares) and the run's cost file."""
-    live.summary.update(summary)
-    live.end()
-    atomic.write_json(cost_path, cost)
+    if live is not None:
+        live.summary.update(summary)
+        live.end()
+    if cost_path is not None:
+        atomic.write_json(cost_path, cost)

@@ -591,3 +591,31 @@ def fewshot_curves(panels, title, path, styles):
         ax.xaxis.set_minor_locator(NullLocator())
 
     _top1_panels(panels, title, path, "labelled training images per class (log scale)", "test top-1", draw)
+
+
+def tuning(panels, title, path, styles):
+    """Validation top-1 against the peak lr (log axis), one panel per training stage and a line per model.
+
+    panels = [(panel title, {model key: {"trials": [{lr, val_top1, val_top1_ci, diverged}], "chosen": lr}})].
+    Each trial is a point with its 95 % interval, a diverged trial an x at 0 and the chosen lr a ring; a model
+    that was not tuned is its training's one point at its recipe's lr (trials holds that one).
+    """
+
+    def draw(ax, lines):
+        for key, line in lines.items():
+            colour, trials = styles.colour(key), sorted(line["trials"], key=lambda t: t["lr"])
+            kept = [t for t in trials if not t["diverged"]]
+            lrs, top1 = [t["lr"] for t in kept], [t["val_top1"] for t in kept]
+            ax.plot(lrs, top1, marker="o", ms=3.5, color=colour, label=_wrapped(styles.name(key)))
+            for t in kept:
+                if t.get("val_top1_ci"):
+                    ax.plot([t["lr"]] * 2, t["val_top1_ci"], color=colour, lw=1, alpha=0.6)
+            for t in trials:
+                if t["diverged"]:
+                    ax.plot(t["lr"], 0, marker="x", ms=6, color=colour, ls="none")
+            chosen = [t for t in kept if t["lr"] == line["chosen"]]
+            if chosen:
+                ax.plot(chosen[0]["lr"], chosen[0]["val_top1"], marker="o", ms=11, mfc="none", mec=colour, mew=1.6)
+        _log_axis(ax, "peak lr (log scale)")
+
+    _top1_panels(panels, title, path, "peak lr (log scale; ring: the lr the training used)", "validation top-1", draw)

@@ -26,6 +26,10 @@ from cifarbench.train import schedules
 FINITE_CHECK_EVERY = 50
 
 
+class NonFiniteLoss(BenchError):
+    """The training loss turned NaN or infinite: a stage stops on it, a tuning trial records it as its result."""
+
+
 @dataclass
 class EpochResult:
     epoch: int  # 1-based
@@ -249,7 +253,7 @@ class Trainer:
     def _stop_if_not_finite(self, first_bad_step):
         bad = distributed.first_flagged_step(first_bad_step)
         if bad >= 0:
-            raise BenchError(
+            raise NonFiniteLoss(
                 f"training loss is NaN or infinite at epoch {self.epoch + 1}, step {bad + 1}: lower the lr "
                 "or check the data; the checkpoint and state of the last completed epoch are kept"
             )
