@@ -360,6 +360,10 @@ def test_tuning_chooses_each_models_best_validation_trial_and_its_training_uses_
     """Tuning on for both models over a 3-value grid: each tuning file holds the grid's trials, scored on the
     validation split with their intervals, and chooses the best; the training ran at the chosen lr (its own
     metrics say so), and the summary, the protocol table and the tuning figure show it."""
+    import torch
+
+    from cifarbench.pipeline import tune
+
     summary = repo.json("metrics/summary.json")
     report = (repo.path / "plots" / "report.md").read_text()
     protocol = report[report.index("### Each model's protocol") : report.index("## Test accuracy")]
@@ -373,11 +377,13 @@ def test_tuning_chooses_each_models_best_validation_trial_and_its_training_uses_
             assert [t["lr_scale"] for t in trials] == TUNE["lr_scale"] and record["epochs"] == TUNE["epochs"]
             assert [t["lr"] for t in trials] == pytest.approx([base * f for f in TUNE["lr_scale"]])
             assert record["val_images"] == val_images
-            for t in trials:  # a score of the validation images, inside its interval
-                assert not t["diverged"] and round(t["val_top1"] * val_images) == pytest.approx(
-                    t["val_top1"] * val_images
-                )
+            for t in trials:  # a score of the validation images inside its interval: the trial's own best epoch
+                hits = t["val_top1"] * val_images
+                assert not t["diverged"] and round(hits) == pytest.approx(hits)
                 assert t["val_top1_ci"][0] <= t["val_top1"] <= t["val_top1_ci"][1]
+                state = torch.load(repo.path / tune.trial_state(stage, m, t), weights_only=True)
+                assert state["finished"] and len(state["history"]) == TUNE["epochs"]
+                assert t["val_top1"] == max(epoch["val_acc"] for epoch in state["history"])
             best = expected_choice(trials)
             assert record["chosen"]["lr"] == best["lr"] and record["chosen"]["val_top1"] == best["val_top1"]
             assert repo.json(f"logs/{stage}/{m}-{SEED}/metrics.json")["peak_lr"] == best["lr"]  # it trained at it

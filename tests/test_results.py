@@ -377,3 +377,21 @@ class _ReportStub:
 
     def first(self, kind, ds, key):
         return self.results[kind][ds][key][self.first_seed]
+
+
+def test_under_the_matched_protocol_one_frozen_share_is_one_protocol_whatever_the_depths():
+    """freeze_share 0.5 freezes 2 of ResNet-18's 4 block groups, 4 of EfficientNet-B0's 7 and 6 of ViT-B's 12: the
+    same protocol, so the row is not marked; the cells say both the count and the share."""
+    p = params.parse(tiny_params(protocol="matched"))
+    res = fake_results(p, {key: {0: 0.7} for key in p.keys})
+    depth = {"resnet18": 4, "efficientnet_b0": 7, "dinov2_vitb14": 12}
+    for ds in DATASETS:
+        for key in p.keys:
+            recipe = p.recipe("transfer", key)
+            frozen = recipe.frozen_blocks(depth[key]) if ds == "cifar100" else 0
+            res["train_cost"][ds][key][0].update(blocks=depth[key], frozen_blocks=frozen)
+    text = report_text(res, p)
+    table = text[text.index("### Each model's protocol") : text.index("## Test accuracy")]
+    row = next(line for line in table.splitlines() if "blocks frozen" in line)
+    assert "≠" not in row and "4 of 7 (57%), share 0.5" in row and "6 of 12 (50%), share 0.5" in row, row
+    assert "Protocol `matched`" in table

@@ -169,7 +169,9 @@ def test_a_training_refuses_a_tuning_file_of_other_params(prepared, reference, t
     (folder / "params.yaml").write_text(dump(vit_params(tune__lr_scale=[1.0, 3.0])))
     proc = run_stage_here(folder, "train_cifar10.py", VIT, "0")
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
-    assert f"{paths.tuning(STAGE, VIT)} is out of date with params.yaml (its recipe or tune: changed)" in proc.stderr
+    assert (
+        f"{paths.tuning(STAGE, VIT)} is out of date with params.yaml (its recipe, seed or tune: changed)" in proc.stderr
+    )
     assert f"dvc repro -f tune-cifar10@{VIT}" in proc.stderr
     assert target.read_bytes() == reference and not (folder / paths.checkpoint("cifar10", VIT, 0)).exists()
 
@@ -189,3 +191,30 @@ def test_with_tuning_off_the_recipe_stands_whatever_the_grid(prepared, tmp_path)
         "chosen": {"lr": 3e-3, "weight_decay": 0.05},
     }
     assert not any((folder / paths.tuning_trials(STAGE, VIT)).glob("*"))  # nothing trained
+
+
+def test_a_tie_goes_to_the_factors_nearest_the_recipes_own():
+    from cifarbench.pipeline.tune import choose
+
+    def trial(lr, decay, top1, diverged=False):
+        return {"lr_scale": lr, "weight_decay_scale": decay, "val_top1": top1, "diverged": diverged}
+
+    assert choose([trial(0.3, 1, 0.5), trial(1, 1, 0.5), trial(3, 1, 0.4)])["lr_scale"] == 1
+    assert choose([trial(3, 1, 0.5), trial(0.3, 1, 0.5)])["lr_scale"] == 3  # nearer on the log scale
+    assert choose([trial(2, 1, 0.5), trial(0.5, 1, 0.5)])["lr_scale"] == 2  # as near: grid order
+    assert choose([trial(1, 0, 0.5), trial(1, 3, 0.5)])["weight_decay_scale"] == 3  # no weight decay is farthest
+    assert choose([trial(1, 1, 0.0, diverged=True), trial(3, 1, 0.0)])["lr_scale"] == 3  # a diverged trial never
+    assert choose([trial(1, 1, 0.0, diverged=True)]) is None
+
+
+def test_a_trial_runs_the_recipes_schedule_compressed_to_its_epochs():
+    from cifarbench import params as paramslib
+    from cifarbench.pipeline import tune, tuned
+
+    raw = vit_params(tune__epochs=3)
+    raw["train"][VIT].update(schedule="multistep", epochs=12, warmup_epochs=4, decay_milestones=[6, 9], decay_epochs=4)
+    p = paramslib.parse(raw)
+    [point, *_] = tuned.grid(p, STAGE, VIT)
+    recipe = tune.trial_recipe(p, STAGE, VIT, point)
+    assert (recipe.epochs, recipe.warmup_epochs, recipe.decay_milestones, recipe.decay_epochs) == (3, 2, [2], 1)
+    assert recipe.lr == point["lr"] == 0.5 * 3e-3 and recipe.optimizer == "adamw"

@@ -323,7 +323,8 @@ class Report:
                     if section == "train"
                     else {"cifar10": "its CIFAR-10 checkpoint"}.get(recipe.init, f"{weights} (not CIFAR-10's)")
                 )
-                blocks, frozen = cost.get("blocks"), cost.get("frozen_blocks", getattr(recipe, "freeze_blocks", 0))
+                blocks, set_share = cost.get("blocks"), getattr(recipe, "freeze_share", None)  # transfer only
+                frozen = cost.get("frozen_blocks", _frozen_blocks(recipe, blocks))
                 share = None if blocks is None else frozen / blocks
                 augment = recipe.augment
                 lr, lr_same = _tuned_cell(tuning, "lr")
@@ -339,21 +340,21 @@ class Report:
                         "epochs": str(recipe.epochs),
                         "batch size": str(recipe.batch_size),
                         "schedule": f"{recipe.schedule}, {recipe.warmup_epochs} warm-up epochs",
-                        "blocks frozen": f"{frozen}" if share is None else f"{frozen} of {blocks} ({share:.0%})",
+                        "blocks frozen": (f"{frozen}" if share is None else f"{frozen} of {blocks} ({share:.0%})")
+                        + ("" if set_share is None else f", share {set_share:g}"),
                         "augmentation": f"crop pad {augment.crop_padding}, flip {'on' if augment.flip else 'off'}, "
                         f"jitter {augment.jitter:g}",
                         "input size": f"{spec.img_size} px",
                     }
                 )
-                # what counts as the same protocol: frozen blocks by their share (0 of 4 is 0 of 2), a tuned
-                # value by its grid and budget (each model's own best on the same grid is the protocol)
+                # what counts as the same protocol: frozen blocks by their share (0 of 4 is 0 of 2), or by the share
+                # the recipe sets (0.5 is 2 of 4 and 4 of 7), a tuned value by its grid and budget (each model's own
+                # best on the same grid is the protocol)
+                frozen_same = (
+                    f"share {set_share:g}" if set_share is not None else values[-1]["blocks frozen"].split("(")[-1]
+                )
                 compared.append(
-                    {
-                        **values[-1],
-                        "peak lr": lr_same,
-                        "weight decay": decay_same,
-                        "blocks frozen": values[-1]["blocks frozen"].split("(")[-1],
-                    }
+                    {**values[-1], "peak lr": lr_same, "weight decay": decay_same, "blocks frozen": frozen_same}
                 )
         fields = list(values[0])
         per_stage = len(values) // len(self.keys)
@@ -460,6 +461,13 @@ class Report:
 
     def markdown(self):
         return report_md.render(self.context())
+
+
+def _frozen_blocks(recipe, blocks):
+    """How many blocks a recipe freezes, for cost files written before they recorded it (a train recipe: 0)."""
+    if not hasattr(recipe, "frozen_blocks"):
+        return 0
+    return recipe.frozen_blocks(blocks) if blocks else recipe.freeze_blocks
 
 
 def _tuned_cell(record, field):

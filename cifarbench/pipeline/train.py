@@ -17,6 +17,7 @@ from cifarbench import atomic, paths, sourcefiles
 from cifarbench.data import dataset, transforms
 from cifarbench.errors import BenchError
 from cifarbench.models import checkpoint, inference, timm_models
+from cifarbench.pipeline import entry
 from cifarbench.runtime import distributed, memory
 from cifarbench.train import engine, resume
 
@@ -84,7 +85,7 @@ def start(params, stage, key, seed, init_seed=None):
     n_frozen = recipe.frozen_blocks(blocks)
     frozen = timm_models.freeze(model, n_frozen)
     total, trainable = timm_models.count_parameters(model)
-    if distributed.is_main():
+    if entry.is_first_rank():  # before the process group exists (training joins it later)
         print(
             f"init from {recipe.init}; frozen: stem + {n_frozen} of {blocks} blocks ({len(frozen)} modules); "
             f"{trainable:,} of {total:,} parameters trainable",

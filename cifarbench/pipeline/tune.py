@@ -14,9 +14,11 @@ whose loss turns NaN scores as the worst (0, `diverged: true`) and the others go
 the stage stops with one line.
 """
 
+import gc
 import math
 import time
 
+import torch
 from scipy import stats as sps
 
 from cifarbench import paths
@@ -27,12 +29,20 @@ from cifarbench.runtime import distributed
 
 
 def trial_recipe(params, stage, key, point):
-    """The stage's recipe at the trial's lr and weight decay, over tune.epochs (warm-up at most epochs - 1)."""
+    """The stage's recipe at the trial's lr and weight decay, its schedule compressed to tune.epochs: the warm-up
+    cut to fewer epochs than that, a step or multistep schedule's epochs scaled by tune.epochs / epochs."""
     base = params.recipe(tuned.SECTION[stage], key)
     epochs = params.tune.epochs
-    warmup = min(base.warmup_epochs, epochs - 1)
+    scale = epochs / base.epochs
     return base.model_copy(
-        update={"lr": point["lr"], "weight_decay": point["weight_decay"], "epochs": epochs, "warmup_epochs": warmup}
+        update={
+            "lr": point["lr"],
+            "weight_decay": point["weight_decay"],
+            "epochs": epochs,
+            "warmup_epochs": min(base.warmup_epochs, epochs - 1),
+            "decay_epochs": max(1, round(base.decay_epochs * scale)),
+            "decay_milestones": sorted({max(1, round(m * scale)) for m in base.decay_milestones}),
+        }
     )
 
 
@@ -55,7 +65,12 @@ def choose(trials):
         return None
     best = max(t["val_top1"] for _, t in scored)
     tied = [(i, t) for i, t in scored if t["val_top1"] == best]
-    distance = lambda it: (abs(math.log(it[1]["lr_scale"])), abs(math.log(it[1]["weight_decay_scale"] or 1)), it[0])  # noqa: E731
+
+    def distance(item):  # from the recipe's own values (factor 1); a weight-decay factor of 0 is the farthest
+        i, t = item
+        decay = t["weight_decay_scale"]
+        return abs(math.log(t["lr_scale"])), abs(math.log(decay)) if decay else math.inf, i
+
     return min(tied, key=distance)[1]
 
 
@@ -65,6 +80,7 @@ def run(s, stage):
     seed = params.seed  # the trials' seed; a transfer trial starts from the first training seed's checkpoint
     n_val = dataset.load_meta(paths.data_dir(train.DATASET[stage]))["counts"]["val"]
     points = tuned.grid(params, stage, key)
+    distributed.init(s.runtime.device)  # under torchrun: join the ranks first, so only rank 0 writes and prints
     main = distributed.is_main()
     folder = paths.tuning_trials(stage, key)
     folder.mkdir(parents=True, exist_ok=True)
@@ -72,7 +88,7 @@ def run(s, stage):
         kept = {trial_state(stage, key, p).name for p in points}
         for old in folder.glob("*.state.pt"):
             if old.name not in kept:
-                old.unlink()
+                old.unlink(missing_ok=True)
     trials, started = [], time.perf_counter()
     for number, point in enumerate(points, 1):
         if main:
@@ -104,6 +120,7 @@ def run(s, stage):
         )
         if diverged and main:
             print(f"trial {number}: {diverged}: scored as the worst, the other trials go on", flush=True)
+        _release(s.runtime)
     distributed.shutdown()
     best = choose(trials)
     if best is None:
@@ -122,3 +139,13 @@ def run(s, stage):
             flush=True,
         )
     return record
+
+
+def _release(runtime):
+    """What a trial leaves behind, dropped before the next: its compiled graphs (each trial compiles its own step;
+    torch.compile stops compiling after a few recompilations of one function) and its device memory."""
+    if runtime.compile:
+        torch._dynamo.reset()
+    gc.collect()
+    if runtime.device.type == "cuda":
+        torch.cuda.empty_cache()

@@ -30,9 +30,10 @@ def header(params, stage, key, enabled=None):
     recipe = params.recipe(SECTION[stage], key)
     enabled = params.tune.enabled if enabled is None else enabled
     out = {"enabled": enabled, "recipe": {"lr": recipe.lr, "weight_decay": recipe.weight_decay}}
-    if enabled:
+    if enabled:  # and what else decides a trial's score: the whole recipe and the trials' seed
         tune = params.tune
         out.update(lr_scale=list(tune.lr_scale), weight_decay_scale=list(tune.weight_decay_scale), epochs=tune.epochs)
+        out.update(trained=recipe.deciding(), seed=params.seed)
     return out
 
 
@@ -52,7 +53,7 @@ def read(params, stage, key):
     record = inputs.read_json(path)
     expected = header(params, stage, key)
     if not isinstance(record, dict) or {k: record.get(k) for k in expected} != expected:
-        raise inputs.unusable(path, "is out of date with params.yaml (its recipe or tune: changed)")
+        raise inputs.unusable(path, "is out of date with params.yaml (its recipe, seed or tune: changed)")
     if not isinstance(record.get("chosen"), dict) or not {"lr", "weight_decay"} <= set(record["chosen"]):
         raise inputs.damaged(path, "no chosen lr and weight_decay")
     return record
