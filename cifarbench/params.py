@@ -404,10 +404,7 @@ def parse(raw, source="params.yaml"):
     unknown = [k for k in top.matched if k not in RECIPE_SECTIONS]
     if unknown:
         raise ParamsError(f"{source}: matched.{unknown[0]}: unknown key; matched: holds train: and transfer:")
-    matched = [(f"matched.{s}", top.matched.get(s) or {}) for s in RECIPE_SECTIONS]
-    for name, layer in matched:
-        if not isinstance(layer, dict):
-            raise ParamsError(f"{source}: {name}: expected a mapping of recipe keys, got {layer!r}")
+    matched = [(f"matched.{s}", top.matched.get(s) or {}) for s in RECIPE_SECTIONS]  # mappings: _Top checked them
     try:
         # a transfer recipe starts from train.defaults too: transfer: holds only what transfer does differently
         base = ("train." + DEFAULTS, top.train.get(DEFAULTS) or {})
