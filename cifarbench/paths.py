@@ -106,8 +106,13 @@ def tuning(stage, key):
 
 
 def tuning_trials(stage, key):
-    """The trials' resumable states, one file each (a persist: true output of the tune stage)."""
+    """The trials' resumable states, one file each, and their index (a persist: true output of the tune stage)."""
     return MODELS / "tune" / stage / key
+
+
+def tuning_index(stage, key):
+    """Which state file in tuning_trials() is which trial of the current tuning (none with tuning off)."""
+    return tuning_trials(stage, key) / "trials.json"
 
 
 def checkpoint(dataset, key, seed):

@@ -14,9 +14,10 @@ def untuned(s):
     stage = TRAIN_STAGE[s.dataset]
     recipes.check_current(s.params, stage, s.model)
     record = tuned.untuned(s.params, stage, s.model)
-    tuned.write(s.params, stage, s.model, record)
-    # the trials' folder is the stage's output either way; states of an earlier tuning stay for the next one
+    # the trials' folder is the stage's output either way, its index empty; states of an earlier tuning stay there
+    # for the next one
     paths.tuning_trials(stage, s.model).mkdir(parents=True, exist_ok=True)
+    tuned.write(s.params, stage, s.model, record)
     print(f"{s.model} {stage}: tuning off (tune.enabled: false): the recipe's lr {record['chosen']['lr']:g} stands")
 
 

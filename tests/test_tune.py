@@ -81,6 +81,7 @@ def copy_of(prepared, tmp_path, name="project"):
 def test_the_trials_learn_and_the_best_validation_score_is_chosen(reference):
     tuned = json.loads(reference)
     scores = [t["val_top1"] for t in tuned["trials"]]
+    assert len(tuned["trials"]) == len(GRID) and all(not t["diverged"] for t in tuned["trials"])
     assert max(scores) >= 0.3, scores  # 10 classes: a trial that learns, not a tie at chance
     best = max(range(len(GRID)), key=lambda i: (scores[i], -abs(np.log(GRID[i]))))
     assert tuned["chosen"]["lr_scale"] == GRID[best] and tuned["chosen"]["val_top1"] == scores[best]
@@ -149,6 +150,9 @@ def test_a_diverged_trial_scores_the_worst_and_the_others_go_on(prepared, tmp_pa
     tuned = json.loads(record(folder))
     assert [t["diverged"] for t in tuned["trials"]] == [False, True]
     assert tuned["trials"][1]["val_top1"] == 0.0 and tuned["chosen"]["lr_scale"] == 1.0
+    index = json.loads((folder / paths.tuning_index(STAGE, VIT)).read_text())["trials"]  # which state is which
+    assert [(t["lr"], t["diverged"]) for t in index] == [(t["lr"], t["diverged"]) for t in tuned["trials"]]
+    assert all((folder / paths.tuning_trials(STAGE, VIT) / t["state"]).is_file() for t in index)
     out = tune(folder)  # the diverged trial is a result: a rerun does not train it again
     assert out.count("without training") == 2
 
@@ -190,7 +194,8 @@ def test_with_tuning_off_the_recipe_stands_whatever_the_grid(prepared, tmp_path)
         "trials": [],
         "chosen": {"lr": 3e-3, "weight_decay": 0.05},
     }
-    assert not any((folder / paths.tuning_trials(STAGE, VIT)).glob("*"))  # nothing trained
+    assert not any((folder / paths.tuning_trials(STAGE, VIT)).glob("*.state.pt"))  # nothing trained
+    assert json.loads((folder / paths.tuning_index(STAGE, VIT)).read_text()) == {"trials": []}
 
 
 def test_a_tie_goes_to_the_factors_nearest_the_recipes_own():

@@ -130,7 +130,7 @@ def run(s, stage):
     chosen = {k: best[k] for k in ("lr", "weight_decay", "lr_scale", "weight_decay_scale", "val_top1")}
     record = {**tuned.header(params, stage, key), "val_images": n_val, "trials": trials, "chosen": chosen}
     if main:
-        tuned.write(params, stage, key, record)
+        tuned.write(params, stage, key, record, [trial_state(stage, key, p).name for p in points])
         print(
             f"{key} {stage}: chose lr {chosen['lr']:.3g} (x{chosen['lr_scale']:g}), weight decay "
             f"{chosen['weight_decay']:.3g}: validation top-1 {chosen['val_top1']:.4f} of "

@@ -43,7 +43,13 @@ def untuned(params, stage, key):
     return {**head, "trials": [], "chosen": dict(head["recipe"])}
 
 
-def write(params, stage, key, record):
+def write(params, stage, key, record, states=()):
+    """The tuning file, and the index of the trials' state files (`states`: one name per trial; none untuned)."""
+    index = [
+        {"state": name, **{k: t[k] for k in ("lr", "weight_decay", "diverged")}}
+        for name, t in zip(states, record["trials"])
+    ]
+    atomic.write_json(paths.tuning_index(stage, key), {"trials": index})
     atomic.write_json(paths.tuning(stage, key), record)
 
 
