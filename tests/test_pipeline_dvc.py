@@ -386,7 +386,8 @@ def test_tuning_chooses_each_models_best_validation_trial_and_its_training_uses_
                 assert t["val_top1"] == max(epoch["val_acc"] for epoch in state["history"])
             best = expected_choice(trials)
             assert record["chosen"]["lr"] == best["lr"] and record["chosen"]["val_top1"] == best["val_top1"]
-            assert repo.json(f"logs/{stage}/{m}-{SEED}/metrics.json")["peak_lr"] == best["lr"]  # it trained at it
+            trained = repo.json(f"logs/{stage}/{m}-{SEED}/metrics.json")
+            assert trained["peak_lr"] == trained["lr"] == best["lr"]  # it trained at it
             row = summary[d][m]
             assert row["lr"] == best["lr"] and row["lr_tuned"] is True
             assert row["tune_val_top1"] == round(best["val_top1"], 6)

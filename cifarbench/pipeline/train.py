@@ -264,6 +264,9 @@ def run(s, stage, model, init_path=None, *, recipe=None, seed=None, outputs=None
         "epochs_run": trainer.epoch,
         "stopped_early": trainer.stopped_early,
         "peak_lr": recipe.lr,  # the lr it used: the recipe's, or the one its tune stage chose
+        # and `lr` says the same in `dvc exp show` (DVCLive's summary would hold the schedule's last, decayed lr;
+        # the lr of every epoch is its curve, plots/metrics/lr.tsv)
+        "lr": recipe.lr,
         "weight_decay": recipe.weight_decay,
     }
     if main:
