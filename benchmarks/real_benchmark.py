@@ -524,7 +524,7 @@ def main():
             )
         for key in params.keys:
             for train_stage in paths.TRAIN_STAGE.values():
-                tuned.write(params, train_stage, key, tuned.untuned(params, train_stage, key))
+                tuned.write(train_stage, key, tuned.untuned(params, train_stage, key))
         random_checkpoints(params, keys, stages)
         start = time.perf_counter()
         if "embed" in stages:

@@ -138,13 +138,19 @@ def _decoded(record, field, size):
     return raw
 
 
-def _per_image(data):
+def _record(data, format_):
+    """A per-image file's JSON object (bytes or text) in format `format_`; ValueError says what is wrong."""
     try:
         record = json.loads(data.decode("utf-8") if isinstance(data, bytes) else data)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValueError(f"not valid JSON: {first_line(exc)}") from None
-    if not isinstance(record, dict) or record.get("format") != PER_IMAGE_FORMAT:
-        raise ValueError(f"its format is not {PER_IMAGE_FORMAT!r}")
+    if not isinstance(record, dict) or record.get("format") != format_:
+        raise ValueError(f"its format is not {format_!r}")
+    return record
+
+
+def _per_image(data):
+    record = _record(data, PER_IMAGE_FORMAT)
     n, n_classes, dtype = record.get("n_test"), record.get("n_classes"), record.get("dtype")
     for name, value in (("n_test", n), ("n_classes", n_classes)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
@@ -202,33 +208,29 @@ class ProbePerImage:
     test_digest: str
 
 
+def _probe_per_image(data):
+    record = _record(data, PROBE_FORMAT)
+    n, digest = _count(record, "n_test"), record.get("test_digest")
+    if not isinstance(digest, str) or not _DIGEST.match(digest):
+        raise ValueError("no test_digest (sha256:<64 hex digits>)")
+    return ProbePerImage(_bits(record, "correct", n), digest)
+
+
 def probe_per_image(data, path, revision=None):
     """A probe per-image file's content, checked: a ProbePerImage, or one line naming the file and the fix."""
-    try:
-        record = json.loads(data.decode("utf-8") if isinstance(data, bytes) else data)
-        if not isinstance(record, dict) or record.get("format") != PROBE_FORMAT:
-            raise ValueError(f"its format is not {PROBE_FORMAT!r}")
-        n, digest = _count(record, "n_test"), record.get("test_digest")
-        if not isinstance(digest, str) or not _DIGEST.match(digest):
-            raise ValueError("no test_digest (sha256:<64 hex digits>)")
-        return ProbePerImage(_bits(record, "correct", n), digest)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        problem = f"not valid JSON: {first_line(exc)}"
-    except ValueError as exc:
-        problem = str(exc)
-    if revision is None:
-        raise damaged(path, problem)
-    raise BenchError(
-        f"{path} at {revision} is damaged ({problem}); rerun its stage on that revision "
-        f"(`dvc repro -f {paths.producing_stage(path) or 'probe'}`) and commit the result"
-    )
+    return _checked(_probe_per_image, data, path, revision)
 
 
 def per_image(data, path, revision=None):
     """A per-image predictions file's content (bytes or text), checked: a PerImage, or one line naming the
     file (and the revision it was read at: 'HEAD (1a2b3c4)', an experiment) and the fix."""
+    return _checked(_per_image, data, path, revision)
+
+
+def _checked(parse, data, path, revision):
+    """parse(data), or BenchError in one line naming the file, the revision it was read at and the fix."""
     try:
-        return _per_image(data)
+        return parse(data)
     except ValueError as exc:
         if revision is None:
             raise damaged(path, str(exc)) from None

@@ -147,6 +147,10 @@ class Recipe(Section):
     # false: this model trains eagerly even where compute.compile compiles; the numbers do not depend on it
     compile: bool = True
 
+    def frozen_blocks(self, blocks):
+        """How many of the model's `blocks` block groups stay frozen: none (a transfer recipe may freeze some)."""
+        return 0
+
     def deciding(self):
         """The recipe less its speed settings (SPEED_ONLY), JSON-ready: what the recipe files and the resume
         fingerprint hold."""
@@ -167,8 +171,9 @@ class TransferRecipe(Recipe):
     freeze_share: Annotated[float, Field(ge=0, le=1)] | None = None
 
     def frozen_blocks(self, blocks):
-        """How many of the model's `blocks` block groups stay frozen (half-way shares round up)."""
-        if self.freeze_share is None:
+        """How many of the model's `blocks` block groups stay frozen (half-way shares round up; the count alone
+        where the number of groups is not known)."""
+        if self.freeze_share is None or blocks is None:
             return self.freeze_blocks
         return min(blocks, math.floor(self.freeze_share * blocks + 0.5))
 

@@ -17,7 +17,7 @@ def untuned(s):
     # the trials' folder is the stage's output either way, its index empty; states of an earlier tuning stay there
     # for the next one
     paths.tuning_trials(stage, s.model).mkdir(parents=True, exist_ok=True)
-    tuned.write(s.params, stage, s.model, record)
+    tuned.write(stage, s.model, record)
     print(f"{s.model} {stage}: tuning off (tune.enabled: false): the recipe's lr {record['chosen']['lr']:g} stands")
 
 

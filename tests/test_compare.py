@@ -27,6 +27,7 @@ from scipy import stats as sps
 
 from cifarbench import inputs
 from cifarbench.commands import compare
+from cifarbench.data import dataset
 from cifarbench.errors import BenchError
 from cifarbench.pipeline import evaluate
 
@@ -41,7 +42,7 @@ TRAINED = f"logs/train-cifar10/{VIT}-0/metrics.json"  # the training's DVCLive s
 
 
 def record(predicted, labels, n_classes=10, digest=None):
-    digest = digest or evaluate.test_digest(np.zeros((len(labels), 2, 2, 3), np.uint8), labels)
+    digest = digest or dataset.test_digest(np.zeros((len(labels), 2, 2, 3), np.uint8), labels)
     return evaluate.per_image(np.asarray(predicted), np.asarray(predicted) == np.asarray(labels), n_classes, digest)
 
 
@@ -50,18 +51,18 @@ def test_the_per_image_file_round_trips_and_is_small():
     labels = rng.integers(0, 100, 10_000)
     predicted = np.where(rng.random(10_000) < 0.8, labels, rng.integers(0, 100, 10_000))
     images = rng.integers(0, 256, (10_000, 32, 32, 3), dtype=np.uint8)
-    content = evaluate.per_image(predicted, predicted == labels, 100, evaluate.test_digest(images, labels))
+    content = evaluate.per_image(predicted, predicted == labels, 100, dataset.test_digest(images, labels))
     text = json.dumps(content, indent=2) + "\n"  # as atomic.write_json writes it
     assert 10_000 < len(text) < 20_000  # 15 kB on the real test split
     back = inputs.per_image(text.encode(), "metrics/per_image/m-cifar100-0.json")
     assert back.predicted.tolist() == predicted.tolist() and back.correct.tolist() == (predicted == labels).tolist()
     assert back.top1 == pytest.approx((predicted == labels).mean()) and back.n_classes == 100
     # the digest covers labels and pixels; 1,000 classes take two bytes each
-    assert evaluate.test_digest(images, labels) == back.test_digest
+    assert dataset.test_digest(images, labels) == back.test_digest
     other = images.copy()
     other[0, 0, 0, 0] ^= 1
-    assert evaluate.test_digest(other, labels) != back.test_digest
-    assert evaluate.test_digest(images, np.roll(labels, 1)) != back.test_digest
+    assert dataset.test_digest(other, labels) != back.test_digest
+    assert dataset.test_digest(images, np.roll(labels, 1)) != back.test_digest
     wide = inputs.per_image(json.dumps(record([999, 3], [999, 4], n_classes=1000)), "x")
     assert wide.predicted.tolist() == [999, 3] and wide.correct.tolist() == [True, False]
 

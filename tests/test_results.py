@@ -311,7 +311,7 @@ def tuned_results(p, res, scores):
                 for point, score in zip(tuned.grid(p, stage, key), scores[key])
             ]
             best = tune.choose(trials)
-            chosen = {k: best[k] for k in ("lr", "weight_decay", "lr_scale", "weight_decay_scale", "val_top1")}
+            chosen = {k: best[k] for k in tune.CHOSEN}
             res["tune"][ds][key] = {
                 **tuned.header(p, stage, key),
                 "val_images": 200,

@@ -82,14 +82,23 @@ def _registry(data):
     return (set(models) if isinstance(models, dict) else None), (set(seeds) if isinstance(seeds, list) else None)
 
 
-def runs(revision, lock, params):
-    """{(dataset, model): {seed: per-image file path}}: the evaluate runs a revision's dvc.lock records."""
+def lock_stages(revision, lock):
+    """{stage name: its dvc.lock entry} of a revision's dvc.lock (bytes), read once for every file list below."""
     if lock is None:
         raise _not_yet(revision, "no dvc.lock")
     try:
-        stages = (yaml.load(lock.decode("utf-8"), Loader=_LOADER) or {}).get("stages") or {}
+        return (yaml.load(lock.decode("utf-8"), Loader=_LOADER) or {}).get("stages") or {}
     except (UnicodeDecodeError, yaml.YAMLError, AttributeError):
         raise BenchError(f"dvc.lock at {_where(revision)} is not a readable lock file: restore it from git") from None
+
+
+def _outs(stage):
+    return {out.get("path") for out in (stage or {}).get("outs") or [] if isinstance(out, dict)}
+
+
+def runs(revision, stages, params):
+    """{(dataset, model): {seed: per-image file path}}: the evaluate runs a revision's dvc.lock (lock_stages)
+    records."""
     models, seeds = _registry(params)
     found, predating = {}, []
     for name, stage in stages.items():
@@ -100,8 +109,7 @@ def runs(revision, lock, params):
         if seeds is not None and seed not in seeds:
             continue
         path = paths.per_image(match["model"], match["dataset"], seed).as_posix()
-        outs = {out.get("path") for out in (stage or {}).get("outs") or [] if isinstance(out, dict)}
-        if path not in outs:
+        if path not in _outs(stage):
             predating.append(name)
             continue
         found.setdefault((match["dataset"], match["model"]), {})[seed] = path
@@ -115,19 +123,16 @@ def runs(revision, lock, params):
     return found
 
 
-def probe_files(lock):
-    """{(dataset, model): probe per-image file path} of the probe stages a dvc.lock records with that output."""
-    try:
-        stages = (yaml.load(lock.decode("utf-8"), Loader=_LOADER) or {}).get("stages") or {}
-    except (UnicodeDecodeError, yaml.YAMLError, AttributeError):
-        return {}
+def probe_files(stages):
+    """{(dataset, model): probe per-image file path} of the probe stages a dvc.lock (lock_stages) records with
+    that output."""
     found = {}
     for name, stage in stages.items():
         match = _PROBE.match(name)
         if not match:
             continue
         path = paths.probe_per_image(match["model"], match["dataset"]).as_posix()
-        if path in {out.get("path") for out in (stage or {}).get("outs") or [] if isinstance(out, dict)}:
+        if path in _outs(stage):
             found[(match["dataset"], match["model"])] = path
     return found
 
@@ -136,8 +141,9 @@ def load(sides):
     """({Revision: {(dataset, model): {seed: inputs.PerImage}}}, {Revision: {(dataset, model):
     inputs.ProbePerImage}}) for every revision in `sides`, read in two batches."""
     head = revisions.read([(r, LOCK) for r in sides] + [(r, PARAMS) for r in sides])
-    listed = {r: runs(r, head[i], head[len(sides) + i]) for i, r in enumerate(sides)}
-    probes = {r: probe_files(head[i]) for i, r in enumerate(sides)}
+    stages = {r: lock_stages(r, head[i]) for i, r in enumerate(sides)}
+    listed = {r: runs(r, stages[r], head[len(sides) + i]) for i, r in enumerate(sides)}
+    probes = {r: probe_files(stages[r]) for r in sides}
     requests = [
         (r, cell, seed, path) for r in sides for cell, seeds in listed[r].items() for seed, path in seeds.items()
     ]

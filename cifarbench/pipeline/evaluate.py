@@ -45,9 +45,6 @@ def confusion_csv(labels, predicted, classes):
     return out.getvalue()
 
 
-test_digest = dataset.test_digest  # tests and cifarbench compare's docs name it here
-
-
 def _b64(array, dtype):
     return base64.b64encode(np.ascontiguousarray(array, dtype=dtype).tobytes()).decode("ascii")
 
@@ -173,7 +170,7 @@ def run(s):
             predicted,
             correct1,
             len(classes),
-            test_digest(test.images, test.labels),
+            dataset.test_digest(test.images, test.labels),
             confidence=confidence,
             ood_scores=ood_scores,
             corruption=(corruption_index, corruption_hits, runs),

@@ -324,7 +324,7 @@ class Report:
                     else {"cifar10": "its CIFAR-10 checkpoint"}.get(recipe.init, f"{weights} (not CIFAR-10's)")
                 )
                 blocks, set_share = cost.get("blocks"), getattr(recipe, "freeze_share", None)  # transfer only
-                frozen = cost.get("frozen_blocks", _frozen_blocks(recipe, blocks))
+                frozen = cost.get("frozen_blocks", recipe.frozen_blocks(blocks))  # files from before they said
                 share = None if blocks is None else frozen / blocks
                 augment = recipe.augment
                 lr, lr_same = _tuned_cell(tuning, "lr")
@@ -461,13 +461,6 @@ class Report:
 
     def markdown(self):
         return report_md.render(self.context())
-
-
-def _frozen_blocks(recipe, blocks):
-    """How many blocks a recipe freezes, for cost files written before they recorded it (a train recipe: 0)."""
-    if not hasattr(recipe, "frozen_blocks"):
-        return 0
-    return recipe.frozen_blocks(blocks) if blocks else recipe.freeze_blocks
 
 
 def _tuned_cell(record, field):

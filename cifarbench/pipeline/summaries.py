@@ -199,10 +199,7 @@ def tuning_row(record):
     chosen = record["chosen"]
     row = {"lr": chosen["lr"], "weight_decay": chosen["weight_decay"], "lr_tuned": bool(record["enabled"])}
     if record["enabled"]:
-        best = next(
-            t for t in record["trials"] if t["lr"] == chosen["lr"] and t["weight_decay"] == chosen["weight_decay"]
-        )
-        row["tune_val_top1"], row["tune_val_top1_ci"] = round(best["val_top1"], 6), best["val_top1_ci"]
+        row["tune_val_top1"], row["tune_val_top1_ci"] = round(chosen["val_top1"], 6), chosen["val_top1_ci"]
     return row
 
 

@@ -169,7 +169,6 @@ def run(s, stage, model, init_path=None, *, recipe=None, seed=None, outputs=None
     memory.reset_peak(rt.device)
     total_params, trainable_params = timm_models.count_parameters(model)  # after any freezing
     blocks = timm_models.block_count(model)  # the report's protocol table: frozen blocks as a share
-    frozen_blocks = recipe.frozen_blocks(blocks) if hasattr(recipe, "frozen_blocks") else 0
     meta = dataset.load_meta(data_dir)
     tensors = _tensors(data_dir, meta, rt.device)
     model = inference.prepare_model(model, rt)
@@ -271,7 +270,7 @@ def run(s, stage, model, init_path=None, *, recipe=None, seed=None, outputs=None
     }
     if main:
         cost = _cost(trainer, history, rt, (total_params, trainable_params))
-        cost.update(blocks=blocks, frozen_blocks=frozen_blocks)
+        cost.update(blocks=blocks, frozen_blocks=recipe.frozen_blocks(blocks))
         _finish(live, summary, cost, outputs.cost)
         resume.mark_finished(
             outputs.state,

@@ -27,6 +27,8 @@ from cifarbench.errors import BenchError
 from cifarbench.pipeline import train, tuned
 from cifarbench.runtime import distributed
 
+CHOSEN = ("lr", "weight_decay", "lr_scale", "weight_decay_scale", "val_top1", "val_top1_ci")  # the best trial's
+
 
 def trial_recipe(params, stage, key, point):
     """The stage's recipe at the trial's lr and weight decay, its schedule compressed to tune.epochs: the warm-up
@@ -127,10 +129,10 @@ def run(s, stage):
         raise BenchError(
             f"every trial of {key}'s {stage} tuning diverged (NaN or infinite loss): use smaller tune.lr_scale factors"
         )
-    chosen = {k: best[k] for k in ("lr", "weight_decay", "lr_scale", "weight_decay_scale", "val_top1")}
+    chosen = {k: best[k] for k in CHOSEN}
     record = {**tuned.header(params, stage, key), "val_images": n_val, "trials": trials, "chosen": chosen}
     if main:
-        tuned.write(params, stage, key, record, [trial_state(stage, key, p).name for p in points])
+        tuned.write(stage, key, record, [trial_state(stage, key, p).name for p in points])
         print(
             f"{key} {stage}: chose lr {chosen['lr']:.3g} (x{chosen['lr_scale']:g}), weight decay "
             f"{chosen['weight_decay']:.3g}: validation top-1 {chosen['val_top1']:.4f} of "

@@ -43,7 +43,7 @@ def untuned(params, stage, key):
     return {**head, "trials": [], "chosen": dict(head["recipe"])}
 
 
-def write(params, stage, key, record, states=()):
+def write(stage, key, record, states=()):
     """The tuning file, and the index of the trials' state files (`states`: one name per trial; none untuned)."""
     index = [
         {"state": name, **{k: t[k] for k in ("lr", "weight_decay", "diverged")}}
