@@ -49,7 +49,7 @@ demo: $(STAMP)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m cifarbench.commands.demo
 
 test: $(STAMP) $(NUMBA)
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -n auto --dist loadfile --durations=15
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -n auto --dist loadfile --no-loadscope-reorder --durations=15
 
 test-all: $(STAMP) $(NUMBA)
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -m ''

@@ -117,13 +117,18 @@ def run_stage_here(folder, script, *args):
     runs as Python runs a script (`__main__`, its argv, its folder); an exception that escapes is printed
     with its traceback to stderr and gives status 1, as in a process. The process's own exit path is
     tested once, in a real process (tests/test_params.py)."""
+    return run_script_here(folder, ROOT / "stages" / script, *args)
+
+
+def run_script_here(folder, path, *args):
+    """`python <path> args` in `folder`, run in this process as run_stage_here runs a stage script."""
     import contextlib
     import io
     import runpy
     import subprocess
     import traceback
 
-    path = str(ROOT / "stages" / script)
+    path = str(path)
     out, err, status = io.StringIO(), io.StringIO(), 0
     cwd, argv = os.getcwd(), sys.argv
     try:
@@ -134,6 +139,8 @@ def run_stage_here(folder, script, *args):
                 runpy.run_path(path, run_name="__main__")
             except SystemExit as exc:
                 status = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+                if exc.code is not None and not isinstance(exc.code, int):
+                    print(exc.code, file=sys.stderr)  # as the interpreter prints sys.exit("message")
             except Exception:  # noqa: BLE001 - what would end a process with a traceback
                 traceback.print_exc()
                 status = 1
@@ -164,14 +171,21 @@ def chromium():
 
 # `make test` runs the suite on two workers, a module per worker at a time (pytest -n auto --dist
 # loadfile: a module's shared fixture, such as its DVC repo, is built once). Workers take modules in
-# collection order, so the longest modules go first: the last module a worker starts then ends near
-# the others' end instead of after them.
+# collection order (--no-loadscope-reorder: xdist's default order is by number of tests, which put the
+# five long benchmark tests last), so the longest modules go first: the last module a worker starts
+# then ends near the others' end instead of after them. The order is by measured time (`make test`'s
+# --durations, summed per module).
 LONGEST_FIRST = (
     "test_pipeline_dvc.py",
-    "test_compare.py",
     "test_slurm.py",
+    "test_compare.py",
     "test_resume.py",
+    "test_benchmark.py",
     "test_distributed.py",
+    "test_tune.py",
+    "test_probe.py",
+    "test_engine.py",
+    "test_params.py",
     "test_faults.py",
 )
 
