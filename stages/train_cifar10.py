@@ -1,11 +1,15 @@
 """Stage train-cifar10@<model>-<seed>: fine-tune the model on CIFAR-10, keep the best-validation checkpoint."""
 
-from cifarbench.pipeline import model_entry, recipes, train, tuned
+from cifarbench.pipeline import model_entry, recipes, tuned
 
 STAGE = "train-cifar10"
 
 
 def main(s):
+    # imported here, not above: with compute.devices or compute.nodes > 1 this process only starts torchrun's
+    # workers (model_entry), and the training's modules (timm, DVCLive) would cost it seconds for nothing
+    from cifarbench.pipeline import train
+
     recipes.check_current(s.params, STAGE, s.model)
     recipe = tuned.recipe(s.params, STAGE, s.model)  # the recipe's, with the lr its tune stage chose
     model, init_path = train.start(s.params, STAGE, s.model, s.seed)

@@ -1,11 +1,15 @@
 """Stage transfer-cifar100@<model>-<seed>: new 100-class head on the CIFAR-10 checkpoint, first blocks frozen."""
 
-from cifarbench.pipeline import model_entry, recipes, train, tuned
+from cifarbench.pipeline import model_entry, recipes, tuned
 
 STAGE = "transfer-cifar100"
 
 
 def main(s):
+    # imported here, not above: with compute.devices or compute.nodes > 1 this process only starts torchrun's
+    # workers (model_entry), and the training's modules (timm, DVCLive) would cost it seconds for nothing
+    from cifarbench.pipeline import train
+
     recipes.check_current(s.params, STAGE, s.model)
     recipe = tuned.recipe(s.params, STAGE, s.model)  # the recipe's, with the lr its tune stage chose
     model, init_path = train.start(s.params, STAGE, s.model, s.seed)
