@@ -52,9 +52,11 @@ VIT_RECIPES = {
     "train": {"epochs": VIT_EPOCHS, "lr": 3e-3, "warmup_epochs": 2},
     "transfer": {"epochs": 20, "lr": 3e-3, "warmup_epochs": 1},
 }
-# Tuning on, as `dvc exp run -S tune.enabled=true` turns it on: every model's lr over the same 3 factors, 3 epochs a
-# trial, in both training stages (12 trials, ~25 s)
-TUNE = {"enabled": True, "lr_scale": [0.5, 1.0, 2.0], "epochs": 3}
+# Tuning on, as `dvc exp run -S tune.enabled=true` turns it on: every model's lr over the same 2 factors, 1 epoch a
+# trial, in both training stages (8 trials, ~10 s; tests/test_tune.py checks a trial's best of several epochs). A
+# trial of the tiny ViT stays near chance in 1 epoch, so its choice is noise: both factors give an lr its trainings
+# reach REACHED at (x1 is the recipe's own; x2 is what trials of 3 epochs chose)
+TUNE = {"enabled": True, "lr_scale": [1.0, 2.0], "epochs": 1}
 
 
 ALL_STAGES = stages_for(MODELS)
@@ -357,7 +359,7 @@ def expected_choice(trials):
 
 
 def test_tuning_chooses_each_models_best_validation_trial_and_its_training_uses_it(repo):
-    """Tuning on for both models over a 3-value grid: each tuning file holds the grid's trials, scored on the
+    """Tuning on for both models over a 2-value grid: each tuning file holds the grid's trials, scored on the
     validation split with their intervals, and chooses the best; the training ran at the chosen lr (its own
     metrics say so), and the summary, the protocol table and the tuning figure show it."""
     import torch
@@ -391,15 +393,14 @@ def test_tuning_chooses_each_models_best_validation_trial_and_its_training_uses_
             row = summary[d][m]
             assert row["lr"] == best["lr"] and row["lr_tuned"] is True
             assert row["tune_val_top1"] == round(best["val_top1"], 6)
-            assert (
-                f"{best['lr']:g} (tuned: x{best['lr_scale']:g} of the recipe's {base:g}, over x0.5, x1, x2)" in protocol
-            )
+            assert f"{best['lr']:g} (tuned: x{best['lr_scale']:g} of the recipe's {base:g}, over x1, x2)" in protocol
             states = sorted((repo.path / "models" / "tune" / stage / m).glob("*.state.pt"))
             assert len(states) == len(TUNE["lr_scale"])
-    # a trial's learning is visible: the 10-class tuning of resnet10t reaches well above chance in 3 epochs
+    # a trial's learning is visible: the 10-class tuning of resnet10t reaches twice chance in its one epoch (0.23-0.26
+    # reached on 120 validation images)
     cnn = repo.json(f"metrics/tune/train-cifar10/{FOURTH}.json")
-    assert max(t["val_top1"] for t in cnn["trials"]) >= 0.3, cnn["trials"]
-    assert "3 trials (the recipe's lr times 0.5, 1, 2) of 3 epochs each" in protocol
+    assert max(t["val_top1"] for t in cnn["trials"]) >= 0.2, cnn["trials"]
+    assert "2 trials (the recipe's lr times 1, 2) of 1 epoch each" in protocol
     figure = shown(repo.path / "plots" / "figures" / "tuning.png")
     assert figure["title"] == "Validation top-1 over each model's tuning grid"
     assert [a["title"] for a in figure["axes"]] == ["train-cifar10 (CIFAR-10)", "transfer-cifar100 (CIFAR-100)"]
@@ -415,11 +416,11 @@ def test_a_grid_change_reruns_every_tuning_then_the_trainings_whose_tuning_chang
     CIFAR-100 tuning follows its CIFAR-10 training: it starts from that checkpoint.)"""
     tunings = {f"{stage}@{m}" for stage in ("tune-cifar10", "tune-cifar100") for m in MODELS}
     try:
-        repo.set_param("tune.lr_scale", TUNE["lr_scale"][:2])
+        repo.set_param("tune.lr_scale", TUNE["lr_scale"][:1])
         assert stages_changed(repo) == tunings | {"report"}
         out = repo.dvc("repro", "-s", "tune-cifar10").stdout
         assert set(re.findall(r"Running stage '([^']+)'", out)) == {f"tune-cifar10@{m}" for m in MODELS}
-        assert out.count("without training") == 2 * len(MODELS) and "epoch " not in out
+        assert out.count("without training") == len(MODELS) and "epoch " not in out  # the trial kept, each
         trainings = {f"train-cifar10@{m}-{SEED}" for m in MODELS}
         assert stages_changed(repo) == trainings | {f"tune-cifar100@{m}" for m in MODELS} | {"report"}
     finally:
@@ -462,10 +463,6 @@ def test_predict_returns_the_class_evaluate_gave(repo, tmp_path):
             assert predicted == evaluated, f"{m} on {d}"
 
 
-def dry_run(repo):
-    return set(re.findall(r"Running stage '([^']+)'", repo.dvc("repro", "--dry").stdout))
-
-
 @pytest.mark.parametrize(
     "edited, reruns",
     [
@@ -479,14 +476,14 @@ def test_code_edit_reruns_only_the_stages_that_run_it(repo, edited, reruns):
     original = path.read_text()
     try:
         path.write_text(original + "\n# an edit\n")
-        ran = dry_run(repo)
+        ran = stages_changed(repo)  # what `dvc repro` runs first: the stages that list the file
     finally:
         path.write_text(original)
     assert {name.split("@")[0] for name in ran} == reruns, sorted(ran)
     if "train-cifar10" in reruns:
         assert {f"train-cifar10@{m}-{SEED}" for m in MODELS} <= ran
         assert {f"transfer-cifar100@{m}-{SEED}" for m in MODELS} <= ran
-    assert dry_run(repo) == set()
+    assert stages_changed(repo) == set()
 
 
 def test_dvc_commit_accepts_an_edit_known_to_change_nothing(repo):
