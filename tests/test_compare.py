@@ -11,10 +11,12 @@ their CIFAR-100 cell is the baseline's. Two branches with two training seeds eac
 are built only for the seed-level test.
 """
 
+import contextlib
 import csv
 import io
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -25,7 +27,7 @@ from conftest import committed_params, tiny_params
 from dvc_repo import Repo, copy_project, cut_pipeline, run_queue, stages_for
 from scipy import stats as sps
 
-from cifarbench import inputs
+from cifarbench import cli, inputs
 from cifarbench.commands import compare
 from cifarbench.data import dataset
 from cifarbench.errors import BenchError
@@ -400,16 +402,31 @@ def test_all_after_a_two_value_sweep_gives_a_row_per_experiment_and_cell(repo, m
     assert [cells(rows)[(e, "cifar10")]["verdict"] for e in ("one", "sweep-1", "sweep-2")] == ["worse"] * 3
 
 
-def cifarbench_cmd(repo, *args, cwd=None):
-    """The installed `cifarbench` command, run on the copy's package (Repo's PYTHONPATH)."""
-    script = str(Path(sys.executable).parent / "cifarbench")
-    return subprocess.run([script, *args], cwd=cwd or repo.path, env=repo.env, capture_output=True, text=True)
+def cifarbench_cmd(repo, *args, cwd=None, here=True):
+    """The `cifarbench` command's status, stdout and stderr: run here (its console script's main() in this process,
+    which has numpy and scipy loaded: a process spends a second or two on them first), or, here=False, the installed
+    command in a process of its own, on the copy's package (Repo's PYTHONPATH)."""
+    if not here:
+        script = str(Path(sys.executable).parent / "cifarbench")
+        return subprocess.run([script, *args], cwd=cwd or repo.path, env=repo.env, capture_output=True, text=True)
+    out, err, before = io.StringIO(), io.StringIO(), os.getcwd()
+    try:
+        os.chdir(cwd or repo.path)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                status = cli.main(list(args)) or 0  # as `sys.exit(main())` ends the console script
+            except SystemExit as exc:
+                status = exc.code
+    finally:
+        os.chdir(before)
+    return subprocess.CompletedProcess(["cifarbench", *args], status, out.getvalue(), err.getvalue())
 
 
 def test_fail_if_worse_exits_1_exactly_when_a_cell_is_worse(repo):
     statuses = {}
     for a, b in (("main", "one"), ("one", "main"), ("one", "sweep-1")):
-        proc = cifarbench_cmd(repo, "compare", a, b, "--fail-if-worse")
+        # the first as a process of its own: the installed command's exit status
+        proc = cifarbench_cmd(repo, "compare", a, b, "--fail-if-worse", here=statuses != {})
         assert proc.stderr == "", proc.stderr
         statuses[(a, b)] = proc.returncode
     assert statuses == {("main", "one"): 1, ("one", "main"): 0, ("one", "sweep-1"): 0}
@@ -429,7 +446,7 @@ def one_line_error(proc):
 
 
 def test_bad_input_is_one_line_naming_it_and_the_fix_with_status_2(repo):
-    line = one_line_error(cifarbench_cmd(repo, "compare", "main", "no-such-thing"))
+    line = one_line_error(cifarbench_cmd(repo, "compare", "main", "no-such-thing", here=False))  # a real process
     assert "unknown revision 'no-such-thing'" in line and "dvc exp show" in line
     line = one_line_error(cifarbench_cmd(repo, "compare", "empty", "main"))
     assert "empty (" in line and "no evaluate results yet" in line and "dvc repro" in line
