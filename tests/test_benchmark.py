@@ -102,17 +102,19 @@ def jpeg_folder(root, per_class=5):
     return root
 
 
-def real_benchmark(tmp_path, *args):
-    from conftest import dump, tiny_params
+def real_benchmark(tmp_path, *args, here=False):
+    """benchmarks/real_benchmark.py on the tiny params, in a process (or, `here`, in this one: for its errors, which
+    come before any work; a process would spend seconds importing torch and timm first)."""
+    from conftest import dump, run_script_here, tiny_params
 
     (tmp_path / "params.yaml").write_text(dump(tiny_params()))
-    command = [
-        sys.executable,
-        str(ROOT / "benchmarks" / "real_benchmark.py"),
-        "--params",
-        str(tmp_path / "params.yaml"),
-    ]
-    return subprocess.run([*command, *args], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    script = ROOT / "benchmarks" / "real_benchmark.py"
+    args = ("--params", str(tmp_path / "params.yaml"), *args)
+    if here:
+        return run_script_here(tmp_path, script, *args)
+    return subprocess.run(
+        [sys.executable, str(script), *args], capture_output=True, text=True, timeout=600, cwd=tmp_path
+    )
 
 
 def test_real_benchmark_runs_every_stage_and_projects_the_recipe(tmp_path):
@@ -158,11 +160,11 @@ def test_real_benchmark_runs_every_stage_and_projects_the_recipe(tmp_path):
 
 def test_real_benchmark_refuses_bad_input_in_one_line_and_stops_at_its_budget(tmp_path):
     archive = jpeg_folder(tmp_path / "jpegs", per_class=2)
-    proc = real_benchmark(tmp_path, "--archive", str(tmp_path / "absent.tar.gz"))
+    proc = real_benchmark(tmp_path, "--archive", str(tmp_path / "absent.tar.gz"), here=True)
     assert proc.returncode == 1 and proc.stderr.strip() == (
         f"error: {tmp_path / 'absent.tar.gz'} not found; pass the CIFAR-10 JPEG archive (or its folder) with --archive"
     )
-    proc = real_benchmark(tmp_path, "--archive", str(archive), "--models", "resnet18,vgg")
+    proc = real_benchmark(tmp_path, "--archive", str(archive), "--models", "resnet18,vgg", here=True)
     assert proc.returncode == 2 and "--models: vgg not in" in proc.stderr.strip().splitlines()[-1]
     proc = real_benchmark(
         tmp_path, "--archive", str(archive), "--images", "100", "--device", "cpu", "--budget", "0", "--json"
