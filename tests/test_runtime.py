@@ -140,7 +140,7 @@ def test_no_nvidia_smi_means_the_cpu_with_its_reason(no_gpu):
     assert rt.device == torch.device("cpu") and rt.precision == "fp32"
     assert rt.reason == "compute.device: auto, no CUDA or MPS device"
     assert rt.describe_choice() == (
-        f"device: cpu ({torch.get_num_threads()} threads, fp32) - compute.device: auto, no CUDA or MPS device"
+        f"device: cpu ({runtimelib._threads()}, fp32) - compute.device: auto, no CUDA or MPS device"
     )
 
 
@@ -188,7 +188,7 @@ def test_compute_device_cpu_beside_a_gpu_is_deliberate_and_asks_no_driver(no_gpu
     calls = fake_nvidia_smi(no_gpu)
     rt = runtimelib.resolve(compute("cpu"))
     assert rt.device == torch.device("cpu") and rt.reason == "compute.device: cpu"
-    assert rt.describe_choice().endswith("threads, fp32) - compute.device: cpu")
+    assert rt.describe_choice().endswith(f"{runtimelib._threads()}, fp32) - compute.device: cpu")
     assert not calls.exists()
 
 
@@ -289,7 +289,7 @@ def test_explicit_mps_without_mps_is_refused(no_gpu):
 
 def test_a_runtime_built_by_hand_describes_itself_without_a_reason():
     rt = runtimelib.Runtime(device=torch.device("cpu"), amp_dtype=None, compile=False)
-    assert rt.describe_choice() == f"device: cpu ({torch.get_num_threads()} threads, fp32)"
+    assert rt.describe_choice() == f"device: cpu ({runtimelib._threads()}, fp32)"
 
 
 def test_compile_auto_compiles_on_cuda_only():
@@ -298,3 +298,24 @@ def test_compile_auto_compiles_on_cuda_only():
     assert runtimelib.compiles(True, "cpu") and not runtimelib.compiles(False, "cuda")
     rt = runtimelib.resolve(compute("cpu").model_copy(update={"compile": "auto"}))
     assert rt.compile is False
+
+
+def test_a_umap_leaves_the_processs_torch_thread_count_as_it_was():
+    """numba's OpenMP threading layer sets the process's OpenMP thread count, which torch shares, to every core the
+    first time it runs; the embed stage's UMAP puts torch's count back, so a process started with one thread (each
+    of `make test`'s) keeps one. In a fresh process: the first run is the one that resets it."""
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    code = (
+        "import numpy as np, torch; from cifarbench.pipeline import embed; "
+        "embed.umap_2d(np.random.default_rng(0).normal(size=(300, 16)).astype(np.float32), seed=0); "
+        "print(torch.get_num_threads())"
+    )
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    proc = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "1"

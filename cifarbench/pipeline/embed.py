@@ -65,11 +65,23 @@ def _import_umap_with_numba_cache():
 
 
 def umap_2d(features_, seed):
-    """UMAP of the features (not logits) to 2-D; seeded, so the picture is reproducible."""
+    """UMAP of the features (not logits) to 2-D; seeded, so the picture is reproducible.
+
+    numba's OpenMP threading layer, the first time it runs, sets the process's OpenMP thread count, which torch
+    shares, to numba's own (every core): a process that ran with OMP_NUM_THREADS=1 (`make test`'s workers, a
+    user's choice) would run every later torch op on every core (measured: the benchmark's stages after its first
+    UMAP ran at 2 threads on 2 busy cores, about half as fast). The count torch had is put back afterwards.
+    """
+    import torch
+
     umap = _import_umap_with_numba_cache()
     n_neighbors = max(2, min(15, len(features_) - 1))
     reducer = umap.UMAP(n_components=2, n_neighbors=n_neighbors, min_dist=0.1, random_state=seed)
-    return reducer.fit_transform(np.asarray(features_, dtype=np.float32)).astype(np.float32)
+    threads = torch.get_num_threads()
+    try:
+        return reducer.fit_transform(np.asarray(features_, dtype=np.float32)).astype(np.float32)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def warm_numba_cache():

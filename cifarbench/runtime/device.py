@@ -59,7 +59,7 @@ class Runtime:
             return f"{torch.cuda.get_device_name(self.device)} ({self.precision})"
         if self.device.type == "mps":
             return f"{_mps_name()}, MPS ({self.precision})"
-        return f"CPU, {torch.get_num_threads()} threads ({self.precision})"
+        return f"CPU, {_threads()} ({self.precision})"
 
     def describe_choice(self):
         """One line for the top of a stage's output: which device, and why.
@@ -72,9 +72,15 @@ class Runtime:
         elif self.device.type == "mps":
             where, detail = "mps", _mps_name()
         else:
-            where, detail = str(self.device), f"{torch.get_num_threads()} threads"
+            where, detail = str(self.device), _threads()
         line = f"device: {where} ({detail}, {self.precision})"
         return f"{line} - {self.reason}" if self.reason else line
+
+
+def _threads():
+    """'1 thread' or 'N threads': the CPU threads torch's ops use in this process."""
+    n = torch.get_num_threads()
+    return f"{n} thread{'s' if n != 1 else ''}"
 
 
 def _mps_name():
