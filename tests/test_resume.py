@@ -4,7 +4,8 @@ The stage scripts run as real processes in a scratch project folder and are
 killed with real signals in their second epoch, after its first optimizer step
 (tests/stop_in_second_epoch.py: the stage's own process sends the signal, at the
 same place on any machine, with SIGINT handled as from a terminal even when the
-suite runs in the background, where SIGINT is ignored). Exact resumption is
+suite runs in the background, where SIGINT is ignored); the run that resumes
+from what the stopped process left on disk runs in the test's process. Exact resumption is
 checked for each kind of state a run carries: a LayerNorm ViT (optimizer and
 RNG state), a BatchNorm CNN (running statistics as well as weights) and the
 transfer stage with frozen blocks (a model built from a checkpoint, parameters
@@ -53,8 +54,11 @@ class Case:
         """The resumable state, relative to the project folder: written at the end of every epoch."""
         return paths.training_state(self.dataset, self.model, SEED)
 
-    def start(self, folder):
-        return stage(folder, self.script, self.model, str(SEED))
+    def resume(self, folder):
+        """The stage run again after a stop, in this process (its stdout): what resumes is the state the stopped
+        process left on disk, and the run reaches it as a fresh process does (the uninterrupted references run here
+        too, and every comparison is bit for bit)."""
+        return here(folder, self.script, self.model, str(SEED))
 
     def start_and_stop_in_epoch_2(self, folder, sig):
         """The stage, sent `sig` (a signal, or the launcher's OutOfMemoryError) by its own process just after
@@ -101,7 +105,8 @@ def stage(folder, script, *args, launcher=(sys.executable,), **popen):
 
 def here(folder, script, *args):
     """A stage run in this process (conftest.run_stage_here) where what is tested is not its process: the
-    uninterrupted references, the downloads, the evaluations. Stopped and resumed runs are processes."""
+    uninterrupted references, the runs that resume, the downloads, the evaluations. Stopped runs are processes
+    (a signal ends a process), and so are the runs of the project copy whose code is edited."""
     done = run_stage_here(folder, script, *args)
     assert done.returncode == 0, f"{script} {args} failed:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
     return done.stdout
@@ -203,7 +208,7 @@ def test_kill_9_then_rerun_gives_bit_identical_weights_logs_and_metrics(projects
     first_out = kill_after_first_epoch(folder, signal.SIGKILL, case)
     if case.dataset == "cifar100":
         assert "frozen: stem + 1 of 2 blocks" in first_out  # the case really has frozen blocks
-    out = finish(case.start(folder))
+    out = case.resume(folder)
     assert "resuming after epoch" in out
     if case == VIT_TRAIN:
         case.evaluate(folder)
@@ -225,7 +230,7 @@ def test_terminated_or_interrupted_run_resumes_exactly_under_changed_speed_setti
     kill_after_first_epoch(folder, sig)
     # speed settings changed before resuming: they change no number, so the state still belongs to the run
     project_params(folder, compute__eval_batch_size=17, compute__compile=False, **{f"train__{MODEL}__compile": False})
-    assert "resuming after epoch" in finish(VIT_TRAIN.start(folder))
+    assert "resuming after epoch" in VIT_TRAIN.resume(folder)
     reference = uninterrupted(VIT_TRAIN)
     assert training_logs(folder) == training_logs(reference)
     assert_same_weights(best_weights(folder), best_weights(reference))
@@ -376,4 +381,4 @@ def test_out_of_memory_stops_in_one_line_and_keeps_the_saved_state(projects, tmp
     assert line.endswith("; the saved state of epoch 1 is kept"), line
     state = folder / VIT_TRAIN.state
     assert state.read_bytes() == (folder / f"{VIT_TRAIN.state}.before").read_bytes()
-    assert "resuming after epoch 1" in finish(VIT_TRAIN.start(folder))
+    assert "resuming after epoch 1" in VIT_TRAIN.resume(folder)

@@ -92,7 +92,7 @@ def train_command():
 
 
 def train_here(folder):
-    """The training stage run directly (no SLURM): its stdout."""
+    """The training stage run directly (no SLURM) in a process of its own: its stdout."""
     proc = subprocess.run(train_command(), cwd=folder, capture_output=True, text=True, env=STAGE_ENV)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return proc.stdout
@@ -146,7 +146,8 @@ def test_two_nodes_train_as_one_process(cluster, downloaded, tmp_path):
     cost = json.loads((folder / paths.train_cost("cifar10", MODEL, SEED)).read_text())
     assert cost["processes"] == 2 and cost["nodes"] == 2
     one = project(downloaded["short"], tmp_path / "one-process", SHORT, compute__nodes=1)
-    assert " processes" not in train_here(one)
+    alone = run_stage_here(one, "train_cifar10.py", MODEL, str(SEED))  # one plain process: this one
+    assert alone.returncode == 0 and " processes" not in alone.stdout, alone.stderr[-2000:]
     (epoch_two, two), (epoch_one, reference) = weights(folder), weights(one)
     assert epoch_two == epoch_one == SHORT["epochs"]  # the last epoch is the best: all 30 steps compared
     difference = max((two[k] - reference[k]).abs().max().item() for k in reference)
