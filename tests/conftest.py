@@ -122,32 +122,63 @@ def run_stage_here(folder, script, *args):
 
 def run_script_here(folder, path, *args):
     """`python <path> args` in `folder`, run in this process as run_stage_here runs a stage script."""
-    import contextlib
-    import io
     import runpy
-    import subprocess
-    import traceback
 
     path = str(path)
+
+    def script():
+        runpy.run_path(path, run_name="__main__")
+
+    return run_here(folder, script, argv=[path, *map(str, args)], command=[sys.executable, path, *map(str, args)])
+
+
+def run_here(folder, call, *, argv=None, command=None):
+    """`call()` in `folder`, in this process, as a process would run it: a CompletedProcess (status, stdout, stderr).
+
+    Its return value or SystemExit is the status (None: 0); `sys.exit("message")` prints the message, and an
+    exception that escapes its traceback, to stderr (status 1). Warnings go to stderr under the interpreter's default
+    filters, as a fresh process shows them (pytest would otherwise keep them), and the working directory, sys.argv
+    and sys.path are put back afterwards (a script that inserts its own folder does not change later imports)."""
+    import contextlib
+    import io
+    import subprocess
+    import traceback
+    import warnings
+
     out, err, status = io.StringIO(), io.StringIO(), 0
-    cwd, argv = os.getcwd(), sys.argv
+    cwd, saved_argv, saved_path = os.getcwd(), sys.argv, sys.path[:]
     try:
         os.chdir(folder)
-        sys.argv = [path, *map(str, args)]
+        if argv is not None:
+            sys.argv = argv
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            try:
-                runpy.run_path(path, run_name="__main__")
-            except SystemExit as exc:
-                status = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
-                if exc.code is not None and not isinstance(exc.code, int):
-                    print(exc.code, file=sys.stderr)  # as the interpreter prints sys.exit("message")
-            except Exception:  # noqa: BLE001 - what would end a process with a traceback
-                traceback.print_exc()
-                status = 1
+            with warnings.catch_warnings(record=True) as caught:
+                _interpreter_warning_filters()
+                try:
+                    status = call() or 0
+                except SystemExit as exc:
+                    status = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+                    if exc.code is not None and not isinstance(exc.code, int):
+                        print(exc.code, file=sys.stderr)  # as the interpreter prints sys.exit("message")
+                except Exception:  # noqa: BLE001 - what would end a process with a traceback
+                    traceback.print_exc()
+                    status = 1
+            for w in caught:
+                err.write(warnings.formatwarning(w.message, w.category, w.filename, w.lineno, w.line))
     finally:
         os.chdir(cwd)
-        sys.argv = argv
-    return subprocess.CompletedProcess([sys.executable, path, *args], status, out.getvalue(), err.getvalue())
+        sys.argv, sys.path[:] = saved_argv, saved_path
+    return subprocess.CompletedProcess(command or argv or [], status, out.getvalue(), err.getvalue())
+
+
+def _interpreter_warning_filters():
+    """The warning filters of a plain `python` process (no -W): DeprecationWarning shown only from __main__."""
+    import warnings
+
+    warnings.resetwarnings()
+    for category in (ResourceWarning, ImportWarning, PendingDeprecationWarning, DeprecationWarning):
+        warnings.filterwarnings("ignore", category=category)
+    warnings.filterwarnings("default", category=DeprecationWarning, module="__main__")
 
 
 @pytest.fixture

@@ -11,19 +11,17 @@ their CIFAR-100 cell is the baseline's. Two branches with two training seeds eac
 are built only for the seed-level test.
 """
 
-import contextlib
 import csv
 import io
 import json
 import math
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import committed_params, tiny_params
+from conftest import committed_params, run_here, tiny_params
 from dvc_repo import Repo, copy_project, cut_pipeline, run_queue, stages_for
 from scipy import stats as sps
 
@@ -409,17 +407,7 @@ def cifarbench_cmd(repo, *args, cwd=None, here=True):
     if not here:
         script = str(Path(sys.executable).parent / "cifarbench")
         return subprocess.run([script, *args], cwd=cwd or repo.path, env=repo.env, capture_output=True, text=True)
-    out, err, before = io.StringIO(), io.StringIO(), os.getcwd()
-    try:
-        os.chdir(cwd or repo.path)
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            try:
-                status = cli.main(list(args)) or 0  # as `sys.exit(main())` ends the console script
-            except SystemExit as exc:
-                status = exc.code
-    finally:
-        os.chdir(before)
-    return subprocess.CompletedProcess(["cifarbench", *args], status, out.getvalue(), err.getvalue())
+    return run_here(cwd or repo.path, lambda: cli.main(list(args)), command=["cifarbench", *args])
 
 
 def test_fail_if_worse_exits_1_exactly_when_a_cell_is_worse(repo):

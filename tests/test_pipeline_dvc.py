@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, committed_params, dump, tiny_params
+from conftest import ROOT, committed_params, dump, run_here, tiny_params
 from dvc_repo import Repo, copy_project, stages_for
 from PIL import Image
 
@@ -443,9 +443,6 @@ def test_report_html_renders_every_image_in_chromium(repo, chromium):
 
 def test_predict_returns_the_class_evaluate_gave(repo, tmp_path):
     """`cifarbench predict` on the test images, saved as PNG files, agrees with evaluate's predictions."""
-    import contextlib
-    import io
-
     from cifarbench import cli
 
     script = Path(sys.executable).parent / "cifarbench"
@@ -467,14 +464,9 @@ def test_predict_returns_the_class_evaluate_gave(repo, tmp_path):
             if m == VIT:
                 out = repo.run(str(script), *args).stdout
             else:
-                printed, before = io.StringIO(), os.getcwd()
-                try:
-                    os.chdir(repo.path)
-                    with contextlib.redirect_stdout(printed):
-                        assert not cli.main(args)
-                finally:
-                    os.chdir(before)
-                out = printed.getvalue()
+                done = run_here(repo.path, lambda args=args: cli.main(args))
+                assert done.returncode == 0, done.stderr[-3000:]
+                out = done.stdout
             predicted = [r["top"][0]["class"] for r in json.loads(out)]
             assert len(predicted) == len(evaluated) > 0
             assert predicted == evaluated, f"{m} on {d}"
