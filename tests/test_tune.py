@@ -63,13 +63,19 @@ def prepared(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def reference(prepared, tmp_path_factory):
-    """The tuning file of an uninterrupted tuning."""
+def tuned_folder(prepared, tmp_path_factory):
+    """A project folder after an uninterrupted tuning."""
     folder = tmp_path_factory.mktemp("reference") / "project"
     shutil.copytree(prepared, folder)
     out = tune(folder)
     assert out.count("no saved state") == len(GRID)
-    return record(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def reference(tuned_folder):
+    """The tuning file of an uninterrupted tuning."""
+    return record(tuned_folder)
 
 
 def copy_of(prepared, tmp_path, name="project"):
@@ -78,10 +84,19 @@ def copy_of(prepared, tmp_path, name="project"):
     return folder
 
 
-def test_the_trials_learn_and_the_best_validation_score_is_chosen(reference):
+def test_the_trials_learn_and_the_best_validation_score_is_chosen(tuned_folder, reference):
+    from cifarbench.pipeline import tune as tunelib
+
     tuned = json.loads(reference)
     scores = [t["val_top1"] for t in tuned["trials"]]
     assert len(tuned["trials"]) == len(GRID) and all(not t["diverged"] for t in tuned["trials"])
+    past_best = 0
+    for trial in tuned["trials"]:  # a trial's score is its best epoch's, not its last's
+        state = torch.load(tuned_folder / tunelib.trial_state(STAGE, VIT, trial), weights_only=True)
+        history = [epoch["val_acc"] for epoch in state["history"]]
+        assert state["finished"] and len(history) == EPOCHS and trial["val_top1"] == max(history)
+        past_best += history[-1] < max(history)
+    assert past_best, "every trial ended at its best epoch: the check above tells best from last apart only if not"
     assert max(scores) >= 0.3, scores  # 10 classes: a trial that learns, not a tie at chance
     best = max(range(len(GRID)), key=lambda i: (scores[i], -abs(np.log(GRID[i]))))
     assert tuned["chosen"]["lr_scale"] == GRID[best] and tuned["chosen"]["val_top1"] == scores[best]
