@@ -1,4 +1,5 @@
-"""Run under torchrun by test_distributed.py: evaluate one checkpoint with every rank taking a share."""
+"""Run by test_distributed.py, under torchrun with 2 processes and in the test's own process as one: evaluate one
+checkpoint with every rank taking a share."""
 
 import json
 import sys

@@ -1,4 +1,5 @@
-"""Run under torchrun by test_distributed.py: one epoch of two steps of engine.Trainer on fixed images.
+"""Run by test_distributed.py, under torchrun with 2 processes and in the test's own process as one: one epoch of
+two steps of engine.Trainer on fixed images.
 
     distributed_step.py OUT_DIR SCENARIO...   (in a project folder: params.yaml gives models and recipes)
 

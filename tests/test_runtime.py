@@ -292,6 +292,13 @@ def test_a_runtime_built_by_hand_describes_itself_without_a_reason():
     assert rt.describe_choice() == f"device: cpu ({runtimelib._threads()}, fp32)"
 
 
+@pytest.mark.parametrize("threads, words", [(1, "1 thread"), (2, "2 threads")])
+def test_a_cpu_runtime_counts_its_threads_in_words(monkeypatch, threads, words):
+    monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
+    rt = runtimelib.Runtime(device=torch.device("cpu"), amp_dtype=None, compile=False)
+    assert rt.describe() == f"CPU, {words} (fp32)" and rt.describe_choice() == f"device: cpu ({words}, fp32)"
+
+
 def test_compile_auto_compiles_on_cuda_only():
     assert runtimelib.compiles("auto", "cuda") and runtimelib.compiles("auto", "cuda:1")
     assert not runtimelib.compiles("auto", "cpu") and not runtimelib.compiles("auto", "mps")

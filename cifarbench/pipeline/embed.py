@@ -74,10 +74,10 @@ def umap_2d(features_, seed):
     """
     import torch
 
+    threads = torch.get_num_threads()
     umap = _import_umap_with_numba_cache()
     n_neighbors = max(2, min(15, len(features_) - 1))
     reducer = umap.UMAP(n_components=2, n_neighbors=n_neighbors, min_dist=0.1, random_state=seed)
-    threads = torch.get_num_threads()
     try:
         return reducer.fit_transform(np.asarray(features_, dtype=np.float32)).astype(np.float32)
     finally:
