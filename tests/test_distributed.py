@@ -34,6 +34,16 @@ def torchrun(world):
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={world}"]
 
 
+def run_world(world, script, args, cwd):
+    """`script args` as `world` processes under torchrun, or, for one, as a plain process: this one (a process of its
+    own spends seconds importing first)."""
+    if world > 1:
+        return run([*torchrun(world), str(script), *map(str, args)], cwd)
+    done = run_script_here(cwd, script, *args)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
 # --- one epoch of two steps through Trainer.train_epoch, with 1 and with 2 processes ---
 
 STEP_RECIPE = {
@@ -55,13 +65,8 @@ def stepped(tmp_path_factory):
             **{f"train__{key}__{name}": value for key in (MODEL, BN_MODEL) for name, value in STEP_RECIPE.items()}
         ),
     )
-    script = ROOT / "tests" / "distributed_step.py"
     for world, scenarios in RUNS.items():
-        if world == 1:  # one plain process, run in this one (a process of its own spends seconds importing first)
-            done = run_script_here(folder, script, folder, *scenarios)
-            assert done.returncode == 0, done.stderr[-3000:]
-        else:
-            run([*torchrun(world), str(script), str(folder), *scenarios], folder)
+        run_world(world, ROOT / "tests" / "distributed_step.py", [folder, *scenarios], folder)
     return {
         (scenario, world, rank): torch.load(folder / f"{scenario}-world{world}-rank{rank}.pt", weights_only=True)
         for world, scenarios in RUNS.items()
@@ -201,11 +206,7 @@ def test_two_process_evaluation_counts_each_image_once(trained_with_two_processe
     results = {}
     for world in (1, 2):
         out_path = tmp_path / f"world{world}.json"
-        if world == 1:  # one plain process: in this one
-            done = run_script_here(ROOT, script, *args, out_path)
-            assert done.returncode == 0, done.stderr[-3000:]
-        else:
-            run([*torchrun(world), script, *args, str(out_path)], ROOT)
+        run_world(world, script, [*args, out_path], ROOT)
         results[world] = json.loads(out_path.read_text())
     n_test = json.loads((folder / "data" / "cifar10" / "meta.json").read_text())["counts"]["test"]
     assert n_test == 101

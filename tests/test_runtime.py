@@ -6,10 +6,14 @@ on a machine without a GPU (and gives the same answers on one with a GPU).
 """
 
 import importlib.metadata
+import os
+import subprocess
+import sys
 import time
 
 import pytest
 import torch
+from conftest import ROOT
 
 from cifarbench.errors import BenchError
 from cifarbench.params import Compute
@@ -311,12 +315,6 @@ def test_a_umap_leaves_the_processs_torch_thread_count_as_it_was():
     """numba's OpenMP threading layer sets the process's OpenMP thread count, which torch shares, to every core the
     first time it runs; the embed stage's UMAP puts torch's count back, so a process started with one thread (each
     of `make test`'s) keeps one. In a fresh process: the first run is the one that resets it."""
-    import os
-    import subprocess
-    import sys
-
-    from conftest import ROOT
-
     code = (
         "import numpy as np, torch; from cifarbench.pipeline import embed; "
         "embed.umap_2d(np.random.default_rng(0).normal(size=(300, 16)).astype(np.float32), seed=0); "

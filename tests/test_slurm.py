@@ -32,6 +32,7 @@ from conftest import ROOT, dump, run_stage_here, tiny_params, write_params
 
 from cifarbench import cli, paths
 from cifarbench import params as paramslib
+from cifarbench.data import transforms
 from cifarbench.train import resume
 
 MODEL = "dinov2_vitb14"  # the tiny ViT: LayerNorm only, so 2 ranks compute what 1 process does
@@ -146,12 +147,8 @@ def test_two_nodes_train_as_one_process(cluster, downloaded, tmp_path):
     cost = json.loads((folder / paths.train_cost("cifar10", MODEL, SEED)).read_text())
     assert cost["processes"] == 2 and cost["nodes"] == 2
     one = project(downloaded["short"], tmp_path / "one-process", SHORT, compute__nodes=1)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # one thread, as each rank has (OMP_NUM_THREADS=1), whatever this worker's count
-    try:
+    with transforms.one_cpu_thread("cpu"):  # one thread, as each rank has (OMP_NUM_THREADS=1), whatever this worker's
         alone = run_stage_here(one, "train_cifar10.py", MODEL, str(SEED))  # one plain process: this one
-    finally:
-        torch.set_num_threads(threads)
     assert alone.returncode == 0 and " processes" not in alone.stdout, alone.stderr[-2000:]
     (epoch_two, two), (epoch_one, reference) = weights(folder), weights(one)
     assert epoch_two == epoch_one == SHORT["epochs"]  # the last epoch is the best: all 30 steps compared
