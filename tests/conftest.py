@@ -210,6 +210,7 @@ LONGEST_FIRST = (
     "test_pipeline_dvc.py",
     "test_slurm.py",
     "test_compare.py",
+    "test_pipeline_reruns.py",
     "test_benchmark.py",
     "test_resume.py",
     "test_distributed.py",

@@ -4,6 +4,7 @@
 `cifarbench` package (PYTHONPATH points at the copy) there.
 """
 
+import fcntl
 import json
 import os
 import re
@@ -67,6 +68,42 @@ def cut_pipeline(folder, stages, datasets=None):
     for top in ("metrics", "plots"):
         del pipeline[top]
     yaml.dump(pipeline, folder / "dvc.yaml")
+
+
+def built_once(tmp_path_factory, name, build):
+    """The folder `name`, made by `build(folder)` once per test session for every module and every xdist worker
+    that asks: the first to ask builds it under a file lock while the others wait on the lock. Returns the folder
+    (with `build`'s return value saved beside it as text, see `built_note`); a caller copies it (`copy_built`) and
+    changes only its copy. A build that failed is not tried again: every later asker fails with its error."""
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent  # each worker's base folder sits in the session's
+    folder, done, failed = shared / name, shared / f"{name}.done", shared / f"{name}.failed"
+    with open(shared / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if this worker dies
+        if failed.exists():
+            raise AssertionError(f"building {name} failed (in this or another worker):\n{failed.read_text()}")
+        if not done.exists():
+            shutil.rmtree(folder, ignore_errors=True)  # a build cut short by a killed worker
+            folder.mkdir()
+            try:
+                note = build(folder)
+            except BaseException as exc:
+                failed.write_text(f"{type(exc).__name__}: {exc}"[-6000:])
+                raise
+            done.write_text(note or "")
+    return folder
+
+
+def built_note(folder):
+    """What `build` returned for a folder of `built_once` (e.g. the output of the command that built it)."""
+    return folder.with_name(f"{folder.name}.done").read_text()
+
+
+def copy_built(template, dest):
+    """A Repo on a copy of a built repo (git history, DVC cache and outputs; DVC hashes the copies again)."""
+    shutil.copytree(template, dest, symlinks=True)
+    return Repo(dest)
 
 
 class Repo:

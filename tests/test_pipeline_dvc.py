@@ -1,127 +1,43 @@
-"""End to end through the real DVC CLI: the project copied into a fresh git repo, tiny params.
+"""End to end through the real DVC CLI: what the full `dvc repro` of the end-to-end repo makes (tests/e2e_repo.py: the
+project in a fresh git repo, two models, tiny params), on a copy of it.
 
-One module-scoped repo walks through the contract in order. Its registry holds
-one committed model, the tiny ViT, and a timm model, resnet10t, added through
-params.yaml alone (two models: every table, comparison and figure has more than
-one row; a third would cost eight more stage processes and test nothing new; one
-test builds every committed model: tests/test_models.py). A full repro makes every output (every metric key, every
-figure, a report whose HTML renders in Chromium, `cifarbench predict` agreeing
-with evaluate) and a second runs nothing. Then: code edits rerun only the
-stages whose code they touch; a transfer-recipe change run as `dvc exp run -S`
-reruns exactly that model's transfer chain and shows in `dvc exp show` and
-`dvc metrics diff`; every spelling `-S` writes loads (the queued sweep under
-`dvc queue start -j 2` is tests/test_compare.py's, whose comparisons need one); a longer
-seed list would run only the new seeds' chains; speed settings rerun nothing, and an
-edit that changes no number reruns a training without training; a registry of one model runs;
-last, a `dvc repro` killed with SIGKILL mid-training resumes and writes the
-uninterrupted run's checkpoint byte for byte, so nothing after it reruns.
+The repro ran every stage and a second runs nothing; it made every output: every metric key, numbers a correct run
+reaches, every figure, a report whose HTML renders in Chromium, `cifarbench predict` agreeing with evaluate, every
+training curve as a declared plot. What each kind of change reruns is tests/test_pipeline_reruns.py's.
 """
 
 import json
 import math
-import os
 import re
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ROOT, committed_params, dump, run_here, tiny_params
-from dvc_repo import Repo, copy_project, stages_for
+from conftest import ROOT, committed_params, run_here
+from dvc_repo import Repo
+from e2e_repo import ALL_STAGES, FOURTH, MODELS, SEED, TUNE, VIT, repo_copy
 from PIL import Image
 
 from cifarbench.paths import DATASETS
 
-FOURTH = "resnet10t"  # a timm model added through params.yaml alone
-VIT = "dinov2_vitb14"  # the committed model kept: the tiny ViT, the fastest to train
-MODELS = [VIT, FOURTH]
-SEED = 0
-# 600 images a slot (480 to train): 4.8 a class on the 100-class slot, where every model then learns above
-# chance in its epochs (at 300 both stayed at 0-3 right of 60 test images)
-LIMIT = 600
-# The tiny ViT (2 blocks of width 48) needs a few hundred AdamW steps to learn (3 epochs stay at chance): 40 epochs
-# on the 10 digits (0.57 top-1) and 20 on the 100 numbers (0.067), ~10 s together; also room to kill its
-# training mid-way (the last test)
-VIT_EPOCHS = 40
-VIT_RECIPES = {
-    "train": {"epochs": VIT_EPOCHS, "lr": 3e-3, "warmup_epochs": 2},
-    "transfer": {"epochs": 20, "lr": 3e-3, "warmup_epochs": 1},
-}
-# Tuning on, as `dvc exp run -S tune.enabled=true` turns it on: every model's lr over the same 2 factors, 1 epoch a
-# trial, in both training stages (8 trials, ~10 s; tests/test_tune.py checks a trial's best of several epochs). A
-# trial of the tiny ViT stays near chance in 1 epoch, so its choice is noise: both factors give an lr its trainings
-# reach REACHED at (x1 is the recipe's own; x2 is what trials of 3 epochs chose)
-TUNE = {"enabled": True, "lr_scale": [1.0, 2.0], "epochs": 1}
 
-
-ALL_STAGES = stages_for(MODELS)
-
-
-def with_fourth_model(raw):
-    """The committed params plus resnet10t: one entry under models:, nothing else."""
-    raw["models"][FOURTH] = {"arch": "resnet10t.c3_in1k", "img_size": 176}
-    return raw
-
-
-def two_model_params():
-    """The tiny params of the ViT and resnet10t: the other committed models leave the registry."""
-    raw = tiny_params(with_fourth_model(committed_params()), compute__eval_batch_size=64, data__limit=LIMIT)
-    for key in [k for k in raw["models"] if k not in MODELS]:
-        del raw["models"][key]
-        for section in ("train", "transfer"):
-            raw[section].pop(key, None)
-    for section, changes in VIT_RECIPES.items():
-        raw[section][VIT].update(changes)
-    raw["tune"] = dict(TUNE)
-    return raw
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """A copy of the built repo and the output of the `dvc repro` that built it."""
+    return repo_copy(tmp_path_factory, "e2e")
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory):
-    path = tmp_path_factory.mktemp("cifarbench")
-    copy_project(path)
-    # the tiny sizes come from the demo's per-family rule: resnet10t is shrunk as a CNN with no edit
-    (path / "params.yaml").write_text(dump(two_model_params()))
-    r = Repo(path)
-    r.run("git", "init", "-q", "-b", "main")
-    # a fresh machine has no global git identity: DVC experiments need one
-    r.run("git", "config", "user.name", "CIFARbench test")
-    r.run("git", "config", "user.email", "test@cifarbench.invalid")
-    r.commit("tiny project")
-    yield r
-    r.dvc("queue", "stop", "--kill", check=False)  # no queue worker outlives the test
+def repo(built):
+    return built[0]
 
 
-def chain(model, transfer_only=False):
-    """What a recipe change of one model reruns: its stages, the recipes that resolve it, the report."""
-    run = f"{model}-{SEED}"
-    stages = {
-        "recipes",
-        f"tune-cifar100@{model}",
-        f"transfer-cifar100@{run}",
-        f"evaluate@{model}-cifar100-{SEED}",
-        f"embed@{model}-cifar100-{SEED}",
-        "report",
-    }
-    if not transfer_only:
-        stages |= {
-            f"tune-cifar10@{model}",
-            f"train-cifar10@{run}",
-            f"evaluate@{model}-cifar10-{SEED}",
-            f"embed@{model}-cifar10-{SEED}",
-            f"probe@{model}-cifar10",
-            f"probe@{model}-cifar100",
-        }
-    return stages
-
-
-def test_full_repro_then_nothing_to_do(repo):
-    out = repo.dvc("repro").stdout
+def test_full_repro_then_nothing_to_do(built):
+    repo, out = built  # out: the output of the repro that built it
     assert set(re.findall(r"Running stage '([^']+)'", out)) == ALL_STAGES
     # every stage's first line says which device it uses and why
     for block in out.split("Running stage ")[1:]:
@@ -159,9 +75,9 @@ def test_full_repro_then_nothing_to_do(repo):
     for link in re.findall(r"\]\((figures/[^)]+)\)", report):
         assert (p / "plots" / link).is_file(), link
 
-    assert repo.stages_run("repro") == set()
+    assert repo.stages_run("repro") == set()  # in the copy: DVC hashes its files again and finds them the same
     assert "up to date" in repo.dvc("status").stdout
-    repo.commit("tiny run")
+    assert repo.run("git", "status", "--porcelain").stdout == ""  # the build committed every tracked result
 
 
 HEADLINE = ("top1", "top5", "ece", "knn_top1", "ood_auroc", "ood_fpr95", "corruption_top1", "probe_top1")
@@ -409,25 +325,6 @@ def test_tuning_chooses_each_models_best_validation_trial_and_its_training_uses_
     assert len(figure["legend"]) == len(MODELS)
 
 
-def test_a_grid_change_reruns_every_tuning_then_the_trainings_whose_tuning_changed(repo):
-    """`dvc status` after a change of tune.lr_scale lists the four tunings and the report (which states the grid);
-    once the CIFAR-10 tunings ran (the values left keep their finished trials: nothing trains), it lists the two
-    CIFAR-10 trainings that read their files, beside the CIFAR-100 tunings still to run and the report. (Each
-    CIFAR-100 tuning follows its CIFAR-10 training: it starts from that checkpoint.)"""
-    tunings = {f"{stage}@{m}" for stage in ("tune-cifar10", "tune-cifar100") for m in MODELS}
-    try:
-        repo.set_param("tune.lr_scale", TUNE["lr_scale"][:1])
-        assert stages_changed(repo) == tunings | {"report"}
-        out = repo.dvc("repro", "-s", "tune-cifar10").stdout
-        assert set(re.findall(r"Running stage '([^']+)'", out)) == {f"tune-cifar10@{m}" for m in MODELS}
-        assert out.count("without training") == len(MODELS) and "epoch " not in out  # the trial kept, each
-        trainings = {f"train-cifar10@{m}-{SEED}" for m in MODELS}
-        assert stages_changed(repo) == trainings | {f"tune-cifar100@{m}" for m in MODELS} | {"report"}
-    finally:
-        repo.restore()
-    assert stages_changed(repo) == set()
-
-
 def test_report_html_renders_every_image_in_chromium(repo, chromium):
     from browser import decoded_images, table_fit
 
@@ -472,44 +369,6 @@ def test_predict_returns_the_class_evaluate_gave(repo, tmp_path):
             assert predicted == evaluated, f"{m} on {d}"
 
 
-@pytest.mark.parametrize(
-    "edited, reruns",
-    [
-        ("cifarbench/render/figures.py", {"evaluate", "embed", "report"}),  # a plotting module: no training
-        # the training loop: every tuning and training reruns (and then, as their files change, what reads them)
-        ("cifarbench/train/engine.py", {"tune-cifar10", "tune-cifar100", "train-cifar10", "transfer-cifar100"}),
-    ],
-)
-def test_code_edit_reruns_only_the_stages_that_run_it(repo, edited, reruns):
-    path = repo.path / edited
-    original = path.read_text()
-    try:
-        path.write_text(original + "\n# an edit\n")
-        ran = stages_changed(repo)  # what `dvc repro` runs first: the stages that list the file
-    finally:
-        path.write_text(original)
-    assert {name.split("@")[0] for name in ran} == reruns, sorted(ran)
-    if "train-cifar10" in reruns:
-        assert {f"train-cifar10@{m}-{SEED}" for m in MODELS} <= ran
-        assert {f"transfer-cifar100@{m}-{SEED}" for m in MODELS} <= ran
-    assert stages_changed(repo) == set()
-
-
-def test_dvc_commit_accepts_an_edit_known_to_change_nothing(repo):
-    """README's way to accept a harmless edit: `dvc status` lists the stages that import the file, `dvc commit`
-    records its new hash for them without running anything, and `dvc status` is clean."""
-    path = repo.path / "cifarbench" / "render" / "styles.py"
-    try:
-        path.write_text(path.read_text() + "\n# a wording fix\n")
-        before = repo.dvc("status").stdout
-        assert stages_changed(repo) == {s for s in ALL_STAGES if s.split("@")[0] in ("evaluate", "embed", "report")}
-        assert "modified:           cifarbench/render/styles.py" in before
-        assert "Running stage" not in repo.dvc("commit", "-f").stdout
-        assert "Data and pipelines are up to date" in repo.dvc("status").stdout
-    finally:
-        repo.restore()
-
-
 def test_every_training_curve_is_a_declared_plot(repo):
     out = json.loads(repo.dvc("plots", "show", "--json").stdout)
     assert not out.get("errors"), out.get("errors")
@@ -521,70 +380,6 @@ def test_every_training_curve_is_a_declared_plot(repo):
                 assert name in names, name
                 assert out["data"][name][0]["content"]["data"]["values"], f"{name} has no points"
     assert {f"plots/confusion/{m}-{d}-{SEED}.csv" for m in MODELS for d in DATASETS} <= names
-
-
-SPELLINGS = [("2e-5", 2e-5), ("1e-3", 1e-3), ("1E-4", 1e-4), (".5", 0.5), ("5", 5.0)]
-
-
-def test_every_spelling_dvc_exp_run_writes_loads(repo):
-    """`dvc exp run -S` writes `2e-05` for 2e-5: the pipeline reads it as DVC does (YAML 1.2), a float.
-    One experiment sets each spelling on a recipe key of its own (one run of the recipes stage, not five)."""
-    keys = [(section, model, "lr") for model in MODELS for section in ("train", "transfer")]
-    keys = (keys + [("train", VIT, "weight_decay")])[: len(SPELLINGS)]
-    sets = [
-        a
-        for (section, model, key), (text, _) in zip(keys, SPELLINGS)
-        for a in ("-S", f"{section}.{model}.{key}={text}")
-    ]
-    try:
-        repo.dvc("exp", "run", *sets, "recipes")
-        for (section, model, key), (text, value) in zip(keys, SPELLINGS):
-            stage = {"train": "train-cifar10", "transfer": "transfer-cifar100"}[section]
-            read = repo.json(f"recipes/{stage}/{model}.json")["recipe"][key]
-            assert read == pytest.approx(value) and isinstance(read, float), f"{section}.{model}.{key}={text}: {read!r}"
-    finally:
-        repo.restore()
-
-
-def test_a_wrong_type_through_dvc_exp_run_names_the_key(repo):
-    try:
-        proc = repo.dvc("exp", "run", "-S", f"train.{VIT}.lr=fast", "recipes", check=False)
-        assert proc.returncode != 0
-        errors = [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("error: ")]
-        assert errors == [f"error: params.yaml: train.{VIT}.lr: Input should be a valid number (got 'fast')"]
-        assert "Traceback" not in proc.stdout + proc.stderr
-    finally:
-        repo.restore()
-
-
-def test_transfer_recipe_change_reruns_only_that_models_transfer_and_shows_in_exp_show(repo):
-    """A transfer-recipe change reruns that model's transfer and what reads it, never its CIFAR-10 training or the
-    other model (a train-recipe change reruns the CIFAR-10 half as well: chain(model), as the code-edit test shows
-    for every training)."""
-    try:
-        ran = repo.stages_run("exp", "run", "-S", f"transfer.{VIT}.lr=0.004", "--name", "vit-lr")
-        assert ran == chain(VIT, transfer_only=True)
-        diff = json.loads(repo.dvc("metrics", "diff", "--targets", "metrics/summary.json", "--json").stdout)
-        changed = {key for changes in diff.values() for key in changes}
-        assert changed and all(key.startswith(f"cifar100.{VIT}.") for key in changed), changed
-        shown = json.loads(repo.dvc("exp", "show", "--json").stdout)
-        [exp] = [
-            e["revs"][0] for commit in shown for e in (commit.get("experiments") or []) if e.get("name") == "vit-lr"
-        ]
-        assert exp["data"]["params"]["params.yaml"]["data"]["transfer"][VIT]["lr"] == 0.004
-        metrics = exp["data"]["metrics"]
-        assert "best_val_acc" in metrics[f"logs/transfer-cifar100/{VIT}-{SEED}/metrics.json"]["data"]
-        assert "top1" in json.dumps(metrics["metrics/summary.json"]["data"])
-        # `dvc plots diff` between the baseline and the experiment renders every logged curve of both
-        plots = json.loads(repo.dvc("plots", "diff", "HEAD", "vit-lr", "--json").stdout)
-        assert not plots.get("errors"), plots.get("errors")
-        for stage in ("train-cifar10", "transfer-cifar100"):
-            for curve in ("train/loss", "train/acc", "val/loss", "val/acc", "lr"):
-                [rendered] = plots["data"][f"logs/{stage}/{VIT}-{SEED}/plots/metrics/{curve}.tsv"]
-                assert rendered["revisions"] == ["HEAD", "vit-lr"]
-                assert {row["rev"] for row in rendered["content"]["data"]["values"]} == {"HEAD", "vit-lr"}
-    finally:
-        repo.restore()
 
 
 def readme_exp_show_command():
@@ -629,138 +424,3 @@ def test_readme_exp_show_fits_160_columns(repo, tmp_path):
     assert lines and max(len(line) for line in lines) <= 160, "\n".join(lines)
     assert all(f"c{n}.{m}" in lines[1] for n in (10, 100) for m in committed), lines[1]
     assert "transfer-lr-0.004" in proc.stdout
-
-
-def test_more_seeds_run_only_the_new_seeds_chains(repo):
-    """`dvc status` lists what `dvc repro` would run. (`dvc repro --dry` stops at the first stage whose
-    input the dry run did not make: DVC computes the run-cache key of a missing file, DVC issue #9021.)"""
-    try:
-        repo.set_param("seeds", [SEED, 1])
-        status = repo.dvc("status").stdout
-        ran = set(re.findall(r"^(\S+):$", status, re.M))
-    finally:
-        repo.restore()
-    new = stages_for(MODELS, seeds=(1,)) - stages_for(MODELS, seeds=())  # the new seed's per-seed stages
-    assert ran == new | {"report"}, sorted(ran ^ (new | {"report"}))
-
-
-def stages_changed(repo):
-    """The stages `dvc status` lists as changed (what `dvc repro` would run first)."""
-    return set(re.findall(r"^(\S+):$", repo.dvc("status").stdout, re.M))
-
-
-def test_speed_settings_rerun_nothing(repo):
-    """Where a training runs and how fast it goes is not what it computes: with compute.nodes, compute.compile
-    and compute.eval_batch_size changed every stage is up to date, and an experiment that also switches a
-    recipe's compile runs only the recipes stage (its files leave compile out) and trains nothing."""
-    try:
-        for key, value in (("compute.nodes", 2), ("compute.compile", False), ("compute.eval_batch_size", 32)):
-            repo.set_param(key, value)
-        status = repo.dvc("status").stdout
-        assert "Data and pipelines are up to date" in status, status
-    finally:
-        repo.restore()
-    try:
-        # ++: the ViT's recipes have no compile key of their own yet (efficientnet_b0's have, in params.yaml)
-        ran = repo.stages_run(
-            "exp",
-            "run",
-            "-S",
-            "compute.compile=false",
-            "-S",
-            f"++train.{VIT}.compile=false",
-            "-S",
-            f"++transfer.{VIT}.compile=false",
-        )
-        assert ran == {"recipes"}
-        assert stages_changed(repo) == set()
-    finally:
-        repo.restore()
-
-
-def test_an_edit_that_changes_no_number_reruns_a_training_without_training(repo):
-    """cifarbench/sourcefiles.py is a training stage's code (dvc.yaml lists it), but it cannot change what a
-    training computes (sourcefiles.NO_NUMBERS): DVC reruns the stage, which writes its outputs again from its
-    finished state in seconds. Its checkpoint and logs come out the same, so nothing after it reruns."""
-    edited = repo.path / "cifarbench" / "sourcefiles.py"
-    original = edited.read_text()
-    trainings = {f"{stage}@{m}-{SEED}" for stage in ("train-cifar10", "transfer-cifar100") for m in MODELS}
-    tunings = {f"{stage}@{m}" for stage in ("tune-cifar10", "tune-cifar100") for m in MODELS}
-    try:
-        edited.write_text(original + "\n# a comment\n")
-        assert stages_changed(repo) == trainings | tunings
-        run, tuning = f"transfer-cifar100@{FOURTH}-{SEED}", f"tune-cifar100@{FOURTH}"
-        out = repo.dvc("repro", "-s", run).stdout
-        assert "its outputs are written again from the saved state, without training" in out
-        assert "epoch " not in out
-        # its evaluate, embed and the report are up to date
-        assert stages_changed(repo) == (trainings | tunings) - {run}
-        out = repo.dvc("repro", "-s", tuning).stdout  # a finished tuning: every trial from its state
-        assert out.count("written again from the saved state, without training") == len(TUNE["lr_scale"])
-        assert "epoch " not in out
-        assert stages_changed(repo) == (trainings | tunings) - {run, tuning}  # the same choice: nothing after it
-    finally:
-        edited.write_text(original)
-        repo.restore()
-
-
-def test_a_registry_of_one_model_runs(repo):
-    try:
-        raw = repo.params()
-        for key in MODELS[1:]:
-            del raw["models"][key]
-            for section in ("train", "transfer"):
-                raw[section].pop(key, None)
-        repo.write_params(raw)
-        ran = repo.stages_run("repro")
-        assert ran == {"recipes", "report"}  # the ViT's own stages are unchanged
-        summary = repo.json("metrics/summary.json")
-        assert all(list(summary[d]) == [VIT] for d in DATASETS)
-        report = (repo.path / "plots" / "report.md").read_text()
-        assert "One model: nothing to compare." in report and FOURTH not in report
-        assert repo.json("metrics/comparisons.json") == {d: {} for d in DATASETS}
-    finally:
-        repo.restore()
-
-
-def test_killed_dvc_repro_resumes_and_writes_the_uninterrupted_checkpoint(repo):
-    """kill -9 of `dvc repro` (and its stage) mid-training; the next `dvc repro` continues the run and writes the
-    checkpoint of the full repro's uninterrupted run byte for byte, so the evaluate stage after it stays up to
-    date (DVC compares its input's hash)."""
-    import torch
-
-    run, evaluate = f"{VIT}-{SEED}", f"evaluate@{VIT}-cifar10-{SEED}"
-    checkpoint = repo.path / "models" / "cifar10" / f"{run}.pt"
-    uninterrupted = checkpoint.read_bytes()  # the full repro's: VIT_EPOCHS epochs, never stopped
-    state_path = repo.path / "models" / "cifar10" / f"{run}.state.pt"
-
-    def saved_epoch():
-        try:
-            state = torch.load(state_path, weights_only=True)
-        except (FileNotFoundError, RuntimeError, EOFError):
-            return 0
-        return 0 if state.get("finished") else state["trainer"]["epoch"]
-
-    state_path.unlink()  # else the forced rerun writes the finished run's outputs again without training
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "dvc", "repro", "-f", "-s", f"train-cifar10@{run}"],
-        cwd=repo.path,
-        env=repo.env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 300
-    while saved_epoch() < 1:
-        assert proc.poll() is None and time.monotonic() < deadline, "the stage ended before it could be killed"
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)  # DVC and the stage script with it
-    proc.wait()
-    assert 1 <= saved_epoch() < VIT_EPOCHS
-
-    out = repo.dvc("repro", evaluate).stdout
-    assert "resuming after epoch" in out
-    assert set(re.findall(r"Running stage '([^']+)'", out)) == {f"train-cifar10@{run}"}
-    rows = (repo.path / "logs" / "train-cifar10" / run / "plots" / "metrics" / "val" / "acc.tsv").read_text()
-    assert len(rows.strip().splitlines()) == 1 + VIT_EPOCHS
-    assert checkpoint.read_bytes() == uninterrupted

@@ -6,7 +6,8 @@ byte for byte, and so does a tuning killed with SIGKILL inside a trial and run a
 trial). A trial whose loss turns NaN scores as the worst and the other trials go on; when every trial
 diverges the stage stops with one line. A training refuses a tuning file written for other params, and
 with tuning off the file holds the recipe's values whatever the grid. The pipeline-level behaviour (the
-choice used by the training, the report, what a grid change reruns) is tests/test_pipeline_dvc.py's.
+choice used by the training and the report) is tests/test_pipeline_dvc.py's; what a grid change reruns,
+tests/test_pipeline_reruns.py's.
 """
 
 import json
