@@ -201,7 +201,8 @@ def chromium():
 
 
 # `make test` runs the suite on two workers, a module per worker at a time (pytest -n auto --dist
-# loadfile: a module's shared fixture, such as its DVC repo, is built once). Workers take modules in
+# loadfile: a module's shared fixture, such as its DVC repo, is built once; the end-to-end repo's full
+# repro once for its two modules, whichever worker asks first: tests/e2e_repo.py). Workers take modules in
 # collection order (--no-loadscope-reorder: xdist's default order is by number of tests, which put the
 # five long benchmark tests last), so the longest modules go first: the last module a worker starts
 # then ends near the others' end instead of after them. The order is by measured time (`make test`'s
@@ -210,9 +211,9 @@ LONGEST_FIRST = (
     "test_pipeline_dvc.py",
     "test_slurm.py",
     "test_compare.py",
-    "test_pipeline_reruns.py",
-    "test_benchmark.py",
+    "test_pipeline_reruns.py",  # after two others: by then the build it copies is done (tests/e2e_repo.py)
     "test_resume.py",
+    "test_benchmark.py",
     "test_distributed.py",
     "test_tune.py",
     "test_probe.py",
