@@ -206,7 +206,7 @@ def chromium():
 # collection order (--no-loadscope-reorder: xdist's default order is by number of tests, which put the
 # five long benchmark tests last), so the longest modules go first: the last module a worker starts
 # then ends near the others' end instead of after them. The order is by measured time (`make test`'s
-# --durations, summed per module).
+# --durations, summed per module), except that test_pipeline_reruns.py waits until its build is done.
 LONGEST_FIRST = (
     "test_pipeline_dvc.py",
     "test_slurm.py",

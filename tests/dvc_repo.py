@@ -76,22 +76,24 @@ def built_once(tmp_path_factory, name, build):
     (with `build`'s return value saved beside it as text, see `built_note`); a caller copies it (`copy_built`) and
     changes only its copy. A build that failed is not tried again: every later asker fails with its error."""
     shared = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        shared = shared.parent  # each worker's base folder sits in the session's
+    if shared.name.startswith("popen-gw"):
+        shared = shared.parent  # an xdist worker's base folder sits in the session's, which its workers share
     folder, done, failed = shared / name, shared / f"{name}.done", shared / f"{name}.failed"
     with open(shared / f"{name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also if this worker dies
         if failed.exists():
             raise AssertionError(f"building {name} failed (in this or another worker):\n{failed.read_text()}")
         if not done.exists():
-            shutil.rmtree(folder, ignore_errors=True)  # a build cut short by a killed worker
-            folder.mkdir()
             try:
+                shutil.rmtree(folder, ignore_errors=True)  # a build cut short by a killed worker
+                folder.mkdir()
                 note = build(folder)
             except BaseException as exc:
-                failed.write_text(f"{type(exc).__name__}: {exc}"[-6000:])
+                failed.write_text(f"{type(exc).__name__}: {exc}")
                 raise
-            done.write_text(note or "")
+            partial = done.with_suffix(".partial")
+            partial.write_text(note or "")
+            partial.rename(done)  # whole or absent: a worker killed while writing leaves no note
     return folder
 
 

@@ -22,7 +22,7 @@ SEED = 0
 LIMIT = 600
 # The tiny ViT (2 blocks of width 48) needs a few hundred AdamW steps to learn (3 epochs stay at chance): 40 epochs
 # on the 10 digits (0.57 top-1) and 20 on the 100 numbers (0.067), ~10 s together; also room to kill its
-# training mid-way (the last test)
+# training mid-way (tests/test_pipeline_reruns.py's last test)
 VIT_EPOCHS = 40
 VIT_RECIPES = {
     "train": {"epochs": VIT_EPOCHS, "lr": 3e-3, "warmup_epochs": 2},
