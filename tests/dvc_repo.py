@@ -17,6 +17,7 @@ from pathlib import Path
 from conftest import ROOT, dump, set_dotted
 from ruamel.yaml import YAML
 
+from cifarbench import atomic
 from cifarbench.paths import DATASETS
 
 
@@ -91,9 +92,7 @@ def built_once(tmp_path_factory, name, build):
             except BaseException as exc:
                 failed.write_text(f"{type(exc).__name__}: {exc}")
                 raise
-            partial = done.with_suffix(".partial")
-            partial.write_text(note or "")
-            partial.rename(done)  # whole or absent: a worker killed while writing leaves no note
+            atomic.write_text(done, note or "")  # whole or absent: a worker killed while writing leaves no note
     return folder
 
 
